@@ -1,0 +1,93 @@
+"""Configuration of the sentence VAE (Bowman et al. 2016), shared by both backends."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+RNN_KINDS = ("lstm", "gru")
+
+
+@dataclass(frozen=True)
+class TextModelConfig:
+    """Sizes and switches of ``SentenceVAE`` (``jaxvae/text_model.py``, ``torchvae/text_model.py``).
+
+    Architecture: one token embedding shared by encoder and decoder (as in Bowman et al. and the
+    common public PyTorch implementation: the encoder and decoder see the same word space, and it
+    halves the embedding parameters); an RNN encoder whose final hidden states (every layer, both
+    directions, in torch's ``h_n`` order; for an LSTM the ``h`` part only) are concatenated and
+    mapped by two linears to the posterior mean and log-variance; a unidirectional RNN decoder
+    whose initial state (``h`` and, for an LSTM, ``c`` of every layer) is a linear map of z
+    (``decoder_init_tanh`` adds a tanh), optionally with z concatenated to every decoder input
+    (``z_every_step``); a linear output layer to the vocabulary.
+
+    Defaults, and why:
+
+    - ``rnn="lstm"``, ``num_layers=1``, unidirectional: Bowman et al.'s model.
+    - ``embed_dim=256, hidden_dim=256``: in the range of the common PTB setups (Bowman's tuned
+      model used 353/191, public PyTorch versions 300/256). On PTB (10k words) the vocabulary
+      projection ``hidden_dim x vocab`` dominates the cost, so 256 keeps a full epoch (about
+      930k target tokens) practical on a 2-core CPU; see ``BENCHMARKS_TEXT.md``.
+    - ``latent_dim=32``: the usual 16-32; 32 leaves room for the MMD objective and free bits,
+      where more of the latent space is used than with the plain ELBO.
+    - ``word_dropout=0.25``: Bowman et al.'s best results used a word keep rate of about 0.75;
+      some word dropout is what pushes the decoder to use z at all.
+    - ``embedding_dropout=0.5``: as in the public PyTorch sentence VAE, on the decoder input
+      embeddings only (the decoder is the part that overfits PTB; the encoder sees clean input).
+    - ``decoder_init_tanh=False``: Bowman et al. map z to the decoder state with a plain linear.
+    """
+
+    vocab_size: int
+    embed_dim: int = 256
+    hidden_dim: int = 256
+    latent_dim: int = 32
+    rnn: str = "lstm"
+    num_layers: int = 1
+    bidirectional: bool = False
+    embedding_dropout: float = 0.5
+    word_dropout: float = 0.25
+    z_every_step: bool = False
+    decoder_init_tanh: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim", "num_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.vocab_size < 5:
+            raise ValueError(f"vocab_size must be >= 5 (4 special tokens and a word), got {self.vocab_size}")
+        if self.rnn not in RNN_KINDS:
+            raise ValueError(f"rnn must be one of {list(RNN_KINDS)}, got {self.rnn!r}")
+        for name in ("embedding_dropout", "word_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        for name in ("bidirectional", "z_every_step", "decoder_init_tanh"):
+            if type(getattr(self, name)) is not bool:  # 1 and 0 are not accepted as switches
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def encoder_features(self) -> int:
+        """Width of the concatenated final encoder states: layers x directions x hidden."""
+        return self.num_layers * self.num_directions * self.hidden_dim
+
+    @property
+    def decoder_state_size(self) -> int:
+        """Width of ``latent_to_hidden``'s output: (h [, c]) x layers x hidden."""
+        return (2 if self.rnn == "lstm" else 1) * self.num_layers * self.hidden_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TextModelConfig:
+        """Build from a dict (e.g. a run's config.json); unknown keys are an error, naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TextModelConfig fields {unknown}; allowed: {sorted(known)}")
+        return cls(**d)
