@@ -8,20 +8,30 @@ in tests/mmd_reference.py (the twin of this file is torchvae/mmd.py).
 
 Paths (`path=`):
   "reference"  the plain dense formulation: three [n, m] distance matrices, autodiff through them.
-  "tiled"      (added with the tiled engine)
+  "tiled"      one jitted lax.scan over square tiles of `tile` rows (only half the tiles of the symmetric
+               x-x and y-y terms); peak memory O((n + m) d + tile^2), nothing [n, m] is ever held.
   "auto"       picks one by size (see `select_path`); every trace is counted in PATH_COUNTS.
+
+The tiled path is a jax.custom_vjp whose forward computes the value *and* both gradients in the same
+scan (a tile's kernel matrix is all that either needs) and keeps the [n, d] / [m, d] gradients as
+residuals; its backward only scales them. Plain evaluation (no grad) runs a value-only scan.
+Autodiff through the scan would keep every tile alive for the backward pass. Higher-order
+derivatives through the tiled path are not supported (use path="reference").
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 KERNELS = ("rbf", "imq")
 ESTIMATORS = ("unbiased", "biased")
-PATHS = ("auto", "reference")
+PATHS = ("auto", "reference", "tiled")
 
 # Which path each call ran (counted when traced, so once per jit compilation), e.g. PATH_COUNTS["tiled"].
 PATH_COUNTS: collections.Counter = collections.Counter()
@@ -76,11 +86,19 @@ def _check(x, y, kernel: str, estimator: str, path: str) -> None:
         raise ValueError("x and y must hold at least one sample each")
 
 
+# Below this many pairs the dense formulation is as fast as the tiled one on CPU (a few large fused ops
+# instead of a loop over tiles); measured by bench/mmd.py on a 2-core CPU.
+DENSE_MAX_PAIRS = 512 * 512
+DEFAULT_TILE = 512
+
+
 def select_path(x, path: str = "auto", y=None) -> str:
-    """The path `mmd` runs for x (and y) when asked for `path`."""
+    """The path `mmd` runs for x (and y) when asked for `path`: "auto" resolves to "reference" for
+    small inputs and to "tiled" otherwise (shapes are static, so this is decided at trace time)."""
     if path != "auto":
         return path
-    return "reference"
+    m = x.shape[0] if y is None else y.shape[0]
+    return "reference" if max(x.shape[0], m) ** 2 <= DENSE_MAX_PAIRS else "tiled"
 
 
 def sq_dist(a, b):
@@ -110,6 +128,116 @@ def _mmd_reference(x, y, kernel: str, scales: list[float], estimator: str):
     return within(x) + within(y) - 2.0 * cross
 
 
+def _term_weights(n: int, m: int, estimator: str) -> tuple[float, float, float]:
+    """Weights of the x-x, y-y and x-y kernel sums in the estimate."""
+    if estimator == "biased":
+        return 1.0 / (n * n), 1.0 / (m * m), -2.0 / (n * m)
+    return 1.0 / (n * (n - 1)), 1.0 / (m * (m - 1)), -2.0 / (n * m)
+
+
+def _tile_pairs(nx: int, ny: int, n: int, m: int, estimator: str):
+    """The tiles to visit over the stacked blocks [x blocks, y blocks]: (row block, column block,
+    weight, diagonal-tile flag) as numpy arrays. The symmetric x-x and y-y terms visit only tiles
+    J >= I, off-diagonal ones with twice the weight."""
+    w_xx, w_yy, w_xy = _term_weights(n, m, estimator)
+    rows, cols, weights, diags = [], [], [], []
+    for first, count, w in ((0, nx, w_xx), (nx, ny, w_yy)):
+        for i in range(count):
+            for j in range(i, count):
+                rows.append(first + i)
+                cols.append(first + j)
+                weights.append(w if i == j else 2.0 * w)
+                diags.append(i == j and estimator == "unbiased")
+    for i in range(nx):
+        for j in range(ny):
+            rows.append(i)
+            cols.append(nx + j)
+            weights.append(w_xy)
+            diags.append(False)
+    return np.array(rows, np.int32), np.array(cols, np.int32), np.array(weights), np.array(diags)
+
+
+def _kernel_and_slope(dist, kernel: str, scales: tuple[float, ...]):
+    """k(D) summed over scales and its derivative dk/dD."""
+    k = slope = 0.0
+    for c in scales:
+        if kernel == "rbf":
+            e = jnp.exp(dist * (-1.0 / c))
+            k, slope = k + e, slope - e * (1.0 / c)
+        else:
+            q = c / (c + dist)
+            k, slope = k + q, slope - q * q * (1.0 / c)
+    return k, slope
+
+
+@functools.partial(jax.jit, static_argnames=("kernel", "scales", "estimator", "tile", "need_grad"))
+def _tiled_engine(x, y, *, kernel, scales, estimator, tile, need_grad):
+    """-> (value, grad_x, grad_y) (the gradients None unless need_grad), one scan over tiles."""
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+    tile = min(tile, max(n, m))
+    nx, ny = -(-n // tile), -(-m // tile)
+    z = jnp.concatenate([jnp.pad(x, ((0, nx * tile - n), (0, 0))), jnp.pad(y, ((0, ny * tile - m), (0, 0)))])
+    valid = np.concatenate([np.arange(nx * tile) < n, np.arange(ny * tile) < m])
+    sq = (z * z).sum(1)
+    z1 = jnp.concatenate([z, jnp.ones_like(z[:, :1])], 1)  # [z, 1]: G @ z1 gives G @ z and row sums
+    rows, cols, weights, diags = _tile_pairs(nx, ny, n, m, estimator)
+    eye = jnp.eye(tile, dtype=bool)
+
+    def take(arr, block):
+        return jax.lax.dynamic_slice_in_dim(arr, block * tile, tile)
+
+    def step(acc, pair):
+        i, j, w, diag = pair
+        a, b = take(z, i), take(z, j)
+        dist = jnp.maximum(take(sq, i)[:, None] + take(sq, j)[None, :] - 2.0 * (a @ b.T), 0.0)
+        mask = take(valid, i)[:, None] & take(valid, j)[None, :] & ~(diag & eye)
+        k, slope = _kernel_and_slope(dist, kernel, scales)
+        ksum = jnp.where(mask, k, 0.0).sum() * w
+        if need_grad:
+            g = jnp.where(mask, slope * w, 0.0).astype(z.dtype)
+            acc = _add_rows(acc, i * tile, g @ take(z1, j))
+            acc = _add_rows(acc, j * tile, g.T @ take(z1, i))
+        return acc, ksum
+
+    acc = jnp.zeros_like(z1) if need_grad else jnp.zeros((), z.dtype)
+    pairs = (rows, cols, weights.astype(np.dtype(z.dtype)), diags)
+    acc, ksums = jax.lax.scan(step, acc, pairs)
+    value = ksums.sum()
+    if not need_grad:
+        return value, None, None
+    # d/dz_i sum_j G_ij D(z_i, z_j') = 2 (rowsum(G)_i z_i - (G z')_i), rows and columns alike.
+    grad = 2.0 * (acc[:, d:] * z - acc[:, :d])
+    return value, grad[:n], grad[nx * tile : nx * tile + m]
+
+
+def _add_rows(acc, start, update):
+    return jax.lax.dynamic_update_slice_in_dim(
+        acc, jax.lax.dynamic_slice_in_dim(acc, start, update.shape[0]) + update, start, 0
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _mmd_tiled(x, y, config):
+    return _tiled_engine(x, y, **config._asdict(), need_grad=False)[0]
+
+
+def _mmd_tiled_fwd(x, y, config):
+    value, grad_x, grad_y = _tiled_engine(x, y, **config._asdict(), need_grad=True)
+    return value, (grad_x, grad_y)
+
+
+def _mmd_tiled_bwd(config, residuals, g):
+    grad_x, grad_y = residuals
+    return g * grad_x, g * grad_y
+
+
+_mmd_tiled.defvjp(_mmd_tiled_fwd, _mmd_tiled_bwd)
+
+
+class _TiledConfig(collections.namedtuple("_TiledConfig", "kernel scales estimator tile")):
+    """Hashable static settings of the tiled path."""
+
+
 def mmd(
     x,
     y,
@@ -134,4 +262,7 @@ def mmd(
     PATH_COUNTS[chosen] += 1
     x = jnp.asarray(x)
     y = jnp.asarray(y)
-    return _mmd_reference(x, y, kernel, scales, estimator)
+    if chosen == "reference":
+        return _mmd_reference(x, y, kernel, scales, estimator)
+    config = _TiledConfig(kernel, tuple(scales), estimator, tile or DEFAULT_TILE)
+    return _mmd_tiled(x, y, config)
