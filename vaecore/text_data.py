@@ -322,3 +322,17 @@ def load_text_data(
         datasets[split] = TextDataset(sents, vocab, max_len)
         stats[split] = dict(datasets[split].stats, empty_lines=corpus.empty_lines.get(split, 0))
     return TextData(vocab, datasets, stats)
+
+
+def text_eval_summary(recon: float, kl: float, sentences: int, tokens: int) -> dict[str, float]:
+    """Split-level metrics from summed ``recon`` (-log p(x|z)) and ``kl`` over ``sentences``
+    sentences with ``tokens`` target tokens (words + <eos>): per-sentence recon, kl and elbo
+    (the negative ELBO, an upper bound on the NLL), and the perplexity bound exp(elbo_sum / tokens)."""
+    return {
+        "recon": recon / sentences,
+        "kl": kl / sentences,
+        "elbo": (recon + kl) / sentences,
+        "ppl_bound": float(np.exp((recon + kl) / tokens)),
+        "sentences": sentences,
+        "tokens": tokens,
+    }

@@ -1,0 +1,38 @@
+"""Layers that Flax has no torch-layout twin for. Parameters are stored in torch's layout so the
+canonical parameters pass through ``jaxvae/params.py`` unchanged."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class ConvTranspose2d(nnx.Module):
+    """torch.nn.ConvTranspose2d (no output padding, no dilation) on NHWC inputs.
+
+    ``weight``: ``(in, out, kh, kw)`` as torch. A transposed convolution is the gradient of a
+    convolution: dilate the input by ``stride``, pad by ``k - 1 - padding`` and convolve with the
+    spatially flipped kernel whose in/out axes are swapped.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int, padding: int,
+                 rngs: nnx.Rngs):
+        self.stride, self.padding, self.kernel_size = stride, padding, kernel_size
+        # torch's default init: kaiming-uniform(a=sqrt(5)) on fan_in = out * k * k for this layout.
+        bound = 1.0 / math.sqrt(out_channels * kernel_size * kernel_size)
+        self.weight = nnx.Param(jax.random.uniform(rngs.params(), (in_channels, out_channels, kernel_size,
+                                                                   kernel_size), minval=-bound, maxval=bound))
+        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_channels,), minval=-bound, maxval=bound))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [batch, h, w, in] -> [batch, (h-1)*stride + k - 2*padding, ..., out]."""
+        kernel = jnp.flip(self.weight[...], axis=(2, 3)).transpose(1, 0, 2, 3)  # (out, in, kh, kw)
+        pad = self.kernel_size - 1 - self.padding
+        y = jax.lax.conv_general_dilated(
+            x, kernel.astype(x.dtype), window_strides=(1, 1), padding=[(pad, pad), (pad, pad)],
+            lhs_dilation=(self.stride, self.stride), dimension_numbers=("NHWC", "OIHW", "NHWC"),
+        )
+        return y + self.bias[...].astype(x.dtype)

@@ -1,0 +1,141 @@
+"""Training engine for the image VAE in JAX; the twin of ``torchvae/train.py``.
+
+The step is one jitted pure function ``(params, opt_state, x, step) -> (params, opt_state, terms)``
+whose noise comes from ``fold_in(key, step)``, so a resumed run draws exactly the same noise.
+Parameters are a plain nested dict (``nnx.to_pure_dict``) merged into the module inside the
+step. Checkpoints are written by orbax (atomic: a temporary directory renamed when complete).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
+from jaxvae.mmd import mmd
+from vaecore import loop, rng
+from vaecore.config import LossConfig, RunConfig
+
+
+def _noise(key: jax.Array, shape: tuple[int, ...], dtype) -> tuple[jax.Array, jax.Array]:
+    k_eps, k_prior = jax.random.split(key)
+    return jax.random.normal(k_eps, shape, dtype), jax.random.normal(k_prior, shape, dtype)
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, loss_cfg: LossConfig, latent_dim: int):
+    """The pure training step, jitted once with donated params and optimiser state."""
+
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def train_step(params, opt_state, key, x, step):
+        eps, prior_z = _noise(jax.random.fold_in(key, step), (x.shape[0], latent_dim), x.dtype)
+
+        def loss_fn(p):
+            loss, terms = vae_loss(nnx.merge(graphdef, p), x, eps, prior_z, loss_cfg)
+            return loss, {k: v.mean() for k, v in terms.items()}
+
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, terms
+
+    return train_step
+
+
+class JaxEngine:
+    def __init__(self, cfg: RunConfig, workdir: Path):
+        from jaxvae.models import VAE
+
+        self.cfg = cfg
+        tc = cfg.train
+        if tc.dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        self.dtype = jnp.dtype(tc.dtype)
+        self.ckpt_dir = (Path(workdir) / "checkpoints").absolute()
+        self.key = jax.random.PRNGKey(tc.seed)
+        model = VAE(cfg.model, rngs=nnx.Rngs(tc.seed))
+        self.graphdef, state = nnx.split(model)
+        self.params = jax.tree.map(lambda a: a.astype(self.dtype), nnx.to_pure_dict(state))
+        self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
+        self.opt_state = self.tx.init(self.params)
+        self._step = make_train_step(self.graphdef, self.tx, cfg.loss, cfg.model.latent_dim)
+        self._eval = jax.jit(self._eval_fn)
+        self._decode = jax.jit(lambda p, z: jax.nn.sigmoid(nnx.merge(self.graphdef, p).decode(z)))
+        self._manager = None
+
+    def model(self):
+        return nnx.merge(self.graphdef, self.params)
+
+    def train_step(self, x: np.ndarray, step: int) -> dict[str, float]:
+        self.params, self.opt_state, terms = self._step(self.params, self.opt_state, self.key,
+                                                        jnp.asarray(x, self.dtype), step)
+        return {k: float(v) for k, v in terms.items()}
+
+    def _eval_fn(self, params, x, key):
+        model = nnx.merge(self.graphdef, params)
+        eps, prior_z = _noise(key, (x.shape[0], self.cfg.model.latent_dim), x.dtype)
+        mean, logvar = model.encode(x)
+        z = reparameterize(mean, logvar, eps)
+        recon, kl = bernoulli_nll(model.decode(z), x), gaussian_kl(mean, logvar)
+        lc = self.cfg.loss
+        mmd_value = (mmd(z, prior_z, kernel=lc.kernel, bandwidth=lc.bandwidth, estimator=lc.estimator)
+                     if x.shape[0] >= 2 else jnp.zeros((), x.dtype))
+        return {"recon": recon.mean(), "kl": kl.mean(), "neg_elbo": (recon + kl).mean(), "mmd": mmd_value}
+
+    def eval_batch(self, x: np.ndarray, index: int) -> dict[str, float]:
+        key = jax.random.PRNGKey(rng.derived_seed(self.cfg.train.seed, rng.EVAL, index) % 2**31)
+        return {k: float(v) for k, v in self._eval(self.params, jnp.asarray(x, self.dtype), key).items()}
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(self._decode(self.params, jnp.asarray(z, self.dtype)), np.float32)
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        mean, _ = self.model().encode(jnp.asarray(x, self.dtype))
+        return self.decode(np.asarray(mean))
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def _checkpoints(self):
+        import orbax.checkpoint as ocp
+
+        if self._manager is None:
+            options = ocp.CheckpointManagerOptions(max_to_keep=self.cfg.train.keep_checkpoints,
+                                                   enable_async_checkpointing=False)
+            self._manager = ocp.CheckpointManager(self.ckpt_dir, options=options)
+        return self._manager
+
+    def save(self, step: int, meta: dict) -> None:
+        import orbax.checkpoint as ocp
+
+        state = {"params": self.params, "opt_state": self.opt_state, "key": self.key}
+        manager = self._checkpoints()
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                   meta=ocp.args.JsonSave(meta)))
+        manager.wait_until_finished()
+
+    def restore(self) -> dict | None:
+        """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
+        import orbax.checkpoint as ocp
+
+        manager = self._checkpoints()
+        target = {"params": self.params, "opt_state": self.opt_state, "key": self.key}
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                         meta=ocp.args.JsonRestore()))
+            except Exception as e:  # a damaged checkpoint: fall back to the previous one
+                print(f"warning: skipping unreadable checkpoint {step}: {e}")
+                continue
+            # orbax gives containers back as plain tuples/dicts: put the leaves back into our structure
+            self.params, self.opt_state, self.key = jax.tree.unflatten(
+                jax.tree.structure(target), jax.tree.leaves(restored.state))
+            return dict(restored.meta)
+        return None
+
+
+def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print) -> dict:
+    return loop.train_and_evaluate(cfg, workdir, JaxEngine, resume=resume, log=log)

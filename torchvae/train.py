@@ -1,0 +1,112 @@
+"""Training engine for the image VAE in PyTorch; the twin of ``jaxvae/train.py``.
+
+The loop itself is ``vaecore.loop``; this file holds the numeric parts: the step, evaluation,
+pictures and checkpoints (``torch.save`` of state dicts through a temporary file and ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torchvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
+from torchvae.mmd import mmd
+from vaecore import loop, rng
+from vaecore.config import RunConfig
+
+CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class TorchEngine:
+    def __init__(self, cfg: RunConfig, workdir: Path):
+        from torchvae.models import VAE
+
+        self.cfg = cfg
+        self.dtype = getattr(torch, cfg.train.dtype)
+        self.ckpt_dir = Path(workdir) / "checkpoints"
+        torch.manual_seed(cfg.train.seed)
+        self.model = VAE(cfg.model).to(self.dtype)
+        tc = cfg.train
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
+
+    def _normal(self, shape: tuple[int, ...], *parts: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(rng.derived_seed(self.cfg.train.seed, *parts))
+        return torch.randn(shape, generator=g, dtype=self.dtype)
+
+    def train_step(self, x: np.ndarray, step: int) -> dict[str, float]:
+        shape = (len(x), self.cfg.model.latent_dim)
+        eps = self._normal(shape, step, rng.EPS)
+        prior_z = self._normal(shape, step, rng.PRIOR) if self.cfg.loss.objective == "mmd" else None
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss, terms = vae_loss(self.model, torch.as_tensor(x, dtype=self.dtype), eps, prior_z, self.cfg.loss)
+        loss.backward()
+        self.opt.step()
+        return {k: float(v.detach().mean()) for k, v in terms.items()}
+
+    @torch.no_grad()
+    def eval_batch(self, x: np.ndarray, index: int) -> dict[str, float]:
+        """Loss terms with one posterior sample per image; the MMD against as many prior samples."""
+        self.model.eval()
+        xt = torch.as_tensor(x, dtype=self.dtype)
+        shape = (len(x), self.cfg.model.latent_dim)
+        mean, logvar = self.model.encode(xt)
+        z = reparameterize(mean, logvar, self._normal(shape, rng.EVAL, index, rng.EPS))
+        recon, kl = bernoulli_nll(self.model.decode(z), xt), gaussian_kl(mean, logvar)
+        lc = self.cfg.loss
+        mmd_value = mmd(z, self._normal(shape, rng.EVAL, index, rng.PRIOR), kernel=lc.kernel, bandwidth=lc.bandwidth,
+                        estimator=lc.estimator) if len(x) >= 2 else torch.zeros(())
+        return {"recon": float(recon.mean()), "kl": float(kl.mean()), "neg_elbo": float((recon + kl).mean()),
+                "mmd": float(mmd_value)}
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        return torch.sigmoid(self.model.decode(torch.as_tensor(z, dtype=self.dtype))).float().numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Decoded posterior means: sigmoid(decode(E[z|x]))."""
+        self.model.eval()
+        mean, _ = self.model.encode(torch.as_tensor(x, dtype=self.dtype))
+        return torch.sigmoid(self.model.decode(mean)).float().numpy()
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save(self, step: int, meta: dict) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "meta": meta}
+        path = self.ckpt_dir / f"step_{step:08d}.pt"
+        tmp = self.ckpt_dir / f".step_{step:08d}.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a checkpoint file is either complete or absent
+        for old in self._checkpoints()[self.cfg.train.keep_checkpoints:]:
+            old.unlink()
+
+    def _checkpoints(self) -> list[Path]:
+        if not self.ckpt_dir.is_dir():
+            return []
+        return sorted((p for p in self.ckpt_dir.iterdir() if CKPT_RE.match(p.name)), reverse=True)
+
+    def restore(self) -> dict | None:
+        """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
+        for path in self._checkpoints():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # a damaged file: fall back to the previous one
+                print(f"warning: skipping unreadable checkpoint {path.name}: {e}")
+                continue
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            return state["meta"]
+        return None
+
+
+def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print) -> dict:
+    return loop.train_and_evaluate(cfg, workdir, TorchEngine, resume=resume, log=log)
+

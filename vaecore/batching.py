@@ -1,0 +1,56 @@
+"""Seeded, resumable batching of image data.
+
+Everything random here is a pure function of (seed, epoch, batch index), so a run resumed at
+step ``s`` sees exactly the batches that an uninterrupted run would: the data position is the
+step itself (``epoch = s // steps_per_epoch``, ``index = s % steps_per_epoch``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EVAL_BINARIZATION_SEED = 0  # evaluation splits are binarised once, the same way for every run
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Full batches per epoch (the incomplete last batch is dropped so shapes stay fixed)."""
+    if n < batch_size:
+        raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples); "
+                         f"lower --batch-size")
+    return n // batch_size
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The permutation of the training set used in ``epoch``."""
+    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+
+
+def binarize(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One Bernoulli draw per pixel with probability equal to its grey level."""
+    return (rng.random(images.shape, dtype=np.float32) < images).astype(np.float32)
+
+
+def fixed_binarization(images: np.ndarray, seed: int = EVAL_BINARIZATION_SEED) -> np.ndarray:
+    """A single binarisation of a whole split (the 'fixed' scheme, and every evaluation split)."""
+    return binarize(images, np.random.default_rng([seed, 1]))
+
+
+def train_batch(images: np.ndarray, *, seed: int, step: int, batch_size: int, binarization: str,
+                fixed: np.ndarray | None = None) -> np.ndarray:
+    """The training batch at global ``step``: ``[batch_size, 784]`` float32 in {0, 1}.
+
+    ``binarization`` "dynamic" draws fresh Bernoulli pixels every time an image is seen (the
+    standard for NLL comparisons); "fixed" takes them from ``fixed`` (binarised once).
+    """
+    per_epoch = steps_per_epoch(len(images), batch_size)
+    epoch, index = divmod(step, per_epoch)
+    rows = epoch_order(len(images), seed, epoch)[index * batch_size:(index + 1) * batch_size]
+    if binarization == "fixed":
+        return fixed[rows]
+    return binarize(images[rows], np.random.default_rng([seed, epoch, index, 2]))
+
+
+def eval_batches(images: np.ndarray, batch_size: int):
+    """Consecutive slices of an (already binarised) evaluation split; the last may be smaller."""
+    for start in range(0, len(images), batch_size):
+        yield images[start:start + batch_size]

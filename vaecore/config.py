@@ -1,0 +1,193 @@
+"""Run configuration: frozen dataclasses, validated on construction, serialised to config.json.
+
+Every invalid value raises ``ConfigError`` naming the field and what is allowed, so the CLI can
+print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("jax", "torch")
+TASKS = ("mnist", "text")
+IMAGE_MODELS = ("mlp", "conv")
+LOSSES = ("elbo", "mmd")
+KERNELS = ("rbf", "imq")
+ESTIMATORS = ("unbiased", "biased")
+BINARIZATIONS = ("dynamic", "fixed")
+DTYPES = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the field and the allowed values."""
+
+
+def check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {value!r}")
+
+
+def parse_bandwidth(value: str | float | tuple | list) -> str | float | tuple[float, ...]:
+    """``"2d"``, a positive number, or several comma-separated positive numbers (summed kernels)."""
+    if isinstance(value, (int, float)):
+        scales: tuple[float, ...] = (float(value),)
+    elif isinstance(value, (tuple, list)):
+        scales = tuple(float(v) for v in value)
+    else:
+        text = str(value).strip()
+        if text == "2d":
+            return "2d"
+        try:
+            scales = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"mmd bandwidth must be '2d' or positive numbers separated by commas (e.g. 1.0 or 0.5,1,2); "
+                f"got {value!r}"
+            ) from None
+    if not scales or any(not s > 0 for s in scales):
+        raise ConfigError(f"mmd bandwidth scales must all be > 0; got {value!r}")
+    return scales[0] if len(scales) == 1 else scales
+
+
+@dataclass(frozen=True)
+class ImageModelConfig:
+    """Encoder/decoder of the image VAE. ``kind`` "mlp": dense layers of ``hidden_sizes``;
+    "conv": two stride-2 convolutions (``conv_channels``) and a dense layer of ``conv_dense``,
+    mirrored by the decoder (the DCGAN-style MNIST VAE)."""
+
+    kind: str = "mlp"
+    latent_dim: int = 20
+    hidden_sizes: tuple[int, ...] = (512, 512)
+    conv_channels: tuple[int, int] = (32, 64)
+    conv_dense: int = 1024
+
+    def __post_init__(self) -> None:
+        check_choice("model", self.kind, IMAGE_MODELS)
+        check_positive("latent_dim", self.latent_dim)
+        if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
+            raise ConfigError(f"hidden_sizes must be one or more positive integers; got {self.hidden_sizes!r}")
+        if len(self.conv_channels) != 2 or any(c <= 0 for c in self.conv_channels):
+            raise ConfigError(f"conv_channels must be two positive integers; got {self.conv_channels!r}")
+        check_positive("conv_dense", self.conv_dense)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """ELBO, or InfoVAE's general objective
+    ``recon + (1 - alpha) * KL + (alpha + lam - 1) * MMD(q(z), p(z))``."""
+
+    objective: str = "elbo"
+    alpha: float = 0.0
+    lam: float = 1000.0
+    kernel: str = "imq"
+    bandwidth: str | float | tuple[float, ...] = "2d"
+    estimator: str = "unbiased"
+    kl_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_choice("loss", self.objective, LOSSES)
+        check_choice("mmd_kernel", self.kernel, KERNELS)
+        check_choice("mmd_estimator", self.estimator, ESTIMATORS)
+        object.__setattr__(self, "bandwidth", parse_bandwidth(self.bandwidth))
+        check_positive("kl_weight", self.kl_weight, allow_zero=True)
+        if self.objective == "mmd" and self.alpha + self.lam - 1 < 0:
+            raise ConfigError(f"alpha + lambda - 1 must be >= 0 for a valid InfoVAE objective; got {self.alpha + self.lam - 1}")
+        if self.objective == "mmd" and self.alpha > 1:
+            raise ConfigError(f"alpha must be <= 1 (1 - alpha weights the KL); got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    binarization: str = "dynamic"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check_positive("epochs", self.epochs)
+        if self.max_steps is not None:
+            check_positive("max_steps", self.max_steps)
+        check_positive("batch_size", self.batch_size)
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be >= 2 (the MMD needs pairs); got {self.batch_size}")
+        check_positive("lr", self.lr)
+        check_positive("checkpoint_every", self.checkpoint_every)
+        check_positive("keep_checkpoints", self.keep_checkpoints)
+        check_positive("log_every", self.log_every)
+        check_choice("binarization", self.binarization, BINARIZATIONS)
+        check_choice("dtype", self.dtype, DTYPES)
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0; got {self.seed}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    backend: str = "torch"
+    task: str = "mnist"
+    data: str | None = None
+    model: ImageModelConfig = field(default_factory=ImageModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    text: Any = None  # vaecore.text_config.TextModelConfig for task "text"
+
+    def __post_init__(self) -> None:
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("task", self.task, TASKS)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        def tuples(x: dict) -> dict:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in x.items()}
+
+        text = None
+        if d.get("text") is not None:
+            from vaecore.text_config import TextModelConfig
+
+            text = TextModelConfig(**tuples(d["text"]))
+        return cls(
+            backend=d["backend"],
+            task=d["task"],
+            data=d.get("data"),
+            model=ImageModelConfig(**tuples(d["model"])),
+            loss=LossConfig(**tuples(d["loss"])),
+            train=TrainConfig(**d["train"]),
+            text=text,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and ``os.replace`` so a reader never sees half a file."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

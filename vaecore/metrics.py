@@ -1,0 +1,67 @@
+"""Metrics: one writer for ``metrics.jsonl`` and TensorBoard event files, and the progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+class MetricsWriter:
+    """Appends ``{"step", "split", **scalars}`` to ``metrics.jsonl`` and mirrors each scalar to
+    TensorBoard (``tb/``, tensorboardX) as ``split/name``."""
+
+    def __init__(self, workdir: Path, tensorboard: bool = True):
+        self.path = Path(workdir) / "metrics.jsonl"
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(Path(workdir) / "tb"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop points logged after ``step`` (written after the checkpoint a run resumes from)."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and _step_of(line) <= step]
+        tmp = self.path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
+
+    def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
+        row = {"step": int(step), "split": split}
+        row.update({k: _jsonable(v) for k, v in scalars.items()})
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in scalars.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(f"{split}/{k}", v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
+def _jsonable(v):
+    v = float(v) if hasattr(v, "__float__") and not isinstance(v, (int, str)) else v
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def progress_bar(total: int, initial: int, desc: str) -> tqdm:
+    """A tqdm bar over training steps on stderr; ``bar.set_postfix`` shows loss and throughput."""
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0,
+                file=sys.stderr, disable=None)
