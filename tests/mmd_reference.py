@@ -79,6 +79,28 @@ def mmd_and_grad(x, y, *, kernel: str = "rbf", bandwidth="2d", estimator: str = 
     return value, gx, gy
 
 
+def grad_scale(x, y, *, kernel: str = "rbf", bandwidth="2d", estimator: str = "unbiased") -> tuple:
+    """The size of the terms summed into each gradient (max_i sum_j |dterm/da_i|, before cancellation):
+    the scale that floating-point rounding in a backend's gradient is relative to."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    cs = scales(bandwidth, x.shape[1])
+    sx = sy = 0.0
+    for a, b, sign, same, to_x in ((x, x, 1.0, True, 2), (y, y, 1.0, True, 0), (x, y, -2.0, False, 1)):
+        w = sign * _pair_weights(len(a), len(b), same, estimator)
+        g = np.abs(2.0 * w * kernel_and_slope(sq_dist(a, b), kernel, cs)[1])
+        na, nb = np.abs(a).max(1), np.abs(b).max(1)
+        row = (g.sum(1) * na + g @ nb).max()
+        col = (g.sum(0) * nb + g.T @ na).max()
+        if to_x == 2:
+            sx += row + col
+        elif to_x == 1:
+            sx, sy = sx + row, sy + col
+        else:
+            sy += row + col
+    return sx, sy
+
+
 def mmd(x, y, **kwargs) -> float:
     """The MMD estimate only (see `mmd_and_grad`)."""
     return mmd_and_grad(x, y, **kwargs)[0]
@@ -116,3 +138,42 @@ def numeric_grad(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         a[idx] = old
         g[idx] = (hi - lo) / (2 * eps)
     return g
+
+
+# ---- the test grid shared by tests/test_mmd_{torch,jax,triton}.py ----
+
+SIZES = [(2, 3), (3, 2), (7, 5), (128, 97), (1000, 777)]
+DIMS = [1, 2, 16, 64]
+KERNELS = ["rbf", "imq"]
+ESTIMATORS = ["unbiased", "biased"]
+BANDWIDTHS = ["2d", 0.7, [0.5, 2.0, 8.0]]
+
+
+def sample(n: int, m: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """x: [n, d] standard normal, y: [m, d] shifted and scaled, so the MMD is clearly nonzero."""
+    rng = np.random.default_rng([n, m, d, seed])
+    return rng.normal(size=(n, d)), 0.5 + 1.3 * rng.normal(size=(m, d))
+
+
+_CACHE: dict = {}
+
+
+def expected(n: int, m: int, d: int, kernel: str, bandwidth, estimator: str):
+    """(x, y, value, grad_x, grad_y, grad scales) for one grid point, computed once per test session."""
+    key = (n, m, d, kernel, str(bandwidth), estimator)
+    if key not in _CACHE:
+        x, y = sample(n, m, d)
+        kw = {"kernel": kernel, "bandwidth": bandwidth, "estimator": estimator}
+        _CACHE[key] = (x, y, *mmd_and_grad(x, y, **kw), grad_scale(x, y, **kw))
+    return _CACHE[key]
+
+
+def assert_close(value, grad_x, grad_y, want, *, rtol: float) -> None:
+    """Compare a backend's (value, grads) with `expected`'s, relative to each quantity's scale."""
+    _, _, v, gx, gy, (sx, sy) = want
+    # The estimate is a difference of kernel means of size <= (number of scales): O(1) terms.
+    assert abs(float(value) - v) <= rtol * max(abs(v), 1.0), (float(value), v)
+    for got, ref, scale in ((grad_x, gx, sx), (grad_y, gy, sy)):
+        got = np.asarray(got, np.float64)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * scale)
