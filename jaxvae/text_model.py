@@ -1,0 +1,221 @@
+"""Sentence VAE (Bowman et al. 2016) in JAX / Flax NNX; the twin of ``torchvae/text_model.py``.
+
+Attribute names equal the torch twin's, so ``export_params`` gives the canonical (torch) names:
+``embedding``, ``encoder_rnn``, ``to_mean``, ``to_logvar``, ``latent_to_hidden``, ``decoder_rnn``,
+``output``. The architecture and its defaults are described in ``vaecore.text_config``; the batch
+format (``tokens`` [B, T] = <bos> w1..wn <eos> <pad>..., ``lengths`` [B] = n + 2) in
+``vaecore.text_data``. All linears and RNNs are initialised like torch's (uniform +-1/sqrt(fan_in)),
+the embedding N(0, 1).
+
+Randomness is explicit: ``eps`` (reparameterisation noise), ``word_mask`` (word dropout) and
+``prior_z`` (MMD prior samples) are inputs; only embedding dropout draws from the module's
+``nnx.Rngs`` (parity tests run it off).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxvae.mmd import mmd
+from jaxvae.rnn import make_rnn
+from vaecore.text_config import TextModelConfig
+from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
+
+OBJECTIVES = ("elbo", "mmd")
+
+
+def _torch_linear(n_in: int, n_out: int, rngs: nnx.Rngs, param_dtype) -> nnx.Linear:
+    """nnx.Linear initialised like torch.nn.Linear: weight and bias uniform in +-1/sqrt(n_in)."""
+    bound = 1.0 / math.sqrt(n_in)
+    init = nnx.initializers.uniform(2 * bound)
+
+    def shifted(key, shape, dtype=param_dtype):
+        return init(key, shape, dtype) - jnp.asarray(bound, dtype)
+
+    return nnx.Linear(n_in, n_out, kernel_init=shifted, bias_init=shifted, param_dtype=param_dtype, rngs=rngs)
+
+
+class SentenceVAE(nnx.Module):
+    """RNN encoder -> Gaussian q(z|x) -> RNN decoder conditioned on z (initial state, optionally
+    every step). ``param_dtype``: float32, or float64 under ``jax.enable_x64``."""
+
+    def __init__(self, config: TextModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        c = self.config = config
+        self.embedding = nnx.Embed(
+            c.vocab_size, c.embed_dim, embedding_init=nnx.initializers.normal(1.0), param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.embedding_dropout = nnx.Dropout(c.embedding_dropout, rngs=rngs)
+        self.encoder_rnn = make_rnn(
+            c.rnn, c.embed_dim, c.hidden_dim, c.num_layers, c.bidirectional, rngs=rngs, param_dtype=param_dtype
+        )
+        self.to_mean = _torch_linear(c.encoder_features, c.latent_dim, rngs, param_dtype)
+        self.to_logvar = _torch_linear(c.encoder_features, c.latent_dim, rngs, param_dtype)
+        self.latent_to_hidden = _torch_linear(c.latent_dim, c.decoder_state_size, rngs, param_dtype)
+        dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
+        self.decoder_rnn = make_rnn(c.rnn, dec_in, c.hidden_dim, c.num_layers, False, rngs=rngs,
+                                    param_dtype=param_dtype)
+        self.output = _torch_linear(c.hidden_dim, c.vocab_size, rngs, param_dtype)
+
+    def encode(self, tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>."""
+        x = self.embedding(tokens[:, 1:])
+        _, state = self.encoder_rnn(x, lengths - 1)
+        h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]
+        features = jnp.swapaxes(h, 0, 1).reshape(h.shape[1], -1)  # [B, layers*dirs*H]
+        return self.to_mean(features), self.to_logvar(features)
+
+    def initial_state(self, z: jax.Array):
+        """z: [B, latent] -> the decoder's initial state, [layers, B, H] (GRU) or a pair (LSTM)."""
+        s = self.latent_to_hidden(z)
+        if self.config.decoder_init_tanh:
+            s = jnp.tanh(s)
+        L, H = self.config.num_layers, self.config.hidden_dim
+        s = jnp.swapaxes(s.reshape(z.shape[0], -1, H), 0, 1)  # [(2*)L, B, H]: h layers, then c layers
+        return (s[:L], s[L:]) if self.config.rnn == "lstm" else s
+
+    def _decoder_inputs(self, emb: jax.Array, z: jax.Array) -> jax.Array:
+        if not self.config.z_every_step:
+            return emb
+        zs = jnp.broadcast_to(z[:, None, :], (*emb.shape[:2], z.shape[-1])) if emb.ndim == 3 else z
+        return jnp.concatenate([emb, zs], axis=-1)
+
+    def decode(self, inputs: jax.Array, z: jax.Array, word_mask: jax.Array | None = None) -> jax.Array:
+        """Teacher-forced decoder. inputs: [B, T_dec] (= tokens[:, :-1]), z: [B, latent],
+        word_mask: [B, T_dec] bool, True -> the input word becomes <unk> (never <bos>).
+        Returns logits [B, T_dec, vocab]."""
+        if word_mask is not None:
+            inputs = jnp.where(word_mask & (inputs != BOS_ID), UNK_ID, inputs)
+        emb = self.embedding_dropout(self.embedding(inputs))
+        out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), None, self.initial_state(z))
+        return self.output(out)
+
+    def decoder_step(self, token: jax.Array, state, z: jax.Array):
+        """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""
+        emb = self.embedding(token)
+        out, state = self.decoder_rnn.step(self._decoder_inputs(emb, z), state)
+        return self.output(out), state
+
+    def __call__(self, tokens: jax.Array, lengths: jax.Array, eps: jax.Array,
+                 word_mask: jax.Array | None = None):
+        """-> (logits [B, T-1, vocab], mean, logvar, z: [B, latent]); z = mean + exp(logvar/2) * eps."""
+        mean, logvar = self.encode(tokens, lengths)
+        z = mean + jnp.exp(0.5 * logvar) * eps
+        return self.decode(tokens[:, :-1], z, word_mask), mean, logvar, z
+
+
+def token_nll(logits: jax.Array, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """-log p(tokens[:, 1:]) summed over each sentence's targets (words and <eos>): -> [B].
+
+    logits: [B, T-1, vocab] (position t predicts tokens[:, t+1]), lengths: [B] = n + 2."""
+    targets = tokens[:, 1:]
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[:, :, None], axis=-1)[:, :, 0]
+    mask = jnp.arange(targets.shape[1])[None, :] < (lengths - 1)[:, None]
+    return jnp.sum(jnp.where(mask, nll, 0.0), axis=1)
+
+
+def gaussian_kl_per_dim(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per latent dimension: [B, latent] -> [B, latent]."""
+    return 0.5 * (jnp.exp(logvar) + mean * mean - 1.0 - logvar)
+
+
+def free_bits_kl(kl_dims: jax.Array, free_bits: float) -> jax.Array:
+    """Per-example KL of the optimised objective with free bits (Kingma et al. 2016): -> [B].
+
+    A latent dimension whose batch-averaged KL is below ``free_bits`` counts as ``free_bits`` for
+    every example (a constant: no gradient), so the batch mean is sum_d max(mean_b KL_bd, free_bits)."""
+    if free_bits <= 0.0:
+        return jnp.sum(kl_dims, axis=1)
+    below = jnp.mean(kl_dims, axis=0, keepdims=True) < free_bits
+    return jnp.sum(jnp.where(below, jnp.asarray(free_bits, kl_dims.dtype), kl_dims), axis=1)
+
+
+def sentence_loss(
+    model: SentenceVAE, tokens: jax.Array, lengths: jax.Array, eps: jax.Array,
+    word_mask: jax.Array | None = None, *, kl_weight: float | jax.Array = 1.0, free_bits: float = 0.0,
+    objective: str = "elbo", alpha: float = 0.0, lam: float = 1.0, prior_z: jax.Array | None = None,
+    mmd_kwargs: dict | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The sentence VAE's objective -> (batch-mean loss, per-example terms [B]).
+
+    tokens [B, T], lengths [B]: a ``TextBatch``; eps: [B, latent] standard-normal noise;
+    word_mask: [B, T-1] bool or None; prior_z: [M, latent] prior samples (objective "mmd").
+
+    - ``recon``: token cross-entropy summed over each sentence, the <eos> target included;
+    - ``kl``: the true analytic KL(q(z|x) || N(0, I)), summed over latent dimensions;
+    - ``mmd``: MMD(z, prior_z) of the batch (z sampled from q(z|x) with eps), broadcast; 0 for elbo;
+    - ``total``: what is optimised, per example, with KL_fb the free-bits KL (``free_bits_kl``):
+        elbo: recon + kl_weight * KL_fb
+        mmd:  recon + kl_weight * (1 - alpha) * KL_fb + (alpha + lam - 1) * MMD   (InfoVAE)
+    The loss is ``mean(total)``. kl_weight may be a traced scalar (annealing without recompiles).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    logits, mean, logvar, z = model(tokens, lengths, eps, word_mask)
+    return sentence_objective(logits, mean, logvar, z, tokens, lengths, kl_weight=kl_weight, free_bits=free_bits,
+                              objective=objective, alpha=alpha, lam=lam, prior_z=prior_z, mmd_kwargs=mmd_kwargs)
+
+
+def sentence_objective(
+    logits: jax.Array, mean: jax.Array, logvar: jax.Array, z: jax.Array, tokens: jax.Array, lengths: jax.Array, *,
+    kl_weight: float | jax.Array = 1.0, free_bits: float = 0.0, objective: str = "elbo", alpha: float = 0.0,
+    lam: float = 1.0, prior_z: jax.Array | None = None, mmd_kwargs: dict | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``sentence_loss`` from the model's outputs (logits [B, T-1, vocab]; mean, logvar, z [B, latent])."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    recon = token_nll(logits, tokens, lengths)
+    kl_dims = gaussian_kl_per_dim(mean, logvar)
+    kl = jnp.sum(kl_dims, axis=1)
+    kl_term = free_bits_kl(kl_dims, free_bits)
+    if objective == "elbo":
+        mmd_value = jnp.zeros((), recon.dtype)
+        total = recon + kl_weight * kl_term
+    else:
+        if prior_z is None:
+            raise ValueError("objective 'mmd' needs prior_z, samples of the prior [M, latent]")
+        mmd_value = mmd(z, prior_z, **(mmd_kwargs or {}))
+        total = recon + kl_weight * (1.0 - alpha) * kl_term + (alpha + lam - 1.0) * mmd_value
+    terms = {"recon": recon, "kl": kl, "mmd": jnp.broadcast_to(mmd_value, recon.shape), "total": total}
+    return jnp.mean(total), terms
+
+
+def eval_noise(seed: int, index: int, batch: int, latent: int) -> np.ndarray:
+    """Standard-normal eps [batch, latent] for evaluation batch ``index``: the same numbers in both
+    backends, so their evaluations of the same weights agree."""
+    return np.random.default_rng([seed, index]).standard_normal((batch, latent))
+
+
+@nnx.jit
+def _eval_terms(model: SentenceVAE, tokens, lengths, eps):
+    logits, mean, logvar, _ = model(tokens, lengths, eps)
+    return token_nll(logits, tokens, lengths).sum(), gaussian_kl_per_dim(mean, logvar).sum()
+
+
+def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0) -> dict[str, float]:
+    """Summed recon and KL over a split with one z ~ q(z|x) per sentence, no dropout.
+
+    Returns ``text_eval_summary``: recon, kl, elbo (= recon + kl) per sentence, the sentence and
+    target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens)."""
+    was_training = not model.embedding_dropout.deterministic
+    model.eval()
+    recon = kl = 0.0
+    sentences = tokens = 0
+    dtype = model.to_mean.kernel[...].dtype
+    try:
+        for i, b in enumerate(batches):
+            eps = jnp.asarray(eval_noise(seed, i, len(b.lengths), model.config.latent_dim), dtype)
+            r, k = _eval_terms(model, jnp.asarray(b.tokens), jnp.asarray(b.lengths), eps)
+            recon, kl = recon + float(r), kl + float(k)
+            sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets
+    finally:
+        if was_training:
+            model.train()
+    return text_eval_summary(recon, kl, sentences, tokens)

@@ -1,0 +1,203 @@
+"""Sentence VAE (Bowman et al. 2016) in PyTorch; the twin of ``jaxvae/text_model.py``.
+
+Attribute names are the canonical parameter names: ``embedding``, ``encoder_rnn``, ``to_mean``,
+``to_logvar``, ``latent_to_hidden``, ``decoder_rnn``, ``output``. The architecture and its defaults
+are described in ``vaecore.text_config``; the batch format (``tokens`` [B, T] = <bos> w1..wn <eos>
+<pad>..., ``lengths`` [B] = n + 2) in ``vaecore.text_data``. The encoder runs on a packed sequence,
+so padding never reaches its final state; the decoder runs unpacked (its outputs past a sentence's
+end are masked out of the loss and cannot influence earlier positions).
+
+Randomness is explicit: ``eps``, ``word_mask`` and ``prior_z`` are inputs; only embedding dropout
+draws from torch's RNG (parity tests run the model in eval mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from torchvae.mmd import mmd
+from vaecore.text_config import TextModelConfig
+from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
+
+OBJECTIVES = ("elbo", "mmd")
+RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class SentenceVAE(nn.Module):
+    """RNN encoder -> Gaussian q(z|x) -> RNN decoder conditioned on z (initial state, optionally
+    every step)."""
+
+    def __init__(self, config: TextModelConfig):
+        super().__init__()
+        c = self.config = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim)
+        self.embedding_dropout = nn.Dropout(c.embedding_dropout)
+        self.encoder_rnn = RNNS[c.rnn](c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
+                                       bidirectional=c.bidirectional)
+        self.to_mean = nn.Linear(c.encoder_features, c.latent_dim)
+        self.to_logvar = nn.Linear(c.encoder_features, c.latent_dim)
+        self.latent_to_hidden = nn.Linear(c.latent_dim, c.decoder_state_size)
+        dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
+        self.decoder_rnn = RNNS[c.rnn](dec_in, c.hidden_dim, c.num_layers, batch_first=True)
+        self.output = nn.Linear(c.hidden_dim, c.vocab_size)
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>."""
+        x = self.embedding(tokens[:, 1:])
+        packed = pack_padded_sequence(x, (lengths - 1).cpu(), batch_first=True, enforce_sorted=False)
+        _, state = self.encoder_rnn(packed)
+        h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]
+        features = h.transpose(0, 1).reshape(h.shape[1], -1)  # [B, layers*dirs*H]
+        return self.to_mean(features), self.to_logvar(features)
+
+    def initial_state(self, z: torch.Tensor):
+        """z: [B, latent] -> the decoder's initial state, [layers, B, H] (GRU) or a pair (LSTM)."""
+        s = self.latent_to_hidden(z)
+        if self.config.decoder_init_tanh:
+            s = torch.tanh(s)
+        L, H = self.config.num_layers, self.config.hidden_dim
+        s = s.reshape(z.shape[0], -1, H).transpose(0, 1)  # [(2*)L, B, H]: h layers, then c layers
+        return (s[:L].contiguous(), s[L:].contiguous()) if self.config.rnn == "lstm" else s.contiguous()
+
+    def _decoder_inputs(self, emb: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if not self.config.z_every_step:
+            return emb
+        return torch.cat([emb, z[:, None, :].expand(*emb.shape[:2], z.shape[-1])], dim=-1)
+
+    def decode(self, inputs: torch.Tensor, z: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced decoder. inputs: [B, T_dec] (= tokens[:, :-1]), z: [B, latent],
+        word_mask: [B, T_dec] bool, True -> the input word becomes <unk> (never <bos>).
+        Returns logits [B, T_dec, vocab]."""
+        if word_mask is not None:
+            inputs = torch.where(word_mask & (inputs != BOS_ID), torch.full_like(inputs, UNK_ID), inputs)
+        emb = self.embedding_dropout(self.embedding(inputs))
+        out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), self.initial_state(z))
+        return self.output(out)
+
+    def decoder_step(self, token: torch.Tensor, state, z: torch.Tensor):
+        """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""
+        emb = self.embedding(token[:, None])
+        out, state = self.decoder_rnn(self._decoder_inputs(emb, z), state)
+        return self.output(out[:, 0]), state
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor,
+                word_mask: torch.Tensor | None = None):
+        """-> (logits [B, T-1, vocab], mean, logvar, z: [B, latent]); z = mean + exp(logvar/2) * eps."""
+        mean, logvar = self.encode(tokens, lengths)
+        z = mean + torch.exp(0.5 * logvar) * eps
+        return self.decode(tokens[:, :-1], z, word_mask), mean, logvar, z
+
+
+def token_nll(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """-log p(tokens[:, 1:]) summed over each sentence's targets (words and <eos>): -> [B].
+
+    logits: [B, T-1, vocab] (position t predicts tokens[:, t+1]), lengths: [B] = n + 2."""
+    targets = tokens[:, 1:]
+    logp = F.log_softmax(logits, dim=-1)
+    nll = -torch.gather(logp, -1, targets[:, :, None].long())[:, :, 0]
+    mask = torch.arange(targets.shape[1], device=tokens.device)[None, :] < (lengths - 1)[:, None]
+    return torch.where(mask, nll, torch.zeros_like(nll)).sum(1)
+
+
+def gaussian_kl_per_dim(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per latent dimension: [B, latent] -> [B, latent]."""
+    return 0.5 * (torch.exp(logvar) + mean * mean - 1.0 - logvar)
+
+
+def free_bits_kl(kl_dims: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """Per-example KL of the optimised objective with free bits (Kingma et al. 2016): -> [B].
+
+    A latent dimension whose batch-averaged KL is below ``free_bits`` counts as ``free_bits`` for
+    every example (a constant: no gradient), so the batch mean is sum_d max(mean_b KL_bd, free_bits)."""
+    if free_bits <= 0.0:
+        return kl_dims.sum(1)
+    below = kl_dims.mean(0, keepdim=True) < free_bits
+    return torch.where(below, torch.full_like(kl_dims, free_bits), kl_dims).sum(1)
+
+
+def sentence_loss(
+    model: SentenceVAE, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor,
+    word_mask: torch.Tensor | None = None, *, kl_weight: float = 1.0, free_bits: float = 0.0,
+    objective: str = "elbo", alpha: float = 0.0, lam: float = 1.0, prior_z: torch.Tensor | None = None,
+    mmd_kwargs: dict | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The sentence VAE's objective -> (batch-mean loss, per-example terms [B]).
+
+    tokens [B, T], lengths [B]: a ``TextBatch``; eps: [B, latent] standard-normal noise;
+    word_mask: [B, T-1] bool or None; prior_z: [M, latent] prior samples (objective "mmd").
+
+    - ``recon``: token cross-entropy summed over each sentence, the <eos> target included;
+    - ``kl``: the true analytic KL(q(z|x) || N(0, I)), summed over latent dimensions;
+    - ``mmd``: MMD(z, prior_z) of the batch (z sampled from q(z|x) with eps), broadcast; 0 for elbo;
+    - ``total``: what is optimised, per example, with KL_fb the free-bits KL (``free_bits_kl``):
+        elbo: recon + kl_weight * KL_fb
+        mmd:  recon + kl_weight * (1 - alpha) * KL_fb + (alpha + lam - 1) * MMD   (InfoVAE)
+    The loss is ``mean(total)``.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    logits, mean, logvar, z = model(tokens, lengths, eps, word_mask)
+    return sentence_objective(logits, mean, logvar, z, tokens, lengths, kl_weight=kl_weight, free_bits=free_bits,
+                              objective=objective, alpha=alpha, lam=lam, prior_z=prior_z, mmd_kwargs=mmd_kwargs)
+
+
+def sentence_objective(
+    logits: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, *,
+    kl_weight: float = 1.0, free_bits: float = 0.0, objective: str = "elbo", alpha: float = 0.0,
+    lam: float = 1.0, prior_z: torch.Tensor | None = None, mmd_kwargs: dict | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``sentence_loss`` from the model's outputs (logits [B, T-1, vocab]; mean, logvar, z [B, latent])."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    recon = token_nll(logits, tokens, lengths)
+    kl_dims = gaussian_kl_per_dim(mean, logvar)
+    kl = kl_dims.sum(1)
+    kl_term = free_bits_kl(kl_dims, free_bits)
+    if objective == "elbo":
+        mmd_value = torch.zeros((), dtype=recon.dtype, device=recon.device)
+        total = recon + kl_weight * kl_term
+    else:
+        if prior_z is None:
+            raise ValueError("objective 'mmd' needs prior_z, samples of the prior [M, latent]")
+        mmd_value = mmd(z, prior_z, **(mmd_kwargs or {}))
+        total = recon + kl_weight * (1.0 - alpha) * kl_term + (alpha + lam - 1.0) * mmd_value
+    terms = {"recon": recon, "kl": kl, "mmd": mmd_value.expand_as(recon), "total": total}
+    return total.mean(), terms
+
+
+def eval_noise(seed: int, index: int, batch: int, latent: int) -> np.ndarray:
+    """Standard-normal eps [batch, latent] for evaluation batch ``index``: the same numbers in both
+    backends, so their evaluations of the same weights agree."""
+    return np.random.default_rng([seed, index]).standard_normal((batch, latent))
+
+
+@torch.no_grad()
+def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0) -> dict[str, float]:
+    """Summed recon and KL over a split with one z ~ q(z|x) per sentence, no dropout.
+
+    Returns ``text_eval_summary``: recon, kl, elbo (= recon + kl) per sentence, the sentence and
+    target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens)."""
+    was_training = model.training
+    model.eval()
+    param = model.to_mean.weight
+    recon = kl = 0.0
+    sentences = tokens = 0
+    try:
+        for i, b in enumerate(batches):
+            eps = torch.as_tensor(eval_noise(seed, i, len(b.lengths), model.config.latent_dim),
+                                  dtype=param.dtype, device=param.device)
+            t = torch.as_tensor(b.tokens, device=param.device)
+            n = torch.as_tensor(b.lengths, device=param.device)
+            logits, mean, logvar, _ = model(t, n, eps)
+            recon += float(token_nll(logits, t, n).sum())
+            kl += float(gaussian_kl_per_dim(mean, logvar).sum())
+            sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets
+    finally:
+        model.train(was_training)
+    return text_eval_summary(recon, kl, sentences, tokens)
