@@ -1,0 +1,172 @@
+"""Decoding: hand-set models whose next-word distribution is a known table, and the two backends
+decoding the same ids from the same weights and z."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from jaxvae import decoding as jdec
+from jaxvae import text_model as jtm
+from jaxvae.params import import_params as jax_import
+from torchvae import decoding as tdec
+from torchvae import text_model as ttm
+from torchvae.params import export_params as torch_export
+from torchvae.params import import_params as torch_import
+from vaecore.text_config import TextModelConfig
+from vaecore.text_data import BOS_ID, EOS_ID, Vocab, ids_to_text
+
+V = 10  # ids 0-3 special, words 4..9
+TINY = 1e-6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """torch's and XLA's CPU threads spin against each other on a small machine; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def table_params(table: np.ndarray, latent: int = 2) -> dict[str, np.ndarray]:
+    """Canonical params of a GRU SentenceVAE whose next-word log-probs after token t are
+    log(table[t]) (up to a factor tanh(10) = 1 - 4e-9), whatever z and the history.
+
+    The embedding is 10 * one-hot, the decoder GRU's update gate is shut (bias -30) and its
+    candidate n = tanh(x), so the state is tanh(10) * one-hot(current token); the output layer's
+    column t holds log(table[t])."""
+    torch.manual_seed(0)
+    model = ttm.SentenceVAE(table_config(latent))
+    p = {k: np.zeros_like(v) for k, v in torch_export(model).items()}
+    p["embedding.weight"] = 10.0 * np.eye(V, dtype=np.float32)
+    p["decoder_rnn.weight_ih_l0"][2 * V :] = np.eye(V)
+    p["decoder_rnn.bias_ih_l0"][V : 2 * V] = -30.0
+    table = np.asarray(table, np.float64)
+    p["output.weight"] = np.log(table / table.sum(1, keepdims=True)).T.astype(np.float32)
+    return p
+
+
+def table_config(latent: int = 2) -> TextModelConfig:
+    return TextModelConfig(vocab_size=V, embed_dim=V, hidden_dim=V, latent_dim=latent, rnn="gru",
+                           embedding_dropout=0.0, word_dropout=0.0)
+
+
+def row(**probs: float) -> np.ndarray:
+    """A next-word distribution: ids given as keyword w<id>, the rest TINY."""
+    r = np.full(V, TINY)
+    for key, value in probs.items():
+        r[int(key[1:])] = value
+    return r
+
+
+# From <bos>: 5 (0.5) or 6 (0.4). After 5: <eos> 0.2, each word 0.8/6. After 6: <eos> 0.99.
+# Greedy takes 5 then <eos> (p = 0.1); beam search with k >= 2 finds [6] (p = 0.396).
+TRAP = np.stack([row(w2=1.0)] * V)
+TRAP[BOS_ID] = row(w0=0.01, w1=0.01, w2=0.02, w3=0.01, w4=0.02, w5=0.5, w6=0.4, w7=0.01, w8=0.01, w9=0.01)
+TRAP[5] = row(w2=0.2, **{f"w{i}": 0.8 / 6 for i in range(4, 10)})
+TRAP[6] = row(w2=0.99, w4=0.01)
+
+# A chain <bos> -> 7 -> 8 -> 9 -> <eos>, and a loop 4 -> 5 -> 4 for the max_len cut.
+CHAIN = np.stack([row(w2=1.0)] * V)
+for a, b in ((BOS_ID, 7), (7, 8), (8, 9), (9, EOS_ID), (4, 5), (5, 4)):
+    CHAIN[a] = row(**{f"w{b}": 0.9})
+
+
+def models(params: dict[str, np.ndarray], config: TextModelConfig):
+    tmodel = ttm.SentenceVAE(config).eval()
+    torch_import(tmodel, params)
+    jmodel = jtm.SentenceVAE(config, rngs=nnx.Rngs(0))
+    jmodel.eval()
+    jax_import(jmodel, params)
+    return tmodel, jmodel
+
+
+BACKENDS = [("torch", tdec, 0), ("jax", jdec, 1)]
+Z = np.zeros((1, 2), np.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=["torch", "jax"])
+def test_greedy_follows_the_table(backend):
+    _, dec, which = backend
+    model = models(table_params(CHAIN), table_config())[which]
+    assert dec.greedy_decode(model, np.zeros((3, 2)), max_len=10) == [[7, 8, 9]] * 3
+    assert dec.beam_search(model, Z, beam_width=3, max_len=10) == [[7, 8, 9]]
+    # no <eos> within max_len: cut at max_len
+    assert dec.greedy_decode(model, Z, max_len=2) == [[7, 8]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=["torch", "jax"])
+def test_beam_beats_greedy_on_the_trap(backend):
+    _, dec, which = backend
+    model = models(table_params(TRAP), table_config())[which]
+    assert dec.greedy_decode(model, Z) == [[5]]
+    assert dec.beam_search(model, Z, beam_width=1) == [[5]]
+    assert dec.beam_search(model, Z, beam_width=2) == [[6]]
+    assert dec.beam_search(model, Z, beam_width=3, length_norm=1.0) == [[6]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=["torch", "jax"])
+def test_sampling_is_inverse_cdf_of_the_uniforms(backend):
+    _, dec, which = backend
+    model = models(table_params(TRAP), table_config())[which]
+    # from <bos> the CDF over ids is 0.01 0.02 0.04 0.05 0.07 0.57 0.97 ...; after 5: <eos> up to 0.2
+    uniforms = np.array([[0.3, 0.05, 0.5], [0.6, 0.5, 0.5], [0.3, 0.5, 0.5]])
+    assert dec.sample_decode(model, np.zeros((3, 2)), uniforms=uniforms, max_len=3) == [[5], [6], [5, 6]]
+    # temperature -> 0 is greedy
+    assert dec.sample_decode(model, Z, temperature=1e-3, max_len=3, seed=4) == [[5]]
+    with pytest.raises(ValueError, match="temperature"):
+        dec.sample_decode(model, Z, temperature=0.0)
+
+
+def random_pair(seed: int = 0):
+    config = TextModelConfig(vocab_size=30, embed_dim=8, hidden_dim=12, latent_dim=4, rnn="lstm", num_layers=2,
+                             z_every_step=True, embedding_dropout=0.0)
+    torch.manual_seed(seed)
+    tmodel = ttm.SentenceVAE(config).eval()
+    params = torch_export(tmodel)
+    params["output.bias"][EOS_ID] += 2.0  # so that some sentences end before max_len
+    return models(params, config)
+
+
+def test_backends_decode_the_same_ids():
+    tmodel, jmodel = random_pair()
+    z = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    for kwargs in ({}, {"max_len": 7}):
+        assert tdec.greedy_decode(tmodel, z, **kwargs) == jdec.greedy_decode(jmodel, z, **kwargs)
+    for k, norm in ((1, 0.0), (3, 0.0), (4, 1.0)):
+        t_ids = tdec.beam_search(tmodel, z, beam_width=k, length_norm=norm, max_len=12)
+        assert t_ids == jdec.beam_search(jmodel, z, beam_width=k, length_norm=norm, max_len=12)
+    t_ids = tdec.sample_decode(tmodel, z, temperature=0.7, seed=3, max_len=12)
+    assert t_ids == jdec.sample_decode(jmodel, z, temperature=0.7, seed=3, max_len=12)
+    assert len({len(s) for s in t_ids}) > 1  # not all cut at max_len
+
+
+def test_beam_width_one_is_greedy():
+    tmodel, _ = random_pair(seed=1)
+    z = np.random.default_rng(1).standard_normal((8, 4))
+    assert tdec.beam_search(tmodel, z, beam_width=1, max_len=15) == tdec.greedy_decode(tmodel, z, max_len=15)
+
+
+def test_reconstruct_and_interpolate():
+    tmodel, jmodel = random_pair()
+    tokens = np.array([[BOS_ID, 5, 6, 7, EOS_ID, 0], [BOS_ID, 9, 8, 10, 11, EOS_ID]], np.int32)
+    lengths = np.array([5, 6], np.int32)
+    means = tdec.posterior_mean(tmodel, tokens, lengths)
+    np.testing.assert_allclose(jdec.posterior_mean(jmodel, tokens, lengths), means, rtol=1e-5, atol=1e-6)
+    recon = tdec.reconstruct(tmodel, tokens, lengths)
+    assert recon == jdec.reconstruct(jmodel, tokens, lengths)
+    assert recon == tdec.greedy_decode(tmodel, means)
+    path = tdec.interpolate(tmodel, tokens, lengths, steps=4)
+    assert path == jdec.interpolate(jmodel, tokens, lengths, steps=4)
+    assert len(path) == 4 and path[0] == recon[0] and path[-1] == recon[1]
+    assert tdec.reconstruct(tmodel, tokens, lengths, method="beam", beam_width=2) == jdec.reconstruct(
+        jmodel, tokens, lengths, method="beam", beam_width=2
+    )
+
+
+def test_ids_to_text():
+    vocab = Vocab([f"w{i}" for i in range(4, V)])
+    assert ids_to_text([[4, 5], []], vocab) == ["w4 w5", ""]
