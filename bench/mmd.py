@@ -107,9 +107,17 @@ def child(args) -> None:
         print(json.dumps(run_one(args.backend, args.path, args.n, args.d, args.reps)))
 
 
+THREADS = 0  # 0: each library's default (all cores)
+
+
 def spawn(*argv: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    if THREADS:
+        env["OMP_NUM_THREADS"] = str(THREADS)
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                            " intra_op_parallelism_threads=1" if THREADS == 1 else env.get("XLA_FLAGS", ""))
     out = subprocess.run([sys.executable, __file__, "--child", *argv], cwd=ROOT, check=True,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+                         capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -119,6 +127,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 2048, 4096, 8192])
     parser.add_argument("--big", type=int, default=65536, help="the memory-test size, run once (0: skip)")
     parser.add_argument("--d", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per run (0: the libraries' default). On a machine shared with other "
+                             "jobs, 1 avoids OpenMP barriers waiting on descheduled threads")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--what", default="run", help=argparse.SUPPRESS)
     parser.add_argument("--path", default="auto", help=argparse.SUPPRESS)
@@ -126,12 +137,18 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        if os.environ.get("OMP_NUM_THREADS"):
+            import torch
+
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         child(args)
         return
+    global THREADS
+    THREADS = args.threads
 
     rates = spawn("--what", "rates")
     print(f"sgemm {rates['sgemm_flops'] / 1e9:.0f} GFLOP/s, exp {rates['exp_per_s'] / 1e9:.2f} G/s "
-          f"(in cache), torch threads {rates['threads']}", flush=True)
+          f"(in cache), torch threads {rates['threads']}, load average {os.getloadavg()[0]:.1f}", flush=True)
     d = args.d
     backends = ["torch", "jax"] if args.backend == "all" else [args.backend]
     sizes = list(args.sizes) + ([args.big] if args.big else [])

@@ -10,7 +10,7 @@ Paths (`path=`):
   "reference"  the plain dense formulation: three [n, m] distance matrices, autodiff through them.
   "tiled"      one jitted lax.scan over square tiles of `tile` rows (only half the tiles of the symmetric
                x-x and y-y terms); peak memory O((n + m) d + tile^2), nothing [n, m] is ever held.
-  "auto"       picks one by size (see `select_path`); every trace is counted in PATH_COUNTS.
+  "auto"       "tiled" (see `select_path`); every trace is counted in PATH_COUNTS.
 
 The tiled path is a jax.custom_vjp whose forward computes the value *and* both gradients in the same
 scan (a tile's kernel matrix is all that either needs) and keeps the [n, d] / [m, d] gradients as
@@ -86,19 +86,16 @@ def _check(x, y, kernel: str, estimator: str, path: str) -> None:
         raise ValueError("x and y must hold at least one sample each")
 
 
-# Below this many pairs the dense formulation is as fast as the tiled one on CPU (a few large fused ops
-# instead of a loop over tiles); measured by bench/mmd.py on a 2-core CPU.
-DENSE_MAX_PAIRS = 512 * 512
 DEFAULT_TILE = 512
 
 
 def select_path(x, path: str = "auto", y=None) -> str:
-    """The path `mmd` runs for x (and y) when asked for `path`: "auto" resolves to "reference" for
-    small inputs and to "tiled" otherwise (shapes are static, so this is decided at trace time)."""
+    """The path `mmd` runs for x (and y) when asked for `path`. "auto" resolves to "tiled": on the
+    CPU it was the fastest at every size measured by bench/mmd.py, n = 64 included (one pass over the
+    pairs gives the value and both gradients). Shapes are static, so this is decided at trace time."""
     if path != "auto":
         return path
-    m = x.shape[0] if y is None else y.shape[0]
-    return "reference" if max(x.shape[0], m) ** 2 <= DENSE_MAX_PAIRS else "tiled"
+    return "tiled"
 
 
 def sq_dist(a, b):

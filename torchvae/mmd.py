@@ -12,7 +12,8 @@ Paths (`path=`):
                tiles of the symmetric x-x and y-y terms; nothing [n, m] is ever held.
   "triton"     one fused Triton kernel (torchvae/mmd_triton.py): distances, kernel and reductions in
                registers, nothing [n, m] written to memory. CUDA, or CPU under TRITON_INTERPRET=1.
-  "auto"       picks one by device and size (see `select_path`); every call is counted in PATH_COUNTS.
+  "auto"       picks one by device and size (see `select_path`: "tiled" on CPU, where it was fastest at
+               every size measured); every call is counted in PATH_COUNTS.
 
 The tiled and Triton paths are a torch.autograd.Function whose forward computes the value *and* the
 gradients in the same pass over the tiles (a tile's kernel matrix is all that either needs), keeps
@@ -86,23 +87,25 @@ def _check(x: torch.Tensor, y: torch.Tensor, kernel: str, estimator: str, path: 
         raise ValueError("x and y must hold at least one sample each")
 
 
-# Below this many pairs the dense formulation is as fast as the tiled one on CPU (it is a handful of
-# large ops instead of many small ones); measured by bench/mmd.py on a 2-core CPU.
-DENSE_MAX_PAIRS = 512 * 512
+# On CPU the tiled path beat the dense one at every size measured, n = 64 included (bench/mmd.py: it
+# makes one pass over the pairs for value and gradients, the dense autograd makes several). On CUDA,
+# below this many pairs a few large dense ops are assumed cheaper than a kernel launch per term
+# (not measured here: no GPU was available).
+CUDA_DENSE_MAX_PAIRS = 256 * 256
 DEFAULT_TILE = 512
 
 
 def select_path(x: torch.Tensor, path: str = "auto", y: torch.Tensor | None = None) -> str:
-    """The path `mmd` runs for x (and y) when asked for `path`: "auto" resolves to
-    "reference" for small inputs, else "triton" on CUDA (when triton is installed), else "tiled"."""
+    """The path `mmd` runs for x (and y) when asked for `path`: "auto" resolves to "tiled" on CPU, and
+    on CUDA to "reference" for small inputs, else "triton" (when triton is installed) or "tiled"."""
     if path != "auto":
         return path
+    if not x.is_cuda:
+        return "tiled"
     m = x.shape[0] if y is None else y.shape[0]
-    if max(x.shape[0], m) ** 2 <= DENSE_MAX_PAIRS:
+    if x.shape[0] * m <= CUDA_DENSE_MAX_PAIRS:
         return "reference"
-    if x.is_cuda and _triton_available():
-        return "triton"
-    return "tiled"
+    return "triton" if _triton_available() else "tiled"
 
 
 def _triton_available() -> bool:
