@@ -79,16 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unbiased U-statistic or biased V-statistic")
 
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=d_train.epochs)
+    g.add_argument("--epochs", type=int, default=d_train.epochs, help="passes over the training set")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
-    g.add_argument("--batch-size", type=int, default=d_train.batch_size)
+    g.add_argument("--batch-size", type=int, default=d_train.batch_size, help="examples per training step")
     g.add_argument("--lr", type=float, default=d_train.lr, help="Adam learning rate (betas 0.9, 0.999, eps 1e-8)")
-    g.add_argument("--seed", type=int, default=d_train.seed)
+    g.add_argument("--seed", type=int, default=d_train.seed,
+                   help="seeds initialisation, data order, binarisation and noise")
     g.add_argument("--binarization", choices=BINARIZATIONS, default=d_train.binarization,
                    help="dynamic: fresh Bernoulli pixels each epoch; fixed: one draw")
-    g.add_argument("--dtype", choices=DTYPES, default=d_train.dtype)
+    g.add_argument("--dtype", choices=DTYPES, default=d_train.dtype, help="floating-point type of parameters and data")
     g.add_argument("--checkpoint-every", type=int, default=d_train.checkpoint_every, help="steps between checkpoints")
-    g.add_argument("--keep-checkpoints", type=int, default=d_train.keep_checkpoints)
+    g.add_argument("--keep-checkpoints", type=int, default=d_train.keep_checkpoints,
+                   help="how many of the newest checkpoints to keep")
     g.add_argument("--log-every", type=int, default=d_train.log_every, help="steps between metrics.jsonl points")
     return p
 

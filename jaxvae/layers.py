@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+TRUNCATED_STD = 0.87962566103423978  # standard deviation of a unit normal truncated at +-2
+
 
 class ConvTranspose2d(nnx.Module):
     """torch.nn.ConvTranspose2d (no output padding, no dilation) on NHWC inputs.
@@ -21,11 +23,13 @@ class ConvTranspose2d(nnx.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int, padding: int,
                  rngs: nnx.Rngs):
         self.stride, self.padding, self.kernel_size = stride, padding, kernel_size
-        # torch's default init: kaiming-uniform(a=sqrt(5)) on fan_in = out * k * k for this layout.
-        bound = 1.0 / math.sqrt(out_channels * kernel_size * kernel_size)
-        self.weight = nnx.Param(jax.random.uniform(rngs.params(), (in_channels, out_channels, kernel_size,
-                                                                   kernel_size), minval=-bound, maxval=bound))
-        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_channels,), minval=-bound, maxval=bound))
+        # lecun_normal with fan_in = the inputs each output sees (in * k * k / stride^2), zero bias,
+        # as torchvae.models.init_like_flax does.
+        fan_in = in_channels * kernel_size * kernel_size / stride**2
+        std = 1.0 / math.sqrt(fan_in) / TRUNCATED_STD
+        shape = (in_channels, out_channels, kernel_size, kernel_size)
+        self.weight = nnx.Param(std * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, shape))
+        self.bias = nnx.Param(jnp.zeros((out_channels,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: [batch, h, w, in] -> [batch, (h-1)*stride + k - 2*padding, ..., out]."""

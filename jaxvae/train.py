@@ -131,8 +131,8 @@ class JaxEngine:
                 print(f"warning: skipping unreadable checkpoint {step}: {e}")
                 continue
             # orbax gives containers back as plain tuples/dicts: put the leaves back into our structure
-            self.params, self.opt_state, self.key = jax.tree.unflatten(
-                jax.tree.structure(target), jax.tree.leaves(restored.state))
+            state = jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))
+            self.params, self.opt_state, self.key = state["params"], state["opt_state"], state["key"]
             return dict(restored.meta)
         return None
 

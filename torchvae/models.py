@@ -12,6 +12,31 @@ from torch import nn
 
 from vaecore.config import ImageModelConfig
 
+# Flax's default initialiser (lecun_normal: a normal truncated at two standard deviations,
+# rescaled to standard deviation 1/sqrt(fan_in)) and zero biases, so both backends start from
+# the same distribution. 0.8796... is the standard deviation of a unit normal truncated at +-2.
+TRUNCATED_STD = 0.87962566103423978
+
+
+def lecun_normal_(weight: torch.Tensor, fan_in: float) -> None:
+    std = (1.0 / fan_in) ** 0.5 / TRUNCATED_STD
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+def init_like_flax(module: nn.Module) -> None:
+    """Re-initialise dense and convolution layers as Flax does (transposed convolutions: fan_in is
+    the number of inputs each output sees, in_channels * k * k / stride^2)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            lecun_normal_(m.weight, m.in_features)
+        elif isinstance(m, nn.Conv2d):
+            lecun_normal_(m.weight, m.in_channels * m.kernel_size[0] * m.kernel_size[1])
+        elif isinstance(m, nn.ConvTranspose2d):
+            lecun_normal_(m.weight, m.in_channels * m.kernel_size[0] * m.kernel_size[1] / m.stride[0] ** 2)
+        else:
+            continue
+        nn.init.zeros_(m.bias)
+
 IMAGE_SIDE = 28
 IMAGE_DIM = IMAGE_SIDE * IMAGE_SIDE
 
@@ -96,6 +121,7 @@ class VAE(nn.Module):
             self.encoder, self.decoder = MLPEncoder(cfg), MLPDecoder(cfg)
         else:
             self.encoder, self.decoder = ConvEncoder(cfg), ConvDecoder(cfg)
+        init_like_flax(self)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)

@@ -1,0 +1,107 @@
+"""train.py as a user meets it: help, bad input (one line, exit 2), a diverging run (exit 1)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--hidden-sizes", "32", "--latent-dim", "4", "--batch-size", "100"]
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_help_documents_every_flag():
+    out = run("--help")
+    assert out.returncode == 0
+    import train
+
+    for action in train.build_parser()._actions:
+        for opt in action.option_strings:
+            assert opt in out.stdout
+        assert action.help, f"{action.option_strings} has no help text"
+
+
+def test_help_imports_no_backend():
+    code = "import sys, train; train.build_parser(); print('torch' in sys.modules, 'jax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--backend", "tensorflow"], "invalid choice: 'tensorflow'"),
+    (["--epochs", "three"], "invalid int value: 'three'"),
+    (["--lr", "-1"], "lr must be > 0"),
+    (["--mmd-bandwidth", "wide"], "'2d' or positive numbers"),
+    (["--latent-dim", "0"], "latent_dim must be > 0"),
+    (["--data", "/nonexistent/mnist"], "no such directory"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    out = run(*args, "--workdir", str(tmp_path / "run"))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_corrupt_data_file_is_exit_2(tmp_path):
+    from tests.test_mnist_data import make_mnist_dir
+
+    make_mnist_dir(tmp_path, n_train=5200)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    out = run("--data", str(tmp_path), "--workdir", str(tmp_path / "run"))
+    assert out.returncode == 2 and "t10k-images-idx3-ubyte.gz" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_run_folder_and_no_silent_overwrite(backend, tmp_path):
+    work = tmp_path / "run"
+    out = run("--backend", backend, "--max-steps", "12", "--checkpoint-every", "5", "--log-every", "4",
+              *SMALL, "--loss", "mmd", "--workdir", str(work))
+    assert out.returncode == 0, out.stderr
+    for name in ("config.json", "metrics.jsonl", "results.json", "samples.png", "reconstructions.png"):
+        assert (work / name).exists(), name
+    results = json.loads((work / "results.json").read_text())
+    assert results["units"] == "nats per image"
+    assert results["neg_elbo"] == pytest.approx(results["recon"] + results["kl"], rel=1e-5)
+    assert 100 < results["neg_elbo"] < 600 and results["mmd"] != 0
+    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [4, 8, 12]
+    assert {"recon", "kl", "mmd", "total"} <= set(rows[0])
+    assert json.loads((work / "config.json").read_text())["loss"]["objective"] == "mmd"
+    # the same workdir again, without --resume, must not clobber the run
+    before = (work / "results.json").read_bytes()
+    again = run("--backend", backend, "--max-steps", "12", *SMALL, "--workdir", str(work))
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert (work / "results.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_diverging_run_names_the_step_and_keeps_the_checkpoint(backend, tmp_path):
+    work = tmp_path / "run"
+    out = run("--backend", backend, "--max-steps", "40", "--checkpoint-every", "1", "--lr", "1e30", *SMALL,
+              "--workdir", str(work))
+    assert out.returncode == 1, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert "non-finite loss at step" in line and "last good checkpoint" in line
+    step = int(line.split("at step ")[1].split()[0])
+    good = int(line.split("(step ")[1].split(")")[0])
+    assert good == step - 1
+    assert not (work / "results.json").exists()
+    # the last good checkpoint is there and resumable
+    assert any(str(good) in p.name for p in (work / "checkpoints").iterdir())
+
+
+def test_resume_rejects_contradicting_flags(tmp_path):
+    work = tmp_path / "run"
+    assert run("--max-steps", "3", *SMALL, "--workdir", str(work)).returncode == 0
+    out = run("--resume", "--model", "conv", "--workdir", str(work))
+    assert out.returncode == 2 and "--model 'conv' differs" in out.stderr
+    out = run("--resume", "--workdir", str(tmp_path / "nothing"))
+    assert out.returncode == 2 and "no config.json" in out.stderr
