@@ -27,7 +27,7 @@ class TextModelConfig:
     - ``embed_dim=256, hidden_dim=256``: in the range of the common PTB setups (Bowman's tuned
       model used 353/191, public PyTorch versions 300/256). On PTB (10k words) the vocabulary
       projection ``hidden_dim x vocab`` dominates the cost, so 256 keeps a full epoch (about
-      930k target tokens) practical on a 2-core CPU; see ``BENCHMARKS_TEXT.md``.
+      930k target tokens) practical on a 2-core CPU; see ``BENCHMARKS.md``.
     - ``latent_dim=32``: the usual 16-32; 32 leaves room for the MMD objective and free bits,
       where more of the latent space is used than with the plain ELBO.
     - ``word_dropout=0.25``: Bowman et al.'s best results used a word keep rate of about 0.75;
