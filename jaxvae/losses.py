@@ -17,8 +17,10 @@ from vaecore.config import LossConfig
 def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
     """-log Bernoulli(x | sigmoid(logits)) summed over the last axis, computed stably from logits.
 
-    logits, x: [batch, d] -> [batch]."""
-    return (jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))).sum(-1)
+    softplus(l) - l x: stable for any l, and its gradient sigmoid(l) - x is exact everywhere (the
+    max(l, 0) + log1p(exp(-|l|)) form has a wrong subgradient at l = 0 exactly, which zero-initialised
+    biases do hit). logits, x: [batch, d] -> [batch]."""
+    return (jax.nn.softplus(logits) - logits * x).sum(-1)
 
 
 def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:

@@ -60,3 +60,20 @@ def test_objectives_weight_the_terms(backend):
     m = mmd_reference(z, prior, kernel="rbf", bandwidth=1.5, estimator="unbiased")
     np.testing.assert_allclose(np.asarray(terms["mmd"]), np.full(6, m), rtol=1e-5)
     np.testing.assert_allclose(float(loss), (recon + 0.7 * kl).mean() + 49.3 * m, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_bernoulli_gradient_is_exact_at_zero_logit(backend):
+    # d/dl [softplus(l) - l x] = sigmoid(l) - x, also at l = 0 (where max(l,0)+log1p(exp(-|l|)) forms break)
+    x = np.array([[0.0, 1.0, 0.0]], np.float32)
+    logits = np.array([[0.0, 0.0, 3.0]], np.float32)
+    want = 1 / (1 + np.exp(-logits)) - x
+    if backend == "torch":
+        t = torch.tensor(logits, requires_grad=True)
+        tl.bernoulli_nll(t, torch.tensor(x)).sum().backward()
+        got = t.grad.numpy()
+    else:
+        import jax
+
+        got = np.asarray(jax.grad(lambda l: jl.bernoulli_nll(l, jnp.asarray(x)).sum())(jnp.asarray(logits)))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

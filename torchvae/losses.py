@@ -16,8 +16,10 @@ from vaecore.config import LossConfig
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log Bernoulli(x | sigmoid(logits)) summed over the last axis, computed stably from logits.
 
-    logits, x: [batch, d] -> [batch]."""
-    return (logits.clamp(min=0) - logits * x + torch.log1p(torch.exp(-logits.abs()))).sum(-1)
+    softplus(l) - l x: stable for any l, and its gradient sigmoid(l) - x is exact everywhere (the
+    max(l, 0) + log1p(exp(-|l|)) form has a wrong subgradient at l = 0 exactly, which zero-initialised
+    biases do hit). logits, x: [batch, d] -> [batch]."""
+    return (torch.nn.functional.softplus(logits) - logits * x).sum(-1)
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
