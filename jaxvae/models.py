@@ -7,6 +7,8 @@ put in torch's (channel, row, col) order so the dense weights mean the same in b
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -21,7 +23,7 @@ IMAGE_DIM = IMAGE_SIDE * IMAGE_SIDE
 class MLPEncoder(nnx.Module):
     def __init__(self, cfg: ImageModelConfig, *, rngs: nnx.Rngs):
         sizes = (IMAGE_DIM, *cfg.hidden_sizes)
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in pairwise(sizes)])
         self.mean = nnx.Linear(sizes[-1], cfg.latent_dim, rngs=rngs)
         self.logvar = nnx.Linear(sizes[-1], cfg.latent_dim, rngs=rngs)
 
@@ -36,7 +38,7 @@ class MLPEncoder(nnx.Module):
 class MLPDecoder(nnx.Module):
     def __init__(self, cfg: ImageModelConfig, *, rngs: nnx.Rngs):
         sizes = (cfg.latent_dim, *reversed(cfg.hidden_sizes))
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in pairwise(sizes)])
         self.out = nnx.Linear(sizes[-1], IMAGE_DIM, rngs=rngs)
 
     def __call__(self, z: jax.Array) -> jax.Array:

@@ -127,7 +127,7 @@ class JaxEngine:
             try:
                 restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                          meta=ocp.args.JsonRestore()))
-            except Exception as e:  # a damaged checkpoint: fall back to the previous one
+            except Exception as e:  # noqa: BLE001 -- any damage: fall back to the previous one
                 print(f"warning: skipping unreadable checkpoint {step}: {e}")
                 continue
             # orbax gives containers back as plain tuples/dicts: put the leaves back into our structure

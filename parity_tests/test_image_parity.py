@@ -20,9 +20,11 @@ import jaxvae.losses as jl
 import jaxvae.models as jm
 import torchvae.losses as tl
 import torchvae.models as tm
-from jaxvae.params import export_params as jax_export, import_params as jax_import
+from jaxvae.params import export_params as jax_export
+from jaxvae.params import import_params as jax_import
 from parity_tests.util import TOL, assert_exact, assert_trees_close
-from torchvae.params import export_params as torch_export, import_params as torch_import
+from torchvae.params import export_params as torch_export
+from torchvae.params import import_params as torch_import
 from vaecore.config import ImageModelConfig, LossConfig
 
 BATCH = 8

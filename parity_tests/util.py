@@ -7,8 +7,8 @@ import numpy as np
 # Tolerances of the parity contract (issue 2): float32 outputs/losses within 1e-5 relative,
 # gradients within 1e-4 relative or 1e-5 absolute; float64 everything within 1e-10.
 TOL = {
-    "float32": {"value": dict(rtol=1e-5, atol=1e-6), "grad": dict(rtol=1e-4, atol=1e-5)},
-    "float64": {"value": dict(rtol=1e-10, atol=1e-12), "grad": dict(rtol=1e-10, atol=1e-12)},
+    "float32": {"value": {"rtol": 1e-5, "atol": 1e-6}, "grad": {"rtol": 1e-4, "atol": 1e-5}},
+    "float64": {"value": {"rtol": 1e-10, "atol": 1e-12}, "grad": {"rtol": 1e-10, "atol": 1e-12}},
 }
 
 
@@ -16,8 +16,8 @@ def worst(a: dict[str, np.ndarray], b: dict[str, np.ndarray], rtol: float, atol:
     """The key whose arrays differ most, measured as max |a-b| / (atol + rtol*|b|), and that ratio."""
     assert set(a) == set(b), f"different keys: only in a {sorted(set(a) - set(b))}, only in b {sorted(set(b) - set(a))}"
     worst_name, worst_ratio = "", 0.0
-    for name in a:
-        x, y = np.asarray(a[name], np.float64), np.asarray(b[name], np.float64)
+    for name, value in a.items():
+        x, y = np.asarray(value, np.float64), np.asarray(b[name], np.float64)
         assert x.shape == y.shape, f"{name}: shape {x.shape} != {y.shape}"
         ratio = float(np.max(np.abs(x - y) / (atol + rtol * np.abs(y)), initial=0.0))
         if ratio > worst_ratio or not worst_name:
@@ -36,6 +36,6 @@ def assert_trees_close(a: dict, b: dict, rtol: float, atol: float, what: str) ->
 
 def assert_exact(a: dict, b: dict, what: str) -> None:
     assert set(a) == set(b), f"{what}: different keys {sorted(set(a) ^ set(b))}"
-    for name in a:
-        assert a[name].dtype == b[name].dtype, f"{what}: {name} dtype {a[name].dtype} != {b[name].dtype}"
-        np.testing.assert_array_equal(a[name], b[name], err_msg=f"{what}: {name}")
+    for name, value in a.items():
+        assert value.dtype == b[name].dtype, f"{what}: {name} dtype {value.dtype} != {b[name].dtype}"
+        np.testing.assert_array_equal(value, b[name], err_msg=f"{what}: {name}")

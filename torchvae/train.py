@@ -97,7 +97,7 @@ class TorchEngine:
         for path in self._checkpoints():
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # a damaged file: fall back to the previous one
+            except Exception as e:  # noqa: BLE001 -- any damage: fall back to the previous one
                 print(f"warning: skipping unreadable checkpoint {path.name}: {e}")
                 continue
             self.model.load_state_dict(state["model"])

@@ -104,7 +104,7 @@ def load_tfds() -> ImageSplits:
     try:
         train = tfds.as_numpy(tfds.load("mnist", split="train", batch_size=-1))
         test = tfds.as_numpy(tfds.load("mnist", split="test", batch_size=-1))
-    except Exception as e:  # tfds raises many types (download, missing files)
+    except Exception as e:  # noqa: BLE001 -- tfds raises many types (download, missing files)
         raise DataError(f"tensorflow-datasets could not load mnist: {e}") from None
     return _split(train["image"], train["label"], test["image"], test["label"], "tfds:mnist", VALID_SIZE)
 
