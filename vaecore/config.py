@@ -20,6 +20,7 @@ KERNELS = ("rbf", "imq")
 ESTIMATORS = ("unbiased", "biased")
 BINARIZATIONS = ("dynamic", "fixed")
 DTYPES = ("float32", "float64")
+KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")
 
 
 class ConfigError(ValueError):
@@ -140,6 +141,52 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TextTrainConfig:
+    """What the sentence-VAE task adds to training: the KL-weight schedule (``vaecore.schedules``;
+    its peak is ``LossConfig.kl_weight``), free bits (nats per latent dimension), and how the corpus
+    becomes data (``max_len``: words kept per sentence in every split, None keeps all; ``min_freq``
+    and ``max_vocab`` shape the vocabulary built on the train split)."""
+
+    kl_schedule: str = "logistic"
+    kl_warmup_steps: int = 5000
+    kl_logistic_k: float = 0.0025
+    kl_logistic_x0: float = 2500.0
+    kl_cycles: int = 4
+    kl_cycle_ratio: float = 0.5
+    free_bits: float = 0.0
+    max_len: int | None = None
+    min_freq: int = 1
+    max_vocab: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("kl_schedule", self.kl_schedule, KL_SCHEDULES)
+        check_positive("kl_warmup_steps", self.kl_warmup_steps)
+        check_positive("kl_logistic_k", self.kl_logistic_k)
+        check_positive("kl_cycles", self.kl_cycles)
+        if not 0 < self.kl_cycle_ratio <= 1:
+            raise ConfigError(f"kl_cycle_ratio must be in (0, 1]; got {self.kl_cycle_ratio!r}")
+        check_positive("free_bits", self.free_bits, allow_zero=True)
+        if self.max_len is not None:
+            check_positive("max_len", self.max_len)
+        check_positive("min_freq", self.min_freq)
+        if self.max_vocab is not None and self.max_vocab <= 4:
+            raise ConfigError(f"max_vocab must be > 4 (the special tokens); got {self.max_vocab!r}")
+
+    def schedule(self, kl_weight: float, total_steps: int):
+        """The KL-weight schedule (``weight = schedule(step)``) peaking at ``kl_weight``."""
+        from vaecore.schedules import make_schedule
+
+        kwargs = {
+            "constant": {"value": kl_weight},
+            "linear": {"warmup_steps": self.kl_warmup_steps, "start": 0.0, "end": kl_weight},
+            "logistic": {"k": self.kl_logistic_k, "x0": self.kl_logistic_x0, "max_weight": kl_weight},
+            "cyclical": {"total_steps": total_steps, "n_cycles": self.kl_cycles, "ratio": self.kl_cycle_ratio,
+                         "max_weight": kl_weight},
+        }[self.kl_schedule]
+        return make_schedule(self.kl_schedule, **kwargs)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     backend: str = "torch"
     task: str = "mnist"
@@ -148,6 +195,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     text: Any = None  # vaecore.text_config.TextModelConfig for task "text"
+    text_train: TextTrainConfig | None = None  # for task "text"
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)
@@ -177,6 +225,7 @@ class RunConfig:
             loss=LossConfig(**tuples(d["loss"])),
             train=TrainConfig(**d["train"]),
             text=text,
+            text_train=TextTrainConfig(**d["text_train"]) if d.get("text_train") is not None else None,
         )
 
     @classmethod

@@ -46,6 +46,14 @@ def has_checkpoint(workdir: Path) -> bool:
     return ckpt.is_dir() and any(not p.name.startswith(".") for p in ckpt.iterdir())
 
 
+def check_finite(terms: dict[str, float], step: int, last_checkpoint: int, workdir: Path) -> None:
+    """Raise ``TrainingError`` naming ``step`` and the last good checkpoint if a loss term is NaN/inf."""
+    if not all(math.isfinite(v) for v in terms.values()):
+        bad = {k: v for k, v in terms.items() if not math.isfinite(v)}
+        raise TrainingError(f"non-finite loss at step {step} ({bad}); stopped. The last good checkpoint "
+                            f"(step {last_checkpoint}) is kept in {Path(workdir) / 'checkpoints'}; try a lower --lr")
+
+
 def evaluate(engine: Engine, images: np.ndarray) -> dict[str, float]:
     """Means over a binarised split of the loss terms, in nats per image."""
     sums = dict.fromkeys(("recon", "kl", "neg_elbo", "mmd"), 0.0)
@@ -91,10 +99,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
             x = batching.train_batch(data.train, seed=tc.seed, step=step, batch_size=tc.batch_size,
                                      binarization=tc.binarization, fixed=fixed_train)
             out = engine.train_step(x, step)
-            if not all(math.isfinite(v) for v in out.values()):
-                bad = {k: v for k, v in out.items() if not math.isfinite(v)}
-                raise TrainingError(f"non-finite loss at step {step + 1} ({bad}); stopped. The last good checkpoint "
-                                    f"(step {last_ckpt}) is kept in {workdir / 'checkpoints'}; try a lower --lr")
+            check_finite(out, step + 1, last_ckpt, workdir)
             for k, v in out.items():
                 acc[k] = acc.get(k, 0.0) + v
             acc_steps += 1

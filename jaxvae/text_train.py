@@ -1,0 +1,137 @@
+"""Training engine for the sentence VAE in JAX; the twin of ``torchvae/text_train.py``.
+
+The step is one jitted pure function ``(params, opt_state, rest, key, tokens, lengths, step, kl_weight)
+-> (params, opt_state, terms)`` over the whole sequence (the model scans). Its noise (eps, the
+word-dropout mask, the MMD's prior samples and the embedding-dropout key) comes from
+``fold_in(key, step)``, so a resumed run draws exactly the same. ``step`` and ``kl_weight`` are
+traced, so it compiles once per padded length (a multiple of 8; about a dozen on PTB).
+Checkpoints (parameters and Adam state) are written by orbax, atomically.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxvae import decoding
+from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
+from vaecore import text_loop
+from vaecore.config import RunConfig
+from vaecore.text_data import TextBatch
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, dtype):
+    """The pure training step, jitted once with donated params and optimiser state."""
+    mc, lc, tt = cfg.text, cfg.loss, cfg.text_train
+    mmd_kwargs = {"kernel": lc.kernel, "bandwidth": lc.bandwidth, "estimator": lc.estimator}
+
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def train_step(params, opt_state, rest, key, tokens, lengths, step, kl_weight):
+        k_eps, k_mask, k_prior, k_dropout = jax.random.split(jax.random.fold_in(key, step), 4)
+        shape = (tokens.shape[0], mc.latent_dim)
+        eps = jax.random.normal(k_eps, shape, dtype)
+        word_mask = jax.random.bernoulli(k_mask, mc.word_dropout, (tokens.shape[0], tokens.shape[1] - 1))
+        prior_z = jax.random.normal(k_prior, shape, dtype) if lc.objective == "mmd" else None
+
+        # embedding dropout draws from the model's RNG stream: reseed it so it is a function of (seed, step) too
+        model = nnx.merge(graphdef, params, rest)
+        nnx.reseed(model, default=k_dropout)
+        rest_at_step = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
+
+        def loss_fn(p):
+            model = nnx.merge(graphdef, p, rest_at_step)
+            loss, terms = sentence_loss(model, tokens, lengths, eps, word_mask, kl_weight=kl_weight,
+                                        free_bits=tt.free_bits, objective=lc.objective, alpha=lc.alpha, lam=lc.lam,
+                                        prior_z=prior_z, mmd_kwargs=mmd_kwargs)
+            return loss, {k: v.mean() for k, v in terms.items()}
+
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, terms
+
+    return train_step
+
+
+class JaxTextEngine:
+    decoding = decoding
+
+    def __init__(self, cfg: RunConfig, workdir: Path):
+        self.cfg = cfg
+        tc = cfg.train
+        if tc.dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        self.dtype = jnp.dtype(tc.dtype)
+        self.ckpt_dir = (Path(workdir) / "checkpoints").absolute()
+        self.key = jax.random.key(tc.seed)
+        model = SentenceVAE(cfg.text, rngs=nnx.Rngs(tc.seed), param_dtype=self.dtype)
+        model.train()
+        # params: the trained weights; rest: the dropout RNG stream, reseeded inside every step
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.params = nnx.to_pure_dict(params)
+        self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
+        self.opt_state = self.tx.init(self.params)
+        self._step = make_train_step(self.graphdef, self.tx, cfg, self.dtype)
+        self._manager = None
+
+    def model(self) -> SentenceVAE:
+        model = nnx.merge(self.graphdef, self.params, self.rest)
+        model.eval()
+        return model
+
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float) -> dict[str, float]:
+        self.params, self.opt_state, terms = self._step(
+            self.params, self.opt_state, self.rest, self.key, jnp.asarray(batch.tokens), jnp.asarray(batch.lengths),
+            step, jnp.asarray(kl_weight, self.dtype))
+        return {k: float(v) for k, v in terms.items()}
+
+    def evaluate(self, batches) -> dict[str, float]:
+        return evaluate_text(self.model(), batches, seed=self.cfg.train.seed)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def _checkpoints(self):
+        import orbax.checkpoint as ocp
+
+        if self._manager is None:
+            options = ocp.CheckpointManagerOptions(max_to_keep=self.cfg.train.keep_checkpoints,
+                                                   enable_async_checkpointing=False)
+            self._manager = ocp.CheckpointManager(self.ckpt_dir, options=options)
+        return self._manager
+
+    def save(self, step: int, meta: dict) -> None:
+        import orbax.checkpoint as ocp
+
+        state = {"params": self.params, "opt_state": self.opt_state}
+        manager = self._checkpoints()
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                   meta=ocp.args.JsonSave(meta)))
+        manager.wait_until_finished()
+
+    def restore(self) -> dict | None:
+        """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
+        import orbax.checkpoint as ocp
+
+        manager = self._checkpoints()
+        target = {"params": self.params, "opt_state": self.opt_state}
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                         meta=ocp.args.JsonRestore()))
+            except Exception as e:  # noqa: BLE001 - a damaged checkpoint: fall back to the previous one
+                print(f"warning: skipping unreadable checkpoint {step}: {e}")
+                continue
+            # orbax gives containers back as plain tuples/dicts: put the leaves back into our structure
+            state = jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))
+            self.params, self.opt_state = state["params"], state["opt_state"]
+            return dict(restored.meta)
+        return None
+
+
+def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print,
+                       generation: text_loop.GenerationOptions | None = None) -> dict:
+    return text_loop.train_and_evaluate(cfg, workdir, JaxTextEngine, resume=resume, log=log, generation=generation)

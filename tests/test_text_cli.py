@@ -1,0 +1,209 @@
+"""train.py --task text as a user meets it: the run folder, bad input (one line, exit 2), SIGKILL and
+--resume, and --sample / --interpolate on a finished run. Tiny model, tiny corpus, few steps."""
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vaecore.config import ConfigError, RunConfig, TextTrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--task", "text", "--embed-dim", "16", "--hidden-dim", "16", "--latent-dim", "4", "--batch-size", "16"]
+# One intra-op thread: on a small shared CPU, torch's thread pool costs far more than these tiny steps.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "ran", "fast", "slow", "big", "small", "red", "blue",
+         "house", "tree", "bird", "sang"]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=ENV, check=False)
+
+
+def write_corpus(folder: Path, sizes=(("train", 200), ("valid", 40), ("test", 40))) -> Path:
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in sizes:
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) for _ in range(n)]
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_text_train_config_schedules_and_json_round_trip(tmp_path):
+    tt = TextTrainConfig(kl_schedule="linear", kl_warmup_steps=10)
+    assert [tt.schedule(0.5, 100)(s) for s in (0, 5, 10, 50)] == [0.0, 0.25, 0.5, 0.5]
+    cyc = TextTrainConfig(kl_schedule="cyclical", kl_cycles=2, kl_cycle_ratio=0.5).schedule(1.0, 100)
+    assert [cyc(s) for s in (0, 25, 49, 50, 75)] == [0.0, 1.0, 1.0, 0.0, 1.0]
+    assert TextTrainConfig().schedule(1.0, 100)(2500) == pytest.approx(0.5)  # logistic: half at x0
+    assert TextTrainConfig(kl_schedule="constant").schedule(0.3, 100)(7) == 0.3
+    with pytest.raises(ConfigError, match="kl_cycle_ratio"):
+        TextTrainConfig(kl_cycle_ratio=0)
+    import train
+
+    args = train.build_parser().parse_args(["--task", "text", "--rnn", "gru", "--max-len", "9", "--free-bits", "0.1"])
+    cfg = train.config_from_args(args)
+    assert cfg.text.latent_dim == 32 and cfg.train.batch_size == 32  # the text defaults
+    cfg.save(tmp_path / "config.json")
+    assert RunConfig.load(tmp_path / "config.json") == cfg
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module", params=["torch", "jax"])
+def finished(request, corpus, tmp_path_factory):
+    """A finished 30-step run (2.5 epochs of 12 batches) with the MMD objective and sentences cut to 8 words."""
+    work = tmp_path_factory.mktemp(f"run-{request.param}") / "run"
+    out = run("--backend", request.param, *TINY, "--data", str(corpus), "--max-steps", "30", "--log-every", "10",
+              "--checkpoint-every", "10", "--kl-schedule", "linear", "--kl-warmup-steps", "20", "--loss", "mmd",
+              "--lambda", "10", "--max-len", "8", "--num-samples", "4", "--interp-steps", "5",
+              "--workdir", str(work))
+    assert out.returncode == 0, out.stderr
+    return request.param, work, out.stdout
+
+
+def test_run_folder_has_consistent_numbers(finished, corpus):
+    backend, work, stdout = finished
+    for name in ("config.json", "metrics.jsonl", "results.json", "vocab.json", "samples.txt", "reconstructions.txt",
+                 "interpolations.txt", "checkpoints"):
+        assert (work / name).exists(), name
+    r = json.loads((work / "results.json").read_text())
+    test_lines = [line.split() for line in (corpus / "test.txt").read_text().splitlines()]
+    assert r["backend"] == backend and r["step"] == 30 and r["epochs"] == 2.5
+    assert r["sentences"] == len(test_lines)
+    assert r["truncated"] == sum(len(s) > 8 for s in test_lines) > 0
+    assert r["tokens"] == sum(min(len(s), 8) + 1 for s in test_lines)  # words (cut to 8) and <eos>
+    assert r["neg_elbo"] == pytest.approx(r["recon"] + r["kl"], rel=1e-6)
+    assert r["ppl_bound"] == pytest.approx(math.exp(r["neg_elbo"] * r["sentences"] / r["tokens"]), rel=1e-6)
+    assert 1 < r["ppl_bound"] < 30 and r["kl"] > 0  # 22 words in the vocabulary: a uniform model has ppl 22
+    assert f"ppl_bound {r['ppl_bound']:.2f}" in stdout
+    vocab = json.loads((work / "vocab.json").read_text())["itos"]
+    assert vocab[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and sorted(vocab[4:]) == sorted(WORDS)
+
+    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    train = [row for row in rows if row["split"] == "train"]
+    assert [row["step"] for row in train] == [10, 20, 30]
+    # the KL weight of the last step of each interval: linear warm-up over 20 steps
+    assert [row["kl_weight"] for row in train] == pytest.approx([9 / 20, 19 / 20, 1.0])
+    assert all(row["mmd"] != 0 and row["neg_elbo"] == pytest.approx(row["recon"] + row["kl"]) for row in train)
+    assert [row["step"] for row in rows if row["split"] == "valid"] == [12, 24]
+    assert [row["split"] for row in rows][-1] == "test"
+    config = json.loads((work / "config.json").read_text())
+    assert config["text"]["vocab_size"] == len(vocab) and config["text_train"]["max_len"] == 8
+
+    samples = (work / "samples.txt").read_text().split("\n## ")[1:]
+    assert [s.splitlines()[0] for s in samples] == ["greedy", "beam search (width 5)", "sampling (temperature 1)"]
+    assert all(len(s.strip().splitlines()) == 1 + 4 for s in samples)
+    pairs = (work / "reconstructions.txt").read_text().split("\n\n")[1:]
+    assert sum(p.startswith("> ") and "\n< " in p for p in pairs) == 4
+    interp = (work / "interpolations.txt").read_text()
+    assert interp.count("## from: ") == 3 and interp.count("\n0.00 ") == 3 and interp.count("\n1.00 ") == 3
+
+
+def test_sample_and_interpolate_on_a_finished_run(finished):
+    _, work, _ = finished
+    before = json.loads((work / "results.json").read_text())
+    out = run("--workdir", str(work), "--sample", "--num-samples", "2")
+    assert out.returncode == 0, out.stderr
+    assert "## greedy" in out.stdout and "## beam search" in out.stdout
+    samples = (work / "samples.txt").read_text()
+    assert "weights of step 30" in samples and len(samples.split("## greedy\n")[1].split("\n\n")[0].splitlines()) == 2
+    out = run("--workdir", str(work), "--interpolate", "the cat sat", "a zebra ran fast", "--interp-steps", "4")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert "zebra" in lines[0]  # reported as not in the vocabulary
+    assert [line.split()[0] for line in lines[-4:]] == ["0.00", "0.33", "0.67", "1.00"]
+    assert json.loads((work / "results.json").read_text()) == before  # nothing was trained
+    bad = run("--workdir", str(work), "--sample", "--rnn", "gru")
+    assert bad.returncode == 2 and "drop --rnn" in bad.stderr
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: None, "no such directory"),
+    (lambda d: write_corpus(d, (("train", 50), ("valid", 10))), "missing the test split"),
+    (lambda d: (write_corpus(d), (d / "valid.txt").write_text("")), "the file is empty"),
+    (lambda d: (write_corpus(d), (d / "test.txt").write_bytes(b"\xff\xfe bad")), "not UTF-8"),
+    (lambda d: write_corpus(d, (("train", 10), ("valid", 10), ("test", 10))), "larger than the train split"),
+])
+def test_bad_data_is_one_line_and_exit_2(make, message, tmp_path):
+    data = tmp_path / "data"
+    make(data)
+    out = run("--backend", "torch", *TINY, "--data", str(data), "--max-steps", "2", "--workdir", str(tmp_path / "r"))
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "text", "--word-dropout", "1.5"], "word_dropout must be a number in [0, 1)"),
+    (["--task", "text", "--kl-schedule", "cosine"], "invalid choice: 'cosine'"),
+    (["--task", "text", "--hidden-dim", "0"], "hidden_dim must be a positive integer"),
+    (["--task", "text", "--model", "conv"], "--model applies to --task mnist only"),
+    (["--rnn", "gru"], "--rnn applies to --task text only"),
+    (["--sample"], "need --workdir"),
+])
+def test_bad_flags_are_one_line_and_exit_2(args, message, tmp_path):
+    out = run(*args) if args == ["--sample"] else run(*args, "--workdir", str(tmp_path / "r"))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def checkpoint_steps(work: Path) -> list[int]:
+    ckpt = work / "checkpoints"
+    if not ckpt.is_dir():
+        return []
+    return [int("".join(c for c in p.name if c.isdigit())) for p in ckpt.iterdir()
+            if not p.name.startswith(".") and any(c.isdigit() for c in p.name)]
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_sigkill_and_resume_gives_the_same_results(backend, corpus, tmp_path):
+    args = ["--backend", backend, "--task", "text", "--data", str(corpus), "--embed-dim", "32", "--hidden-dim", "64",
+            "--latent-dim", "4", "--batch-size", "8", "--max-steps", "120", "--checkpoint-every", "10",
+            "--log-every", "5", "--kl-schedule", "cyclical", "--free-bits", "0.05", "--seed", "3",
+            "--num-samples", "3"]
+    train_cmd = [sys.executable, str(ROOT / "train.py"), *args]
+    straight = tmp_path / "straight"
+    subprocess.run([*train_cmd, "--workdir", str(straight)], check=True, capture_output=True, timeout=600, env=ENV)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*train_cmd, "--workdir", str(killed)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 600
+    while not [s for s in checkpoint_steps(killed) if s >= 30] and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "results.json").exists(), "the run finished before it could be killed"
+    assert max(checkpoint_steps(killed)) < 120
+
+    resumed = run(*args, "--workdir", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from the checkpoint at step" in resumed.stdout
+
+    a = json.loads((straight / "results.json").read_text())
+    b = json.loads((killed / "results.json").read_text())
+    for key in ("recon", "kl", "neg_elbo", "ppl_bound", "tokens"):
+        assert a[key] == b[key], f"{key}: uninterrupted {a[key]} != resumed {b[key]}"
+    for name in ("samples.txt", "reconstructions.txt", "interpolations.txt", "vocab.json"):
+        assert (straight / name).read_text() == (killed / name).read_text(), name
+    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == list(range(5, 121, 5))
+    assert [r["step"] for r in rows if r["split"] == "valid"] == [25, 50, 75, 100]
+    straight_rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("recon") for r in rows] == [r.get("recon") for r in straight_rows]
+
+    again = run(*args, "--workdir", str(killed), "--resume", "--rnn", "gru")
+    assert again.returncode == 2 and "--rnn 'gru' differs" in again.stderr

@@ -1,0 +1,101 @@
+"""Training engine for the sentence VAE in PyTorch; the twin of ``jaxvae/text_train.py``.
+
+The loop itself is ``vaecore.text_loop``; this file holds the numeric parts. Every draw of a step
+(eps, the word-dropout mask, the MMD's prior samples, and embedding dropout through torch's global
+RNG, reseeded) comes from seeds derived from ``(seed, step)``, so a resumed run draws the same.
+Checkpoints (model and Adam state) are ``torch.save`` through a temporary file and ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from torchvae import decoding
+from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
+from vaecore import rng, text_loop
+from vaecore.config import RunConfig
+from vaecore.text_data import TextBatch
+
+CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class TorchTextEngine:
+    decoding = decoding
+
+    def __init__(self, cfg: RunConfig, workdir: Path):
+        self.cfg = cfg
+        tc = cfg.train
+        self.dtype = getattr(torch, tc.dtype)
+        self.ckpt_dir = Path(workdir) / "checkpoints"
+        torch.manual_seed(tc.seed)
+        self._model = SentenceVAE(cfg.text).to(self.dtype)
+        self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
+
+    def _generator(self, *parts: int) -> torch.Generator:
+        return torch.Generator().manual_seed(rng.derived_seed(self.cfg.train.seed, *parts))
+
+    def model(self) -> SentenceVAE:
+        return self._model.eval()
+
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float) -> dict[str, float]:
+        mc, lc = self.cfg.text, self.cfg.loss
+        tokens, lengths = torch.as_tensor(batch.tokens), torch.as_tensor(batch.lengths)
+        shape = (tokens.shape[0], mc.latent_dim)
+        eps = torch.randn(shape, generator=self._generator(step, rng.EPS), dtype=self.dtype)
+        word_mask = torch.rand((tokens.shape[0], tokens.shape[1] - 1),
+                               generator=self._generator(step, text_loop.WORD_MASK)) < mc.word_dropout
+        prior_z = (torch.randn(shape, generator=self._generator(step, rng.PRIOR), dtype=self.dtype)
+                   if lc.objective == "mmd" else None)
+        torch.manual_seed(rng.derived_seed(self.cfg.train.seed, step, text_loop.DROPOUT))  # embedding dropout
+        self._model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss, terms = sentence_loss(self._model, tokens, lengths, eps, word_mask, kl_weight=kl_weight,
+                                    free_bits=self.cfg.text_train.free_bits, objective=lc.objective, alpha=lc.alpha,
+                                    lam=lc.lam, prior_z=prior_z,
+                                    mmd_kwargs={"kernel": lc.kernel, "bandwidth": lc.bandwidth,
+                                                "estimator": lc.estimator})
+        loss.backward()
+        self.opt.step()
+        return {k: float(v.detach().mean()) for k, v in terms.items()}
+
+    def evaluate(self, batches) -> dict[str, float]:
+        return evaluate_text(self._model, batches, seed=self.cfg.train.seed)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save(self, step: int, meta: dict) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        state = {"model": self._model.state_dict(), "optimizer": self.opt.state_dict(), "meta": meta}
+        path = self.ckpt_dir / f"step_{step:08d}.pt"
+        tmp = self.ckpt_dir / f".step_{step:08d}.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a checkpoint file is either complete or absent
+        for old in self._checkpoints()[self.cfg.train.keep_checkpoints:]:
+            old.unlink()
+
+    def _checkpoints(self) -> list[Path]:
+        if not self.ckpt_dir.is_dir():
+            return []
+        return sorted((p for p in self.ckpt_dir.iterdir() if CKPT_RE.match(p.name)), reverse=True)
+
+    def restore(self) -> dict | None:
+        """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
+        for path in self._checkpoints():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - a damaged file: fall back to the previous one
+                print(f"warning: skipping unreadable checkpoint {path.name}: {e}")
+                continue
+            self._model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            return state["meta"]
+        return None
+
+
+def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print,
+                       generation: text_loop.GenerationOptions | None = None) -> dict:
+    return text_loop.train_and_evaluate(cfg, workdir, TorchTextEngine, resume=resume, log=log,
+                                        generation=generation)

