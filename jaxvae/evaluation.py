@@ -165,15 +165,19 @@ class TextModel:
 
 
 def load_model(cfg: RunConfig, workdir: Path):
-    """The adapter of the run in ``workdir`` with its newest checkpoint, and that checkpoint's step.
+    """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
+    checkpoint, and that checkpoint's step. Raises FileNotFoundError when there is none readable."""
+    if cfg.task == "text":
+        from jaxvae.text_train import JaxTextEngine
 
-    Raises FileNotFoundError when the run has no readable checkpoint."""
-    if cfg.task != "mnist":
-        raise NotImplementedError("text runs: not supported yet")
-    from jaxvae.train import JaxEngine
+        engine = JaxTextEngine(cfg, Path(workdir))
+    else:
+        from jaxvae.train import JaxEngine
 
-    engine = JaxEngine(cfg, Path(workdir))
+        engine = JaxEngine(cfg, Path(workdir))
     meta = engine.restore()
     if meta is None:
         raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / 'checkpoints'}")
+    if cfg.task == "text":
+        return TextModel(engine.model()), int(meta["step"])
     return ImageModel(engine.model(), cfg.model.latent_dim), int(meta["step"])

@@ -155,15 +155,19 @@ class TextModel:
 
 
 def load_model(cfg: RunConfig, workdir: Path):
-    """The adapter of the run in ``workdir`` with its newest checkpoint, and that checkpoint's step.
+    """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
+    checkpoint, and that checkpoint's step. Raises FileNotFoundError when there is none readable."""
+    if cfg.task == "text":
+        from torchvae.text_train import TorchTextEngine
 
-    Raises FileNotFoundError when the run has no readable checkpoint."""
-    if cfg.task != "mnist":
-        raise NotImplementedError("text runs: not supported yet")
-    from torchvae.train import TorchEngine
+        engine = TorchTextEngine(cfg, Path(workdir))
+    else:
+        from torchvae.train import TorchEngine
 
-    engine = TorchEngine(cfg, Path(workdir))
+        engine = TorchEngine(cfg, Path(workdir))
     meta = engine.restore()
     if meta is None:
         raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / 'checkpoints'}")
+    if cfg.task == "text":
+        return TextModel(engine.model()), int(meta["step"])
     return ImageModel(engine.model), int(meta["step"])

@@ -43,7 +43,10 @@ import numpy as np
 DEFAULT_K = {"mnist": 5000, "text": 500}  # Burda et al. (MNIST), He et al. (text)
 AU_THRESHOLD = 0.01
 MI_BATCH_SIZE = 500
-CHUNK_ROWS = 20_000  # decoder rows (samples x examples) per backend call: bounds memory
+# Decoder rows (samples x examples) per backend call, which bounds memory: an MNIST row is 784
+# logits, a sentence row T x vocab (about 40 x 10,000 on PTB).
+DEFAULT_CHUNK_ROWS = {"mnist": 20_000, "text": 256}
+CHUNK_ROWS = DEFAULT_CHUNK_ROWS["mnist"]
 IW_STREAM, MI_STREAM = 0, 1
 
 

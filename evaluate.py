@@ -1,0 +1,232 @@
+"""Evaluate a finished run as the papers do, or compare several evaluated runs.
+
+    python evaluate.py --workdir RUN [--k 5000] [--split test] [--batch-size 100] [--limit N]
+    python evaluate.py --compare RUN1 RUN2 ... --out DIR [--split test]
+
+The first loads ``RUN/config.json`` and the newest checkpoint with the run's backend (only that one is
+imported), computes the importance-sampled NLL, negative ELBO, KL, mutual information and active
+units on the split (``vaecore/evaluation.py`` says how), writes ``RUN/eval_<split>.json``, merges it
+into ``RUN/results.json`` under ``eval_<split>`` (atomically, every other key kept), draws the pictures
+(MNIST: interpolations, latent space, training curves), writes ``RUN/report.md`` and prints a table.
+It only adds files to the run folder. Bad input prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vaecore import evaluation
+from vaecore.config import ConfigError, RunConfig
+
+INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 8, 10
+LATENT_POINTS = 5000
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (and exits with status 2)."""
+
+    def error(self, message: str) -> None:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description="Evaluate a run (IW-NLL, ELBO, KL, MI, active units) or compare runs.")
+    p.add_argument("--workdir", help="run folder to evaluate (config.json and checkpoints/)")
+    p.add_argument("--compare", nargs="+", metavar="RUN", help="evaluated run folders to put in one table")
+    p.add_argument("--out", help="with --compare: folder for comparison.md and comparison.csv")
+    p.add_argument("--split", default="test", choices=("test", "valid"), help="split to evaluate (default test)")
+    p.add_argument("--k", type=int, default=None,
+                   help="importance samples per example (default 5000 for MNIST, 500 for text)")
+    p.add_argument("--batch-size", type=int, default=100,
+                   help="examples per importance-sampling batch (memory and speed only; default 100)")
+    p.add_argument("--chunk-rows", type=int, default=None,
+                   help="decoder rows (samples x examples) per call, bounds memory (default "
+                        + ", ".join(f"{v} for {t}" for t, v in evaluation.DEFAULT_CHUNK_ROWS.items()) + ")")
+    p.add_argument("--mi-batch-size", type=int, default=evaluation.MI_BATCH_SIZE,
+                   help="batch over which the aggregate posterior q(z) is estimated for the mutual information "
+                        f"(the estimate depends on it; default {evaluation.MI_BATCH_SIZE})")
+    p.add_argument("--au-threshold", type=float, default=evaluation.AU_THRESHOLD,
+                   help=f"a unit is active when Var_x(E[z|x]) exceeds this (default {evaluation.AU_THRESHOLD})")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples of the split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
+    p.add_argument("--data", default=None, help="data location, if not the one in config.json")
+    p.add_argument("--no-pictures", action="store_true", help="skip the pictures (report.md is still written)")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if (args.workdir is None) == (args.compare is None):
+        raise UsageError("give either --workdir RUN or --compare RUN1 RUN2 ... --out DIR")
+    if args.compare is not None and args.out is None:
+        raise UsageError("--compare needs --out DIR")
+    for name, low in (("k", 1), ("batch_size", 1), ("chunk_rows", 1), ("mi_batch_size", 2), ("limit", 2),
+                      ("seed", 0)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {low}; got {value}")
+    if args.au_threshold < 0:
+        raise UsageError(f"--au-threshold must be >= 0; got {args.au_threshold}")
+
+
+def load_config(workdir: Path) -> RunConfig:
+    if not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir}: no such directory")
+    path = workdir / "config.json"
+    if not path.exists():
+        raise UsageError(f"--workdir {workdir}: no config.json (not a run folder)")
+    try:
+        return RunConfig.load(path)
+    except (json.JSONDecodeError, KeyError, TypeError, ConfigError, ValueError) as e:
+        raise UsageError(f"{path}: unreadable run configuration ({type(e).__name__}: {e})") from None
+
+
+def image_split(cfg: RunConfig, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
+    """The binarised evaluation split (as training evaluated it), its labels and the data source."""
+    from vaecore.batching import fixed_binarization
+    from vaecore.mnist import DataError, load_mnist
+
+    try:
+        data = load_mnist(args.data if args.data is not None else cfg.data)
+    except DataError as e:
+        raise UsageError(f"{e} (pass --data to point at the run's data)") from None
+    images, labels = (data.test, data.test_labels) if args.split == "test" else (data.valid, data.valid_labels)
+    images = fixed_binarization(images)
+    if args.limit is not None:
+        images, labels = images[:args.limit], labels[:args.limit]
+    return images, labels, data.source
+
+
+def write_pictures(model, images: np.ndarray, labels: np.ndarray, workdir: Path) -> list[str]:
+    """Interpolation strips and the latent space coloured by label; returns the files written."""
+    from vaecore import plots
+
+    written = []
+    pairs = min(INTERPOLATION_PAIRS, len(images) // 2)
+    if pairs:
+        a, b = images[:pairs], images[pairs:2 * pairs]
+        mu_a, mu_b = model.posterior_mean(a), model.posterior_mean(b)
+        t = np.linspace(0.0, 1.0, INTERPOLATION_STEPS)[None, :, None]
+        path = (1 - t) * mu_a[:, None] + t * mu_b[:, None]  # [pairs, steps, D]
+        decoded = model.decode_probs(path.reshape(-1, path.shape[-1])).reshape(pairs, INTERPOLATION_STEPS, -1)
+        strips = np.concatenate([a[:, None], decoded, b[:, None]], axis=1)
+        plots.save_interpolations(strips, workdir / "interpolations.png")
+        written.append("interpolations.png")
+    n = min(LATENT_POINTS, len(images))
+    plots.save_latent_scatter(model.posterior_mean(images[:n]), labels[:n], workdir / "latent_space.png")
+    written.append("latent_space.png")
+    return written
+
+
+def text_split(cfg: RunConfig, args: argparse.Namespace, workdir: Path) -> tuple[list, str]:
+    """The evaluation split's sentences (the first ``--limit`` in corpus order), batched by length with
+    the run's vocabulary, and the data source."""
+    import dataclasses
+
+    from vaecore.text_data import TextDataError, Vocab
+    from vaecore.text_loop import data_source, load_data
+
+    if args.data is not None:
+        cfg = dataclasses.replace(cfg, data=args.data)
+    try:
+        data = load_data(cfg, Vocab.load(str(workdir / "vocab.json")))
+    except (TextDataError, OSError, ValueError) as e:
+        raise UsageError(f"{e} (pass --data to point at the run's corpus)") from None
+    split = data.splits[args.split]
+    n = len(split) if args.limit is None else min(args.limit, len(split))
+    order = np.argsort(split.word_counts[:n], kind="stable")  # similar lengths together: little padding
+    return [split.make_batch(order[i:i + args.batch_size]) for i in range(0, n, args.batch_size)], data_source(cfg)
+
+
+def evaluate_run(args: argparse.Namespace, log=print) -> dict:
+    """Evaluate ``args.workdir``; write eval_<split>.json, results.json, pictures and report.md."""
+    from vaecore.metrics import progress_bar
+    from vaecore.report import write_report
+
+    workdir = Path(args.workdir)
+    cfg = load_config(workdir)
+    k = args.k if args.k is not None else evaluation.DEFAULT_K[cfg.task]
+    if cfg.task == "text":
+        batches, source = text_split(cfg, args, workdir)
+        images = labels = None
+        unit, count_tokens = "sentence", (lambda b: b.num_targets)
+    else:
+        images, labels, source = image_split(cfg, args)
+        batches = [images[i:i + args.batch_size] for i in range(0, len(images), args.batch_size)]
+        unit, count_tokens = "image", None
+    n = sum(evaluation.batch_length(b) for b in batches)
+    if n < 2:
+        raise UsageError(f"the {args.split} split has {n} examples; at least 2 are needed")
+    backend = importlib.import_module(f"{cfg.backend}vae.evaluation")
+    try:
+        model, step = backend.load_model(cfg, workdir)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    chunk_rows = args.chunk_rows if args.chunk_rows is not None else evaluation.DEFAULT_CHUNK_ROWS[cfg.task]
+    log(f"{cfg.backend}: {workdir}: checkpoint at step {step}; {args.split} split of {source}: {n} {unit}s, "
+        f"K = {k}")
+    bar = progress_bar(n, 0, f"{cfg.backend} IW K={k}")
+    done = 0
+
+    def progress(count: int) -> None:
+        nonlocal done
+        bar.update(count - done)
+        done = count
+
+    try:
+        metrics = backend.evaluate_split(model, batches, k=k, seed=args.seed, chunk_rows=chunk_rows,
+                                         mi_batch_size=args.mi_batch_size, au_threshold=args.au_threshold,
+                                         count_tokens=count_tokens, progress=progress)
+    finally:
+        bar.close()
+    metrics = {"split": args.split, "units": f"nats per {unit}", "backend": cfg.backend, "task": cfg.task,
+               "step": step, "data": source, "limited": args.limit is not None, "batch_size": args.batch_size,
+               **metrics}
+    evaluation.atomic_write_json(workdir / f"eval_{args.split}.json", metrics)
+    evaluation.merge_json(workdir / "results.json", {f"eval_{args.split}": metrics})
+    if not args.no_pictures:
+        from vaecore import plots
+        from vaecore.report import read_jsonl
+
+        if images is not None:
+            write_pictures(model, images, labels, workdir)
+        plots.save_training_curves(read_jsonl(workdir / "metrics.jsonl"), workdir / "training_curves.png")
+    write_report(workdir, metrics)
+    log(evaluation.format_table(metrics))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+        if args.compare is not None:
+            from vaecore.report import ReportError, compare_runs
+
+            try:
+                md, csv_path = compare_runs([Path(r) for r in args.compare], Path(args.out), args.split)
+            except ReportError as e:
+                raise UsageError(str(e)) from None
+            print(md.read_text(), end="")
+            print(f"wrote {md} and {csv_path}")
+        else:
+            evaluate_run(args)
+    except UsageError as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

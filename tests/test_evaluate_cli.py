@@ -1,0 +1,147 @@
+"""evaluate.py as a user meets it: a finished run folder gets eval_<split>.json, results.json merged
+(nothing lost), pictures and report.md; --compare writes one table; bad input is one line, exit 2.
+Tiny models, a few training steps, few importance samples."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_mnist_data import make_mnist_dir
+from tests.test_text_cli import write_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: torch's thread pool only costs time here
+SMALL = ["--hidden-sizes", "32", "--latent-dim", "4", "--batch-size", "100", "--max-steps", "3", "--log-every", "1"]
+EVAL = ["--k", "16", "--limit", "40", "--batch-size", "16", "--mi-batch-size", "20"]
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True, text=True, check=False,
+                          timeout=600, env=ENV)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mnist")
+    make_mnist_dir(folder, n_train=5200, n_test=60)
+    return folder
+
+
+@pytest.fixture(scope="module", params=["torch", "jax"])
+def evaluated(request, mnist_dir, tmp_path_factory):
+    """A tiny finished MNIST run of each backend, evaluated: (run folder, files before, evaluate output)."""
+    workdir = tmp_path_factory.mktemp(request.param) / "run"
+    out = run("train.py", "--backend", request.param, *SMALL, "--data", str(mnist_dir), "--workdir", str(workdir))
+    assert out.returncode == 0, out.stderr
+    before = snapshot(workdir)
+    out = run("evaluate.py", "--workdir", str(workdir), *EVAL)
+    assert out.returncode == 0, out.stderr
+    return workdir, before, out
+
+
+def test_evaluate_writes_metrics_and_keeps_results(evaluated):
+    workdir, before, out = evaluated
+    metrics = json.loads((workdir / "eval_test.json").read_text())
+    assert metrics["examples"] == 40 and metrics["k"] == 16 and metrics["limited"] is True
+    assert metrics["mi_batch_size"] == 20 and metrics["latent_dim"] == 4 and 0 <= metrics["au"] <= 4
+    assert metrics["neg_elbo"] == pytest.approx(metrics["recon"] + metrics["kl"])
+    # the importance-sampled bound is tighter than the ELBO (Jensen, per example and so on average)
+    assert metrics["nll"] <= metrics["neg_elbo"] + 1e-6
+    results = json.loads((workdir / "results.json").read_text())
+    old = json.loads(before["results.json"])
+    assert {k: results[k] for k in old} == old  # every key of training's results.json kept as it was
+    assert results["eval_test"] == metrics
+    # only added files: everything that was there is unchanged, except results.json (merged)
+    after = snapshot(workdir)
+    assert all(after[name] == data for name, data in before.items() if name != "results.json")
+    added = set(after) - set(before)
+    assert {"eval_test.json", "report.md", "interpolations.png", "latent_space.png", "training_curves.png"} <= added
+    assert not [name for name in added if name.endswith(".tmp")]
+    assert f"{metrics['nll']:.3f}" in out.stdout and "active units" in out.stdout
+
+
+def test_report_embeds_the_pictures_and_the_metrics(evaluated):
+    workdir, _, _ = evaluated
+    report = (workdir / "report.md").read_text()
+    metrics = json.loads((workdir / "eval_test.json").read_text())
+    for name in ("samples.png", "reconstructions.png", "interpolations.png", "latent_space.png", "training_curves.png"):
+        assert f"]({name})" in report
+    assert f"{metrics['nll']:.3f}" in report and "K = 16" in report and "batches of 20" in report
+
+
+def test_evaluate_imports_only_the_runs_backend(evaluated):
+    workdir, _, _ = evaluated
+    backend = json.loads((workdir / "config.json").read_text())["backend"]
+    other = {"torch": "jax", "jax": "torch"}[backend]
+    code = ("import sys, evaluate; rc = evaluate.main(['--workdir', sys.argv[1], '--k', '2', '--limit', '4', "
+            "'--no-pictures', '--split', 'valid']); print(rc, sys.argv[2] in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(workdir), other], cwd=ROOT, capture_output=True, text=True, check=False,
+                         timeout=600, env=ENV)
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stderr
+    assert json.loads((workdir / "eval_valid.json").read_text())["examples"] == 4
+
+
+def test_compare_writes_one_table(evaluated, tmp_path):
+    workdir, _, _ = evaluated
+    out = run("evaluate.py", "--compare", str(workdir), str(workdir), "--out", str(tmp_path / "cmp"))
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader((tmp_path / "cmp" / "comparison.csv").open()))
+    metrics = json.loads((workdir / "eval_test.json").read_text())
+    assert len(rows) == 2 and float(rows[0]["nll"]) == pytest.approx(metrics["nll"])
+    assert int(rows[0]["au"]) == metrics["au"] and rows[0]["k"] == "16"
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| run |" in md and md.count(f"| {workdir} |") == 2  # the same folder name twice: paths
+
+
+def test_text_run_reports_perplexity(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    workdir = tmp_path / "text-run"
+    out = run("train.py", "--backend", "torch", "--task", "text", "--embed-dim", "16", "--hidden-dim", "16",
+              "--latent-dim", "4", "--batch-size", "16", "--data", str(corpus), "--max-steps", "5",
+              "--workdir", str(workdir))
+    assert out.returncode == 0, out.stderr
+    out = run("evaluate.py", "--workdir", str(workdir), "--k", "8", "--batch-size", "16", "--mi-batch-size", "20")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((workdir / "eval_test.json").read_text())
+    assert metrics["examples"] == 40 and metrics["units"] == "nats per sentence"
+    assert metrics["ppl"] == pytest.approx(2.718281828 ** (metrics["nll"] * 40 / metrics["tokens"]))
+    assert metrics["ppl"] <= metrics["ppl_elbo"]
+    assert "perplexity" in out.stdout and (workdir / "report.md").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ([], "give either --workdir RUN or --compare"),
+    (["--workdir", "/nonexistent/run"], "no such directory"),
+    (["--workdir", "{tmp}"], "no config.json"),
+    (["--workdir", "{tmp}", "--k", "0"], "--k must be >= 1"),
+    (["--compare", "{tmp}"], "--compare needs --out DIR"),
+    (["--compare", "{tmp}", "--out", "{tmp}/cmp"], "not a run folder"),
+    (["--workdir", "{tmp}", "--split", "train"], "invalid choice: 'train'"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    out = run("evaluate.py", *[a.format(tmp=tmp_path) for a in args])
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_run_without_checkpoint_or_eval_is_exit_2(tmp_path, mnist_dir):
+    (tmp_path / "config.json").write_text(json.dumps({"backend": "torch", "task": "mnist", "data": str(mnist_dir),
+                                                      "model": {"latent_dim": 4, "hidden_sizes": [8]},
+                                                      "loss": {}, "train": {}}))
+    out = run("evaluate.py", "--workdir", str(tmp_path), "--k", "2")
+    assert out.returncode == 2 and "no readable checkpoint" in out.stderr and "Traceback" not in out.stderr
+    out = run("evaluate.py", "--compare", str(tmp_path), "--out", str(tmp_path / "cmp"))
+    assert out.returncode == 2 and "no eval_test.json" in out.stderr

@@ -1,0 +1,164 @@
+"""A run's ``report.md`` and the comparison of several runs (markdown and CSV).
+
+Both read only the run folder's files (``config.json``, ``results.json``, ``eval_<split>.json``,
+``metrics.jsonl`` and the pictures), so they work for either backend.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from vaecore.evaluation import metric_rows
+
+PICTURES = (
+    ("samples.png", "Samples from the prior"),
+    ("reconstructions.png", "Test images (odd rows) over their reconstructions from the posterior mean"),
+    ("interpolations.png", ("Interpolations: decoded linear paths between the posterior means of two test images "
+                           "(the images themselves at both ends)")),
+    ("latent_space.png", "Posterior means of the evaluated split, coloured by label"),
+    ("training_curves.png", "Training curves from metrics.jsonl"),
+)
+TEXT_SAMPLES = ("samples.txt", "interpolations.txt")
+COMPARE_COLUMNS = ("run", "backend", "task", "model", "objective", "latent_dim", "step", "split", "examples", "k",
+                   "nll", "neg_elbo", "recon", "kl", "mi", "mi_batch_size", "au", "ppl", "ppl_elbo", "seconds")
+
+
+class ReportError(ValueError):
+    """A run folder lacks what a report or comparison needs; the message says what to run."""
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a ``metrics.jsonl`` (blank and unreadable lines skipped); [] if absent."""
+    rows = []
+    if Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "step" in row:
+                rows.append(row)
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub markdown table; numbers right-aligned."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return "" if v is None else str(v)
+
+    numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def config_summary(config: dict) -> list[list[Any]]:
+    """The settings a reader of a report looks for first, as (setting, value) rows."""
+    model, loss, train = config.get("model", {}), config.get("loss", {}), config.get("train", {})
+    rows = [["backend", config.get("backend")], ["task", config.get("task")], ["data", config.get("data")]]
+    if config.get("task") == "text" and config.get("text"):
+        text = config["text"]
+        rows += [["model", (f"{text.get('rnn')} {text.get('num_layers')}x{text.get('hidden_dim')}, "
+                           f"embed {text.get('embed_dim')}")], ["latent_dim", text.get("latent_dim")]]
+    else:
+        sizes = model.get("hidden_sizes") if model.get("kind") == "mlp" else model.get("conv_channels")
+        rows += [["model", f"{model.get('kind')} {sizes}"], ["latent_dim", model.get("latent_dim")]]
+    objective = loss.get("objective")
+    if objective == "mmd":
+        objective += f" (alpha {loss.get('alpha')}, lambda {loss.get('lam')}, {loss.get('kernel')})"
+    rows += [["objective", objective], ["kl_weight", loss.get("kl_weight")], ["epochs", train.get("epochs")],
+             ["batch_size", train.get("batch_size")], ["lr", train.get("lr")], ["seed", train.get("seed")],
+             ["binarization", train.get("binarization")], ["dtype", train.get("dtype")]]
+    return rows
+
+
+def write_report(workdir: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``workdir/report.md``: configuration, the evaluation ``metrics`` (as ``evaluate_split``
+    returns them, plus ``split`` and ``units``), the training-time test figures, the pictures and
+    text samples that exist in the folder. Returns the path."""
+    workdir = Path(workdir)
+    config = json.loads((workdir / "config.json").read_text())
+    results_path = workdir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    parts = [f"# Run report: {workdir.name}", "", "## Configuration", "",
+             markdown_table(["setting", "value"], config_summary(config)), "",
+             f"## Evaluation ({metrics['split']} split)", "",
+             (f"{metrics['examples']} examples{' (--limit)' if metrics.get('limited') else ''}, checkpoint at step "
+             f"{metrics.get('step')}, K = {metrics['k']} importance samples per example (seed {metrics['seed']}), "
+             f"{metrics.get('units', 'nats')}; {metrics['seconds']:.0f} s on {metrics.get('backend')}. "
+             f"The mutual information is estimated within batches of {metrics['mi_batch_size']} "
+             f"(it cannot exceed log {metrics['mi_batch_size']} = "
+             f"{math.log(metrics['mi_batch_size']):.2f} nats)."), "",
+             markdown_table(["metric", "value"], [list(r) for r in metric_rows(metrics)]), ""]
+    training = [[k, results[k]] for k in ("neg_elbo", "recon", "kl", "mmd", "elbo", "ppl_bound")
+                if isinstance(results.get(k), (int, float))]
+    if training:
+        parts += ["Figures written at the end of training (one posterior sample per example):", "",
+                  markdown_table(["metric", "value"], training), ""]
+    pictures = [(name, caption) for name, caption in PICTURES if (workdir / name).exists()]
+    if pictures:
+        parts += ["## Pictures", ""]
+        for name, caption in pictures:
+            parts += [f"{caption}:", "", f"![{name}]({name})", ""]
+    for name in TEXT_SAMPLES:
+        if (workdir / name).exists():
+            parts += [f"## {name}", "", "```", (workdir / name).read_text().rstrip(), "```", ""]
+    path = workdir / "report.md"
+    tmp = workdir / ".report.md.tmp"
+    tmp.write_text("\n".join(parts))
+    tmp.replace(path)
+    return path
+
+
+def run_row(workdir: Path, split: str) -> dict[str, Any]:
+    """One comparison row: the run's settings and its ``eval_<split>`` metrics."""
+    workdir = Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        raise ReportError(f"{workdir}: no config.json (not a run folder)")
+    config = json.loads(config_path.read_text())
+    eval_path = workdir / f"eval_{split}.json"
+    if not eval_path.exists():
+        raise ReportError(f"{workdir}: no eval_{split}.json; run python evaluate.py --workdir {workdir} "
+                          f"--split {split} first")
+    metrics = json.loads(eval_path.read_text())
+    if config.get("task") == "text" and config.get("text"):
+        model, latent = f"{config['text'].get('rnn')}", config["text"].get("latent_dim")
+    else:
+        model, latent = config.get("model", {}).get("kind"), config.get("model", {}).get("latent_dim")
+    row = {"run": workdir.name, "backend": config.get("backend"), "task": config.get("task"), "model": model,
+           "objective": config.get("loss", {}).get("objective"), "latent_dim": latent}
+    row.update({c: metrics.get(c) for c in COMPARE_COLUMNS if c not in row})
+    return row
+
+
+def compare_runs(runs: list[Path], out: Path, split: str = "test") -> tuple[Path, Path]:
+    """Write ``out/comparison.md`` and ``out/comparison.csv``: one row per run, the same metrics
+    (columns without any value are left out). A run is named by its folder's name, or by its path
+    where two folders share a name. Returns both paths."""
+    rows = [run_row(r, split) for r in runs]
+    names = [row["run"] for row in rows]
+    if len(set(names)) < len(names):  # folders of the same name: tell them apart by their paths
+        for row, run in zip(rows, runs):
+            row["run"] = str(run)
+    columns = [c for c in COMPARE_COLUMNS if any(row.get(c) is not None for row in rows)]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "comparison.md"
+    md.write_text(f"# Comparison ({split} split, nats per example)\n\n"
+                  + markdown_table(columns, [[row.get(c) for c in columns] for row in rows]) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    writer.writerows([["" if row.get(c) is None else row.get(c) for c in columns] for row in rows])
+    path_csv = out / "comparison.csv"
+    path_csv.write_text(buffer.getvalue())
+    return md, path_csv
