@@ -129,6 +129,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
     bar = progress_bar(total_steps, start, f"{cfg.backend} {cfg.text.rnn} {cfg.loss.objective}")
     acc: dict[str, float] = {}
     acc_steps = acc_tokens = 0
+    acc_recon = 0.0  # summed over sentences, for the per-token loss (batches differ in sentence length)
     acc_time = train_time = 0.0  # seconds inside train steps (evaluation and checkpoints excluded)
     last_ckpt = start
     try:
@@ -142,17 +143,19 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
             for k, v in out.items():
                 acc[k] = acc.get(k, 0.0) + v
             acc_steps, acc_tokens = acc_steps + 1, acc_tokens + batch.num_targets
+            acc_recon += out["recon"] * len(batch.lengths)
             done = step + 1
             if done % tc.log_every == 0 or done == total_steps:
                 train_time += acc_time
                 means = {k: v / acc_steps for k, v in acc.items()}
                 tps = acc_tokens / acc_time
                 writer.write(done, "train", {**means, "neg_elbo": means["recon"] + means["kl"],
-                                             "kl_weight": kl_weight, "tokens_per_s": tps,
+                                             "recon_per_token": acc_recon / acc_tokens, "kl_weight": kl_weight,
+                                             "tokens_per_s": tps,
                                              "epoch": done / per_epoch})
                 bar.set_postfix(loss=f"{means['total']:.2f}", kl=f"{means['kl']:.2f}", w=f"{kl_weight:.3f}",
                                 tok_s=f"{tps:.0f}")
-                acc, acc_steps, acc_tokens, acc_time = {}, 0, 0, 0.0
+                acc, acc_steps, acc_tokens, acc_time, acc_recon = {}, 0, 0, 0.0, 0.0
             if done % per_epoch == 0:
                 writer.write(done, "valid", {**evaluate(engine, data.splits["valid"]), "epoch": done // per_epoch})
             if done % tc.checkpoint_every == 0 or done == total_steps:
