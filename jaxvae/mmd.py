@@ -29,61 +29,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KERNELS = ("rbf", "imq")
-ESTIMATORS = ("unbiased", "biased")
+from vaecore.mmd_args import check_args, kernel_scales
+
 PATHS = ("auto", "reference", "tiled")
 
 # Which path each call ran (counted when traced, so once per jit compilation), e.g. PATH_COUNTS["tiled"].
 PATH_COUNTS: collections.Counter = collections.Counter()
 
 
-def kernel_scales(bandwidth: float | str | Sequence[float], d: int) -> list[float]:
-    """The kernel scales c that `bandwidth` stands for: a positive float, "2d" (c = 2 * d) or a list."""
-    if isinstance(bandwidth, str):
-        if bandwidth != "2d":
-            raise ValueError(f'bandwidth string must be "2d" (c = 2 * d), got {bandwidth!r}')
-        return [2.0 * d]
-    if isinstance(bandwidth, (list, tuple)):
-        if not bandwidth:
-            raise ValueError("bandwidth list is empty: give at least one positive scale")
-        values = list(bandwidth)
-    else:
-        values = [bandwidth]
-    out = []
-    for c in values:
-        if isinstance(c, bool) or not isinstance(c, (int, float)):
-            raise TypeError(f"bandwidth must be a positive float, '2d' or a list of floats, got {c!r}")
-        if not c > 0:
-            raise ValueError(f"bandwidth must be positive, got {c!r}: pass a scale c > 0 or '2d'")
-        out.append(float(c))
-    return out
-
-
 def _check(x, y, kernel: str, estimator: str, path: str) -> None:
     for name, t in (("x", x), ("y", y)):
         if not hasattr(t, "shape") or not hasattr(t, "dtype"):
             raise TypeError(f"{name} must be an array, got {type(t).__name__}")
-        if t.ndim != 2:
-            raise ValueError(f"{name} must be 2-D [samples, features], got shape {tuple(t.shape)}")
         if not jnp.issubdtype(t.dtype, jnp.floating):
             raise TypeError(f"{name} must be floating (float32 or float64), got {t.dtype}: cast it first")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same feature size, got {x.shape[1]} and {y.shape[1]}")
-    if x.dtype != y.dtype:
-        raise TypeError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}: choose one of {KERNELS}")
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}: choose one of {ESTIMATORS}")
-    if path not in PATHS:
-        raise ValueError(f"unknown path {path!r}: choose one of {PATHS}")
-    if estimator == "unbiased" and min(x.shape[0], y.shape[0]) < 2:
-        raise ValueError(
-            f"the unbiased estimator needs at least 2 samples in x and y, got n={x.shape[0]}, "
-            f"m={y.shape[0]}: pass more samples or estimator='biased'"
-        )
-    if min(x.shape[0], y.shape[0]) < 1:
-        raise ValueError("x and y must hold at least one sample each")
+    check_args(tuple(x.shape), tuple(y.shape), x.dtype, y.dtype, kernel, estimator, path, PATHS)
 
 
 DEFAULT_TILE = 512
