@@ -91,7 +91,7 @@ def save_training_curves(rows: list[dict], path: Path, terms: tuple[str, ...] = 
         for split in sorted({r.get("split", "?") for r in rows}):
             pts = [(r["step"], r[term]) for r in rows
                    if r.get("split", "?") == split and isinstance(r.get(term), (int, float))]
-            if pts:
+            if any(v != 0 for _, v in pts):  # all zeros: a term this split does not compute (e.g. train mmd)
                 steps, values = zip(*pts)
                 ax.plot(steps, values, "o-" if len(pts) < 3 else "-", label=split, markersize=3)
         ax.set_title(term)

@@ -51,7 +51,7 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.3f}"
-        return "" if v is None else str(v)
+        return "" if v is None else str(v).replace("|", "\\|")  # a bare | would split the cell
 
     numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |",
@@ -77,7 +77,7 @@ def config_summary(config: dict) -> list[list[Any]]:
     rows += [["objective", objective], ["kl_weight", loss.get("kl_weight")], ["epochs", train.get("epochs")],
              ["batch_size", train.get("batch_size")], ["lr", train.get("lr")], ["seed", train.get("seed")],
              ["binarization", train.get("binarization")], ["dtype", train.get("dtype")]]
-    return rows
+    return [[name, None if value is None else str(value)] for name, value in rows]
 
 
 def write_report(workdir: Path, metrics: dict[str, Any]) -> Path:
