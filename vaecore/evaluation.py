@@ -10,7 +10,8 @@ The metrics (Burda et al. 2015; He et al. 2019):
 - ``mi``: I(x; z) under q with the estimator of Hoffman & Johnson as coded by He et al. 2019,
   E_x[-H(q(z|x))] - E[log q(z)], where q(z) is the aggregate posterior of an evaluation batch of
   ``mi_batch_size`` examples (log-mean-exp over their posteriors), so the estimate depends on that
-  batch size and can never exceed log(mi_batch_size);
+  batch size and is at most log(mi_batch_size) plus sampling noise (the entropy term is analytic,
+  the log q(z) term a one-sample average);
 - ``au``: active units, latent dimensions whose posterior mean varies over the split:
   Var_x(E_q[z|x]) > ``au_threshold`` (0.01), the variance with ddof=1 as in He et al.'s code;
 - text: perplexities exp(sum NLL / tokens) from the IW NLL (``ppl``) and from the ELBO (``ppl_elbo``,

@@ -95,8 +95,8 @@ def write_report(workdir: Path, metrics: dict[str, Any]) -> Path:
              f"{metrics.get('step')}, K = {metrics['k']} importance samples per example (seed {metrics['seed']}), "
              f"{metrics.get('units', 'nats')}; {metrics['seconds']:.0f} s on {metrics.get('backend')}. "
              f"The mutual information is estimated within batches of {metrics['mi_batch_size']} "
-             f"(it cannot exceed log {metrics['mi_batch_size']} = "
-             f"{math.log(metrics['mi_batch_size']):.2f} nats)."), "",
+             f"(it is bounded by log {metrics['mi_batch_size']} = "
+             f"{math.log(metrics['mi_batch_size']):.2f} nats, up to sampling noise)."), "",
              markdown_table(["metric", "value"], [list(r) for r in metric_rows(metrics)]), ""]
     training = [[k, results[k]] for k in ("neg_elbo", "recon", "kl", "mmd", "elbo", "ppl_bound")
                 if isinstance(results.get(k), (int, float))]
