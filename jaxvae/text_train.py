@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from jaxvae import decoding
+from jaxvae.checkpoint import Checkpoints
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from vaecore import text_loop
 from vaecore.config import RunConfig
@@ -66,7 +67,7 @@ class JaxTextEngine:
         if tc.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
         self.dtype = jnp.dtype(tc.dtype)
-        self.ckpt_dir = (Path(workdir) / "checkpoints").absolute()
+        self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
         self.key = jax.random.key(tc.seed)
         model = SentenceVAE(cfg.text, rngs=nnx.Rngs(tc.seed), param_dtype=self.dtype)
         model.train()
@@ -76,7 +77,6 @@ class JaxTextEngine:
         self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
         self.opt_state = self.tx.init(self.params)
         self._step = make_train_step(self.graphdef, self.tx, cfg, self.dtype)
-        self._manager = None
 
     def model(self) -> SentenceVAE:
         model = nnx.merge(self.graphdef, self.params, self.rest)
@@ -93,44 +93,20 @@ class JaxTextEngine:
         return evaluate_text(self.model(), batches, seed=self.cfg.train.seed)
 
     # --- checkpoints -------------------------------------------------------------------------
-    def _checkpoints(self):
-        import orbax.checkpoint as ocp
-
-        if self._manager is None:
-            options = ocp.CheckpointManagerOptions(max_to_keep=self.cfg.train.keep_checkpoints,
-                                                   enable_async_checkpointing=False)
-            self._manager = ocp.CheckpointManager(self.ckpt_dir, options=options)
-        return self._manager
+    def _state(self) -> dict:
+        return {"params": self.params, "opt_state": self.opt_state}
 
     def save(self, step: int, meta: dict) -> None:
-        import orbax.checkpoint as ocp
-
-        state = {"params": self.params, "opt_state": self.opt_state}
-        manager = self._checkpoints()
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   meta=ocp.args.JsonSave(meta)))
-        manager.wait_until_finished()
+        self.checkpoints.save(step, self._state(), meta)
 
     def restore(self) -> dict | None:
         """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
-        import orbax.checkpoint as ocp
-
-        manager = self._checkpoints()
-        target = {"params": self.params, "opt_state": self.opt_state}
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        for step in sorted(manager.all_steps(), reverse=True):
-            try:
-                restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                         meta=ocp.args.JsonRestore()))
-            except Exception as e:  # noqa: BLE001 - a damaged checkpoint: fall back to the previous one
-                print(f"warning: skipping unreadable checkpoint {step}: {e}")
-                continue
-            # orbax gives containers back as plain tuples/dicts: put the leaves back into our structure
-            state = jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))
-            self.params, self.opt_state = state["params"], state["opt_state"]
-            return dict(restored.meta)
-        return None
-
+        restored = self.checkpoints.restore_latest(self._state())
+        if restored is None:
+            return None
+        state, meta = restored
+        self.params, self.opt_state = state["params"], state["opt_state"]
+        return meta
 
 def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print,
                        generation: text_loop.GenerationOptions | None = None) -> dict:

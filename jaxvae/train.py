@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxvae.checkpoint import Checkpoints
 from jaxvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from jaxvae.mmd import mmd
 from vaecore import loop, rng
@@ -55,7 +56,7 @@ class JaxEngine:
         if tc.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
         self.dtype = jnp.dtype(tc.dtype)
-        self.ckpt_dir = (Path(workdir) / "checkpoints").absolute()
+        self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", tc.keep_checkpoints)
         self.key = jax.random.PRNGKey(tc.seed)
         model = VAE(cfg.model, rngs=nnx.Rngs(tc.seed))
         self.graphdef, state = nnx.split(model)
@@ -65,7 +66,6 @@ class JaxEngine:
         self._step = make_train_step(self.graphdef, self.tx, cfg.loss, cfg.model.latent_dim)
         self._eval = jax.jit(self._eval_fn)
         self._decode = jax.jit(lambda p, z: jax.nn.sigmoid(nnx.merge(self.graphdef, p).decode(z)))
-        self._manager = None
 
     def model(self):
         return nnx.merge(self.graphdef, self.params)
@@ -98,44 +98,20 @@ class JaxEngine:
         return self.decode(np.asarray(mean))
 
     # --- checkpoints -------------------------------------------------------------------------
-    def _checkpoints(self):
-        import orbax.checkpoint as ocp
-
-        if self._manager is None:
-            options = ocp.CheckpointManagerOptions(max_to_keep=self.cfg.train.keep_checkpoints,
-                                                   enable_async_checkpointing=False)
-            self._manager = ocp.CheckpointManager(self.ckpt_dir, options=options)
-        return self._manager
+    def _state(self) -> dict:
+        return {"params": self.params, "opt_state": self.opt_state, "key": self.key}
 
     def save(self, step: int, meta: dict) -> None:
-        import orbax.checkpoint as ocp
-
-        state = {"params": self.params, "opt_state": self.opt_state, "key": self.key}
-        manager = self._checkpoints()
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   meta=ocp.args.JsonSave(meta)))
-        manager.wait_until_finished()
+        self.checkpoints.save(step, self._state(), meta)
 
     def restore(self) -> dict | None:
         """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
-        import orbax.checkpoint as ocp
-
-        manager = self._checkpoints()
-        target = {"params": self.params, "opt_state": self.opt_state, "key": self.key}
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        for step in sorted(manager.all_steps(), reverse=True):
-            try:
-                restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                         meta=ocp.args.JsonRestore()))
-            except Exception as e:  # noqa: BLE001 -- any damage: fall back to the previous one
-                print(f"warning: skipping unreadable checkpoint {step}: {e}")
-                continue
-            # orbax gives containers back as plain tuples/dicts: put the leaves back into our structure
-            state = jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))
-            self.params, self.opt_state, self.key = state["params"], state["opt_state"], state["key"]
-            return dict(restored.meta)
-        return None
-
+        restored = self.checkpoints.restore_latest(self._state())
+        if restored is None:
+            return None
+        state, meta = restored
+        self.params, self.opt_state, self.key = state["params"], state["opt_state"], state["key"]
+        return meta
 
 def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print) -> dict:
     return loop.train_and_evaluate(cfg, workdir, JaxEngine, resume=resume, log=log)

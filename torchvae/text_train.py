@@ -8,19 +8,16 @@ Checkpoints (model and Adam state) are ``torch.save`` through a temporary file a
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 import torch
 
 from torchvae import decoding
+from torchvae.checkpoint import Checkpoints
 from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from vaecore import rng, text_loop
 from vaecore.config import RunConfig
 from vaecore.text_data import TextBatch
-
-CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
 
 class TorchTextEngine:
@@ -30,7 +27,7 @@ class TorchTextEngine:
         self.cfg = cfg
         tc = cfg.train
         self.dtype = getattr(torch, tc.dtype)
-        self.ckpt_dir = Path(workdir) / "checkpoints"
+        self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
         torch.manual_seed(tc.seed)
         self._model = SentenceVAE(cfg.text).to(self.dtype)
         self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
@@ -67,33 +64,17 @@ class TorchTextEngine:
 
     # --- checkpoints -------------------------------------------------------------------------
     def save(self, step: int, meta: dict) -> None:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        state = {"model": self._model.state_dict(), "optimizer": self.opt.state_dict(), "meta": meta}
-        path = self.ckpt_dir / f"step_{step:08d}.pt"
-        tmp = self.ckpt_dir / f".step_{step:08d}.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a checkpoint file is either complete or absent
-        for old in self._checkpoints()[self.cfg.train.keep_checkpoints:]:
-            old.unlink()
-
-    def _checkpoints(self) -> list[Path]:
-        if not self.ckpt_dir.is_dir():
-            return []
-        return sorted((p for p in self.ckpt_dir.iterdir() if CKPT_RE.match(p.name)), reverse=True)
+        self.checkpoints.save(step, {"model": self._model.state_dict(), "optimizer": self.opt.state_dict(),
+                                     "meta": meta})
 
     def restore(self) -> dict | None:
         """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
-        for path in self._checkpoints():
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - a damaged file: fall back to the previous one
-                print(f"warning: skipping unreadable checkpoint {path.name}: {e}")
-                continue
-            self._model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
-            return state["meta"]
-        return None
-
+        state = self.checkpoints.restore_latest()
+        if state is None:
+            return None
+        self._model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        return state["meta"]
 
 def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print,
                        generation: text_loop.GenerationOptions | None = None) -> dict:

@@ -6,19 +6,16 @@ pictures and checkpoints (``torch.save`` of state dicts through a temporary file
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from torchvae.checkpoint import Checkpoints
 from torchvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from torchvae.mmd import mmd
 from vaecore import loop, rng
 from vaecore.config import RunConfig
-
-CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
 
 class TorchEngine:
@@ -27,7 +24,7 @@ class TorchEngine:
 
         self.cfg = cfg
         self.dtype = getattr(torch, cfg.train.dtype)
-        self.ckpt_dir = Path(workdir) / "checkpoints"
+        self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
         torch.manual_seed(cfg.train.seed)
         self.model = VAE(cfg.model).to(self.dtype)
         tc = cfg.train
@@ -77,35 +74,18 @@ class TorchEngine:
 
     # --- checkpoints -------------------------------------------------------------------------
     def save(self, step: int, meta: dict) -> None:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "meta": meta}
-        path = self.ckpt_dir / f"step_{step:08d}.pt"
-        tmp = self.ckpt_dir / f".step_{step:08d}.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a checkpoint file is either complete or absent
-        for old in self._checkpoints()[self.cfg.train.keep_checkpoints:]:
-            old.unlink()
-
-    def _checkpoints(self) -> list[Path]:
-        if not self.ckpt_dir.is_dir():
-            return []
-        return sorted((p for p in self.ckpt_dir.iterdir() if CKPT_RE.match(p.name)), reverse=True)
+        self.checkpoints.save(step, {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                                     "torch_rng": torch.get_rng_state(), "meta": meta})
 
     def restore(self) -> dict | None:
         """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
-        for path in self._checkpoints():
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 -- any damage: fall back to the previous one
-                print(f"warning: skipping unreadable checkpoint {path.name}: {e}")
-                continue
-            self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
-            return state["meta"]
-        return None
-
+        state = self.checkpoints.restore_latest()
+        if state is None:
+            return None
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        return state["meta"]
 
 def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print) -> dict:
     return loop.train_and_evaluate(cfg, workdir, TorchEngine, resume=resume, log=log)
