@@ -21,6 +21,7 @@ from flax import nnx
 from jaxvae import decoding
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
+from jaxvae.train import adam_update
 from vaecore import text_loop
 from vaecore.config import RunConfig
 from vaecore.text_data import TextBatch
@@ -51,9 +52,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, 
                                         prior_z=prior_z, mmd_kwargs=mmd_kwargs)
             return loss, {k: v.mean() for k, v in terms.items()}
 
-        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, terms
+        return adam_update(loss_fn, params, opt_state, tx)
 
     return train_step
 

@@ -40,11 +40,16 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_cfg: LossCo
             loss, terms = vae_loss(nnx.merge(graphdef, p), x, eps, prior_z, loss_cfg)
             return loss, {k: v.mean() for k, v in terms.items()}
 
-        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, terms
+        return adam_update(loss_fn, params, opt_state, tx)
 
     return train_step
+
+
+def adam_update(loss_fn, params, opt_state, tx: optax.GradientTransformation):
+    """One optimiser step on ``loss_fn(params) -> (loss, terms)``: (params, opt_state, terms)."""
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, terms
 
 
 class JaxEngine:

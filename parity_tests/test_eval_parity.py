@@ -8,8 +8,6 @@ backend and imported into the other (both directions), float32 and float64.
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ from jaxvae import models as jm
 from jaxvae import text_model as jtm
 from jaxvae.params import export_params as jax_export
 from jaxvae.params import import_params as jax_import
-from parity_tests.util import TOL, assert_trees_close
+from parity_tests.util import TOL, assert_trees_close, jax_precision
 from torchvae import models as tm
 from torchvae import text_model as ttm
 from torchvae.params import export_params as torch_export
@@ -45,20 +43,8 @@ TEXT_MODELS = {
 SUMMARY_KEYS = ("nll", "neg_elbo", "recon", "kl", "mi")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """torch's and XLA's CPU thread pools spin against each other on a small machine; one torch
-    thread avoids it. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@contextlib.contextmanager
-def jax_precision(dtype: str):
-    with jax.default_matmul_precision("highest"), jax.enable_x64(dtype == "float64"):
-        yield
 
 
 def image_models(name: str, dtype: str, direction: str):

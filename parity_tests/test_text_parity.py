@@ -10,8 +10,6 @@ and float64. Embedding dropout is off (torch eval mode, nnx deterministic).
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +21,7 @@ from flax import nnx
 from jaxvae import text_model as jtm
 from jaxvae.params import export_params as jax_export
 from jaxvae.params import import_params as jax_import
-from parity_tests.util import TOL, assert_exact, assert_trees_close
+from parity_tests.util import TOL, assert_exact, assert_trees_close, jax_precision
 from torchvae import text_model as ttm
 from torchvae.params import export_params as torch_export
 from torchvae.params import import_params as torch_import
@@ -52,21 +50,8 @@ OBJECTIVES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """torch's OpenMP threads and XLA's CPU threads spin against each other on a small machine
-    (torch steps 100x slower once JAX has run); one torch thread avoids it. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@contextlib.contextmanager
-def jax_precision(dtype: str):
-    """float64 in JAX only inside the context, so other tests keep JAX's float32 default."""
-    with jax.default_matmul_precision("highest"), jax.enable_x64(dtype == "float64"):
-        yield
 
 
 def make_config(case) -> TextModelConfig:

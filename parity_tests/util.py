@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import jax
 import numpy as np
 
 # Tolerances of the parity contract (issue 2): float32 outputs/losses within 1e-5 relative,
@@ -39,3 +42,11 @@ def assert_exact(a: dict, b: dict, what: str) -> None:
     for name, value in a.items():
         assert value.dtype == b[name].dtype, f"{what}: {name} dtype {value.dtype} != {b[name].dtype}"
         np.testing.assert_array_equal(value, b[name], err_msg=f"{what}: {name}")
+
+
+@contextlib.contextmanager
+def jax_precision(dtype: str):
+    """Full-precision matmuls, and float64 in JAX only inside the context, so other tests keep
+    JAX's float32 default."""
+    with jax.default_matmul_precision("highest"), jax.enable_x64(dtype == "float64"):
+        yield

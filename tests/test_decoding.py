@@ -22,13 +22,7 @@ V = 10  # ids 0-3 special, words 4..9
 TINY = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """torch's and XLA's CPU threads spin against each other on a small machine; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def table_params(table: np.ndarray, latent: int = 2) -> dict[str, np.ndarray]:

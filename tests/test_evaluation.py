@@ -19,15 +19,7 @@ from vaecore import evaluation as core
 P, D, SIGMA = 6, 3, 0.5
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """JAX and torch in one process: keep torch's thread pool from fighting XLA's."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(params=["torch", "jax"])

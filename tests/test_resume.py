@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.runs import checkpoint_steps
+
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--max-steps", "300", "--checkpoint-every", "40", "--log-every", "20", "--hidden-sizes", "256,128",
         "--latent-dim", "8", "--batch-size", "64", "--loss", "mmd", "--seed", "5"]
@@ -17,14 +19,6 @@ ARGS = ["--max-steps", "300", "--checkpoint-every", "40", "--log-every", "20", "
 
 def train(backend, work, *extra):
     return [sys.executable, str(ROOT / "train.py"), "--backend", backend, *ARGS, "--workdir", str(work), *extra]
-
-
-def checkpoint_steps(work: Path) -> list[int]:
-    ckpt = work / "checkpoints"
-    if not ckpt.is_dir():
-        return []
-    return [int("".join(c for c in p.name if c.isdigit())) for p in ckpt.iterdir()
-            if not p.name.startswith(".") and any(c.isdigit() for c in p.name)]
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])

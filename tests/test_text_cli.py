@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.runs import checkpoint_steps
 from vaecore.config import ConfigError, RunConfig, TextTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,14 +158,6 @@ def test_bad_flags_are_one_line_and_exit_2(args, message, tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr
-
-
-def checkpoint_steps(work: Path) -> list[int]:
-    ckpt = work / "checkpoints"
-    if not ckpt.is_dir():
-        return []
-    return [int("".join(c for c in p.name if c.isdigit())) for p in ckpt.iterdir()
-            if not p.name.startswith(".") and any(c.isdigit() for c in p.name)]
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
