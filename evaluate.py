@@ -7,7 +7,7 @@ The first loads ``RUN/config.json`` and the newest checkpoint with the run's bac
 imported), computes the importance-sampled NLL, negative ELBO, KL, mutual information and active
 units on the split (``vaecore/evaluation.py`` says how), writes ``RUN/eval_<split>.json``, merges it
 into ``RUN/results.json`` under ``eval_<split>`` (atomically, every other key kept), draws the pictures
-(MNIST: interpolations, latent space, training curves), writes ``RUN/report.md`` and prints a table.
+(MNIST: interpolations, latent space; the training curves if training did not draw them), writes ``RUN/report.md`` and prints a table.
 It only adds files to the run folder. Bad input prints one line and exits with status 2.
 """
 
@@ -200,7 +200,8 @@ def evaluate_run(args: argparse.Namespace, log=print) -> dict:
 
         if images is not None:
             write_pictures(model, images, labels, workdir)
-        plots.save_training_curves(read_jsonl(workdir / "metrics.jsonl"), workdir / "training_curves.png")
+        if not (workdir / "training_curves.png").exists():  # training draws it; runs from before it did not
+            plots.save_training_curves(read_jsonl(workdir / "metrics.jsonl"), workdir / "training_curves.png")
     write_report(workdir, metrics)
     log(evaluation.format_table(metrics))
     return metrics

@@ -196,26 +196,35 @@ def eval_noise(seed: int, index: int, batch: int, latent: int) -> np.ndarray:
 @nnx.jit
 def _eval_terms(model: SentenceVAE, tokens, lengths, eps):
     logits, mean, logvar, _ = model(tokens, lengths, eps)
-    return token_nll(logits, tokens, lengths).sum(), gaussian_kl_per_dim(mean, logvar).sum()
+    return token_nll(logits, tokens, lengths).sum(), gaussian_kl_per_dim(mean, logvar).sum(), mean, logvar
 
 
-def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0) -> dict[str, float]:
+def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0,
+                  keep_posteriors: bool = False) -> dict:
     """Summed recon and KL over a split with one z ~ q(z|x) per sentence, no dropout.
 
     Returns ``text_eval_summary``: recon, kl, elbo (= recon + kl) per sentence, the sentence and
-    target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens)."""
+    target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens); with
+    ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D])."""
     was_training = not model.embedding_dropout.deterministic
     model.eval()
     recon = kl = 0.0
     sentences = tokens = 0
+    means, logvars = [], []
     dtype = model.to_mean.kernel[...].dtype
     try:
         for i, b in enumerate(batches):
             eps = jnp.asarray(eval_noise(seed, i, len(b.lengths), model.config.latent_dim), dtype)
-            r, k = _eval_terms(model, jnp.asarray(b.tokens), jnp.asarray(b.lengths), eps)
+            r, k, mean, logvar = _eval_terms(model, jnp.asarray(b.tokens), jnp.asarray(b.lengths), eps)
             recon, kl = recon + float(r), kl + float(k)
             sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets
+            if keep_posteriors:
+                means.append(np.asarray(mean))
+                logvars.append(np.asarray(logvar))
     finally:
         if was_training:
             model.train()
-    return text_eval_summary(recon, kl, sentences, tokens)
+    out = text_eval_summary(recon, kl, sentences, tokens)
+    if keep_posteriors:
+        out.update(mean=np.concatenate(means), logvar=np.concatenate(logvars))
+    return out

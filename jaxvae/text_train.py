@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxvae import decoding
+from jaxvae import decoding, evaluation
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from jaxvae.train import adam_update
@@ -59,6 +59,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, 
 
 class JaxTextEngine:
     decoding = decoding
+    evaluation = evaluation  # the metric kernels (mutual information) of this backend
 
     def __init__(self, cfg: RunConfig, workdir: Path):
         self.cfg = cfg
@@ -89,7 +90,7 @@ class JaxTextEngine:
         return {k: float(v) for k, v in terms.items()}
 
     def evaluate(self, batches) -> dict[str, float]:
-        return evaluate_text(self.model(), batches, seed=self.cfg.train.seed)
+        return evaluate_text(self.model(), batches, seed=self.cfg.train.seed, keep_posteriors=True)
 
     # --- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict:

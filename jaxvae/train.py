@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxvae import evaluation
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from jaxvae.mmd import mmd
@@ -53,6 +54,8 @@ def adam_update(loss_fn, params, opt_state, tx: optax.GradientTransformation):
 
 
 class JaxEngine:
+    evaluation = evaluation  # the metric kernels (mutual information) of this backend
+
     def __init__(self, cfg: RunConfig, workdir: Path):
         from jaxvae.models import VAE
 
@@ -89,11 +92,14 @@ class JaxEngine:
         lc = self.cfg.loss
         mmd_value = (mmd(z, prior_z, kernel=lc.kernel, bandwidth=lc.bandwidth, estimator=lc.estimator)
                      if x.shape[0] >= 2 else jnp.zeros((), x.dtype))
-        return {"recon": recon.mean(), "kl": kl.mean(), "neg_elbo": (recon + kl).mean(), "mmd": mmd_value}
+        return {"recon": recon.mean(), "kl": kl.mean(), "neg_elbo": (recon + kl).mean(), "mmd": mmd_value,
+                "mean": mean, "logvar": logvar}
 
-    def eval_batch(self, x: np.ndarray, index: int) -> dict[str, float]:
+    def eval_batch(self, x: np.ndarray, index: int) -> dict:
+        """Batch means of the loss terms (floats) and the posterior ``mean``, ``logvar`` (numpy [B, D])."""
         key = jax.random.PRNGKey(rng.derived_seed(self.cfg.train.seed, rng.EVAL, index) % 2**31)
-        return {k: float(v) for k, v in self._eval(self.params, jnp.asarray(x, self.dtype), key).items()}
+        out = self._eval(self.params, jnp.asarray(x, self.dtype), key)
+        return {k: np.asarray(v) if k in ("mean", "logvar") else float(v) for k, v in out.items()}
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(self._decode(self.params, jnp.asarray(z, self.dtype)), np.float32)

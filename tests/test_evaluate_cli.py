@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,8 @@ def test_evaluate_writes_metrics_and_keeps_results(evaluated):
     after = snapshot(workdir)
     assert all(after[name] == data for name, data in before.items() if name != "results.json")
     added = set(after) - set(before)
-    assert {"eval_test.json", "report.md", "interpolations.png", "latent_space.png", "training_curves.png"} <= added
+    assert {"eval_test.json", "report.md", "interpolations.png", "latent_space.png"} <= added
+    assert "training_curves.png" in before  # drawn by training, with the validation MI and AU
     assert not [name for name in added if name.endswith(".tmp")]
     assert f"{metrics['nll']:.3f}" in out.stdout and "active units" in out.stdout
 
@@ -104,20 +106,42 @@ def test_compare_writes_one_table(evaluated, tmp_path):
     assert "| run |" in md and md.count(f"| {workdir} |") == 2  # the same folder name twice: paths
 
 
-def test_text_run_reports_perplexity(tmp_path):
+def test_training_logs_the_mi_and_au_that_evaluate_computes(evaluated, tmp_path):
+    """Training's end-of-run test metrics carry MI and AU from its own evaluation pass; evaluate.py's
+    importance-sampling driver, on the same weights, split, seed and MI batch, must agree."""
+    workdir, _, _ = evaluated
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    out = run("evaluate.py", "--workdir", str(copy), "--k", "1", "--no-pictures")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((copy / "eval_test.json").read_text())
+    results = json.loads((workdir / "results.json").read_text())
+    assert metrics["mi_batch_size"] == 60 and results["mi_batch_size"] == 60  # the whole 60-image test split
+    assert results["mi"] == pytest.approx(metrics["mi"], rel=1e-4, abs=1e-5) and results["au"] == metrics["au"]
+    assert results["kl"] == pytest.approx(metrics["kl"], rel=1e-4)  # the same posteriors
+    test_row = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()][-1]
+    assert test_row["split"] == "test" and test_row["mi"] == results["mi"] and test_row["au"] == results["au"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_text_run_reports_perplexity(backend, tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     workdir = tmp_path / "text-run"
-    out = run("train.py", "--backend", "torch", "--task", "text", "--embed-dim", "16", "--hidden-dim", "16",
+    out = run("train.py", "--backend", backend, "--task", "text", "--embed-dim", "16", "--hidden-dim", "16",
               "--latent-dim", "4", "--batch-size", "16", "--data", str(corpus), "--max-steps", "5",
               "--workdir", str(workdir))
     assert out.returncode == 0, out.stderr
-    out = run("evaluate.py", "--workdir", str(workdir), "--k", "8", "--batch-size", "16", "--mi-batch-size", "20")
+    out = run("evaluate.py", "--workdir", str(workdir), "--k", "8", "--batch-size", "16")
     assert out.returncode == 0, out.stderr
     metrics = json.loads((workdir / "eval_test.json").read_text())
     assert metrics["examples"] == 40 and metrics["units"] == "nats per sentence"
     assert metrics["ppl"] == pytest.approx(2.718281828 ** (metrics["nll"] * 40 / metrics["tokens"]))
     assert metrics["ppl"] <= metrics["ppl_elbo"]
     assert "perplexity" in out.stdout and (workdir / "report.md").exists()
+    # training's own test evaluation: the same MI (aggregate posterior over all 40 sentences) and AU
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["mi_batch_size"] == metrics["mi_batch_size"] == 40
+    assert results["mi"] == pytest.approx(metrics["mi"], rel=1e-4, abs=1e-5) and results["au"] == metrics["au"]
 
 
 @pytest.mark.parametrize("args, message", [

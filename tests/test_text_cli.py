@@ -97,7 +97,11 @@ def test_run_folder_has_consistent_numbers(finished, corpus):
     # the KL weight of the last step of each interval: linear warm-up over 20 steps
     assert [row["kl_weight"] for row in train] == pytest.approx([9 / 20, 19 / 20, 1.0])
     assert all(row["mmd"] != 0 and row["neg_elbo"] == pytest.approx(row["recon"] + row["kl"]) for row in train)
-    assert [row["step"] for row in rows if row["split"] == "valid"] == [12, 24]
+    valid = [row for row in rows if row["split"] == "valid"]
+    assert [row["step"] for row in valid] == [12, 24]
+    # collapse watched as it happens: MI (aggregate posterior over the whole valid split) and AU each epoch
+    assert all(0 <= row["au"] <= 4 and row["mi_batch_size"] == r["sentences"] and row["mi"] > -0.5 for row in valid)
+    assert r["mi"] <= math.log(r["sentences"]) + 0.5 and 0 <= r["au"] <= 4
     assert [row["split"] for row in rows][-1] == "test"
     config = json.loads((work / "config.json").read_text())
     assert config["text"]["vocab_size"] == len(vocab) and config["text_train"]["max_len"] == 8

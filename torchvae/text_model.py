@@ -178,16 +178,19 @@ def eval_noise(seed: int, index: int, batch: int, latent: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0) -> dict[str, float]:
+def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0,
+                  keep_posteriors: bool = False) -> dict:
     """Summed recon and KL over a split with one z ~ q(z|x) per sentence, no dropout.
 
     Returns ``text_eval_summary``: recon, kl, elbo (= recon + kl) per sentence, the sentence and
-    target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens)."""
+    target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens); with
+    ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D])."""
     was_training = model.training
     model.eval()
     param = model.to_mean.weight
     recon = kl = 0.0
     sentences = tokens = 0
+    means, logvars = [], []
     try:
         for i, b in enumerate(batches):
             eps = torch.as_tensor(eval_noise(seed, i, len(b.lengths), model.config.latent_dim),
@@ -198,6 +201,12 @@ def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int
             recon += float(token_nll(logits, t, n).sum())
             kl += float(gaussian_kl_per_dim(mean, logvar).sum())
             sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets
+            if keep_posteriors:
+                means.append(mean.detach().cpu().numpy())
+                logvars.append(logvar.detach().cpu().numpy())
     finally:
         model.train(was_training)
-    return text_eval_summary(recon, kl, sentences, tokens)
+    out = text_eval_summary(recon, kl, sentences, tokens)
+    if keep_posteriors:
+        out.update(mean=np.concatenate(means), logvar=np.concatenate(logvars))
+    return out

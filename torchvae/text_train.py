@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from torchvae import decoding
+from torchvae import decoding, evaluation
 from torchvae.checkpoint import Checkpoints
 from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from vaecore import rng, text_loop
@@ -22,6 +22,7 @@ from vaecore.text_data import TextBatch
 
 class TorchTextEngine:
     decoding = decoding
+    evaluation = evaluation  # the metric kernels (mutual information) of this backend
 
     def __init__(self, cfg: RunConfig, workdir: Path):
         self.cfg = cfg
@@ -60,7 +61,7 @@ class TorchTextEngine:
         return {k: float(v.detach().mean()) for k, v in terms.items()}
 
     def evaluate(self, batches) -> dict[str, float]:
-        return evaluate_text(self._model, batches, seed=self.cfg.train.seed)
+        return evaluate_text(self._model, batches, seed=self.cfg.train.seed, keep_posteriors=True)
 
     # --- checkpoints -------------------------------------------------------------------------
     def save(self, step: int, meta: dict) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torchvae import evaluation
 from torchvae.checkpoint import Checkpoints
 from torchvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from torchvae.mmd import mmd
@@ -19,6 +20,8 @@ from vaecore.config import RunConfig
 
 
 class TorchEngine:
+    evaluation = evaluation  # the metric kernels (mutual information) of this backend
+
     def __init__(self, cfg: RunConfig, workdir: Path):
         from torchvae.models import VAE
 
@@ -46,8 +49,9 @@ class TorchEngine:
         return {k: float(v.detach().mean()) for k, v in terms.items()}
 
     @torch.no_grad()
-    def eval_batch(self, x: np.ndarray, index: int) -> dict[str, float]:
-        """Loss terms with one posterior sample per image; the MMD against as many prior samples."""
+    def eval_batch(self, x: np.ndarray, index: int) -> dict:
+        """Loss terms with one posterior sample per image, the MMD against as many prior samples
+        (batch means, floats), and the posterior ``mean``, ``logvar`` (numpy [B, D])."""
         self.model.eval()
         xt = torch.as_tensor(x, dtype=self.dtype)
         shape = (len(x), self.cfg.model.latent_dim)
@@ -58,7 +62,7 @@ class TorchEngine:
         mmd_value = mmd(z, self._normal(shape, rng.EVAL, index, rng.PRIOR), kernel=lc.kernel, bandwidth=lc.bandwidth,
                         estimator=lc.estimator) if len(x) >= 2 else torch.zeros(())
         return {"recon": float(recon.mean()), "kl": float(kl.mean()), "neg_elbo": float((recon + kl).mean()),
-                "mmd": float(mmd_value)}
+                "mmd": float(mmd_value), "mean": mean.detach().cpu().numpy(), "logvar": logvar.detach().cpu().numpy()}
 
     @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:

@@ -167,29 +167,41 @@ def evaluate_split(backend: EvalBackend, model: ModelAdapter, batches: Iterable[
             progress(n)
     if n < 2:
         raise ValueError(f"the split must hold at least 2 examples; got {n}")
-    mean, logvar = np.concatenate(means), np.concatenate(logvars)
-    eps = posterior_noise(seed, n, model.latent_dim)
-    mi_sum = 0.0
-    for start in range(0, n, mi_batch_size):
-        part = slice(start, min(start + mi_batch_size, n))
-        size = part.stop - part.start
-        if size >= 2:  # a trailing single example has no aggregate posterior to speak of
-            mi_sum += backend.mutual_information(mean[part], logvar[part], eps[part]) * size
-    mi_n = n if n % mi_batch_size != 1 else n - 1
-    au, variances = active_units(mean, au_threshold)
     out: dict[str, Any] = {
         "examples": n, "k": k, "seed": seed,
         "nll": sums["nll"] / n, "neg_elbo": (sums["recon"] + sums["kl"]) / n,
         "recon": sums["recon"] / n, "kl": sums["kl"] / n,
-        "mi": mi_sum / mi_n, "mi_batch_size": min(mi_batch_size, n),
-        "au": au, "au_threshold": au_threshold, "latent_dim": int(mean.shape[1]),
-        "au_variances": [float(v) for v in variances],
+        **latent_usage(backend, np.concatenate(means), np.concatenate(logvars), seed=seed,
+                       mi_batch_size=mi_batch_size, au_threshold=au_threshold),
     }
     if count_tokens is not None:
         out.update(tokens=tokens, ppl=perplexity(sums["nll"], tokens),
                    ppl_elbo=perplexity(sums["recon"] + sums["kl"], tokens))
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def latent_usage(backend: EvalBackend, mean: np.ndarray, logvar: np.ndarray, *, seed: int = 0,
+                 mi_batch_size: int = MI_BATCH_SIZE, au_threshold: float = AU_THRESHOLD) -> dict[str, Any]:
+    """Mutual information and active units from the posteriors ``mean``, ``logvar`` [N, D] of a
+    split: ``mi`` averaged over consecutive batches of ``mi_batch_size`` examples (a trailing single
+    example is left out: it has no aggregate posterior), ``au`` and the per-dimension variances."""
+    n = len(mean)
+    if n < 2:
+        raise ValueError(f"the split must hold at least 2 examples; got {n}")
+    if mi_batch_size < 2:
+        raise ValueError(f"mi_batch_size must be >= 2; got {mi_batch_size}")
+    eps = posterior_noise(seed, n, mean.shape[1])
+    mi_sum = 0.0
+    for start in range(0, n, mi_batch_size):
+        part = slice(start, min(start + mi_batch_size, n))
+        size = part.stop - part.start
+        if size >= 2:
+            mi_sum += backend.mutual_information(mean[part], logvar[part], eps[part]) * size
+    mi_n = n if n % mi_batch_size != 1 else n - 1
+    au, variances = active_units(mean, au_threshold)
+    return {"mi": mi_sum / mi_n, "mi_batch_size": min(mi_batch_size, n), "au": au, "au_threshold": au_threshold,
+            "latent_dim": int(mean.shape[1]), "au_variances": [float(v) for v in variances]}
 
 
 # -------------------------------------------------------------------------------- result files

@@ -3,8 +3,9 @@ evaluation, results and pictures. A backend supplies an *engine* with the numeri
 
 - ``train_step(x, step) -> dict[str, float]`` one optimiser step on batch ``x`` (numpy), batch means
   of the loss terms; the noise is derived from ``(seed, step)`` so a resumed run draws the same;
-- ``eval_batch(x, index) -> dict[str, float]`` batch means of recon, kl, neg_elbo, mmd with noise
-  derived from ``index``;
+- ``eval_batch(x, index) -> dict`` batch means of recon, kl, neg_elbo, mmd with noise derived from
+  ``index``, and the posterior ``mean`` and ``logvar`` (numpy) for the mutual information and active
+  units; ``evaluation`` the backend's evaluation module;
 - ``decode(z) -> probs`` and ``reconstruct(x) -> probs`` (numpy) for pictures;
 - ``save(step, meta)`` atomically and ``restore() -> meta | None`` from the newest complete checkpoint.
 """
@@ -15,7 +16,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,7 +35,9 @@ class TrainingError(RuntimeError):
 
 class Engine(Protocol):
     def train_step(self, x: np.ndarray, step: int) -> dict[str, float]: ...
-    def eval_batch(self, x: np.ndarray, index: int) -> dict[str, float]: ...
+    evaluation: Any  # the backend's evaluation module (mutual_information)
+
+    def eval_batch(self, x: np.ndarray, index: int) -> dict: ...
     def decode(self, z: np.ndarray) -> np.ndarray: ...
     def reconstruct(self, x: np.ndarray) -> np.ndarray: ...
     def save(self, step: int, meta: dict) -> None: ...
@@ -54,14 +57,23 @@ def check_finite(terms: dict[str, float], step: int, last_checkpoint: int, workd
                             f"(step {last_checkpoint}) is kept in {Path(workdir) / 'checkpoints'}; try a lower --lr")
 
 
-def evaluate(engine: Engine, images: np.ndarray) -> dict[str, float]:
-    """Means over a binarised split of the loss terms, in nats per image."""
+def evaluate(engine: Engine, images: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+    """Means over a binarised split of the loss terms, in nats per image, and how much the code is
+    used: mutual information I(x; z) (aggregate posterior over batches of ``mi_batch_size``) and
+    active units, as ``evaluate.py`` computes them (``vaecore.evaluation.latent_usage``)."""
+    from vaecore.evaluation import latent_usage
+
     sums = dict.fromkeys(("recon", "kl", "neg_elbo", "mmd"), 0.0)
+    means, logvars = [], []
     for index, x in enumerate(batching.eval_batches(images, EVAL_BATCH)):
         out = engine.eval_batch(x, index)
         for k in sums:
             sums[k] += out[k] * len(x)
-    return {k: v / len(images) for k, v in sums.items()}
+        means.append(out["mean"])
+        logvars.append(out["logvar"])
+    usage = latent_usage(engine.evaluation, np.concatenate(means), np.concatenate(logvars), seed=seed)
+    return {**{k: v / len(images) for k, v in sums.items()},
+            **{k: usage[k] for k in ("mi", "au", "mi_batch_size")}}
 
 
 def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume: bool = False,
@@ -113,7 +125,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
                 bar.set_postfix(loss=f"{means['total']:.2f}", img_s=f"{ips:.0f}")
                 acc, acc_steps, t_last = {}, 0, time.perf_counter()
             if done % per_epoch == 0:
-                writer.write(done, "valid", {**evaluate(engine, valid), "epoch": done // per_epoch})
+                writer.write(done, "valid", {**evaluate(engine, valid, seed=tc.seed), "epoch": done // per_epoch})
                 t_last = time.perf_counter()
             if done % tc.checkpoint_every == 0 or done == total_steps:
                 engine.save(done, {"step": done, "epoch": done // per_epoch, "batch_index": done % per_epoch,
@@ -125,13 +137,22 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
         bar.close()
 
     results = {"split": "test", "step": total_steps, "epochs": total_steps / per_epoch,
-               "units": "nats per image", **evaluate(engine, test), "train_seconds_this_session": train_time,
+               "units": "nats per image", **evaluate(engine, test, seed=tc.seed), "train_seconds_this_session": train_time,
                "data": data.source, "backend": cfg.backend}
-    writer.write(total_steps, "test", {k: results[k] for k in ("recon", "kl", "mmd", "neg_elbo")})
+    writer.write(total_steps, "test", {k: results[k] for k in ("recon", "kl", "mmd", "neg_elbo", "mi", "au")})
     writer.close()
     atomic_write_text(workdir / "results.json", json.dumps(results, indent=2) + "\n")
     write_pictures(engine, test, workdir, latent_dim=cfg.model.latent_dim, seed=tc.seed)
+    write_training_curves(workdir)
     return results
+
+
+def write_training_curves(workdir: Path) -> None:
+    """training_curves.png: every loss term, and the validation KL, MI and active units, against steps."""
+    from vaecore.plots import save_training_curves
+    from vaecore.report import read_jsonl
+
+    save_training_curves(read_jsonl(Path(workdir) / "metrics.jsonl"), Path(workdir) / "training_curves.png")
 
 
 def write_pictures(engine: Engine, test: np.ndarray, workdir: Path, *, latent_dim: int, seed: int) -> None:

@@ -6,7 +6,8 @@ an *engine* with the numeric parts:
   batch means of recon, kl, mmd, total; eps, the word-dropout mask, embedding dropout and the MMD's
   prior samples are derived from ``(seed, step)``, so a resumed run draws the same noise;
 - ``evaluate(batches) -> dict`` the backend's ``evaluate_text`` (one z per sentence, noise from the
-  seed and the batch index, no dropout);
+  seed and the batch index, no dropout) with the posterior means and log-variances kept, and
+  ``evaluation`` the backend's evaluation module (mutual information);
 - ``model()`` the model in evaluation mode and ``decoding`` the backend's decoding module;
 - ``save(step, meta)`` atomically and ``restore() -> meta | None`` from the newest complete checkpoint.
 
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vaecore.config import ConfigError, RunConfig, atomic_write_text
-from vaecore.loop import check_finite
+from vaecore.loop import check_finite, write_training_curves
 from vaecore.metrics import MetricsWriter, progress_bar
 from vaecore.text_data import TextBatch, TextData, TextDataError, TextDataset, Vocab, load_text_data
 
@@ -40,6 +41,7 @@ INTERPOLATION_PAIRS = 3
 
 class TextEngine(Protocol):
     decoding: Any
+    evaluation: Any
 
     def train_step(self, batch: TextBatch, step: int, kl_weight: float) -> dict[str, float]: ...
     def evaluate(self, batches: Iterator[TextBatch]) -> dict[str, float]: ...
@@ -82,10 +84,16 @@ def train_batches(train: TextDataset, batch_size: int, seed: int, start: int) ->
         epoch, index = epoch + 1, 0
 
 
-def evaluate(engine: TextEngine, split: TextDataset) -> dict[str, float]:
-    """Per-sentence recon, kl, neg_elbo (nats), the perplexity bound and the counts of a split."""
+def evaluate(engine: TextEngine, split: TextDataset, *, seed: int = 0) -> dict[str, float]:
+    """Per-sentence recon, kl, neg_elbo (nats), the perplexity bound and the counts of a split, and
+    how much the code is used: mutual information I(x; z) (aggregate posterior over batches of
+    ``mi_batch_size`` sentences) and active units, as ``evaluate.py`` computes them."""
+    from vaecore.evaluation import latent_usage
+
     s = engine.evaluate(split.batches(EVAL_BATCH, shuffle=False))
+    usage = latent_usage(engine.evaluation, s["mean"], s["logvar"], seed=seed)
     return {"recon": s["recon"], "kl": s["kl"], "neg_elbo": s["elbo"], "ppl_bound": s["ppl_bound"],
+            "mi": usage["mi"], "au": usage["au"], "mi_batch_size": usage["mi_batch_size"],
             "sentences": s["sentences"], "tokens": s["tokens"]}
 
 
@@ -157,7 +165,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
                                 tok_s=f"{tps:.0f}")
                 acc, acc_steps, acc_tokens, acc_time, acc_recon = {}, 0, 0, 0.0, 0.0
             if done % per_epoch == 0:
-                writer.write(done, "valid", {**evaluate(engine, data.splits["valid"]), "epoch": done // per_epoch})
+                writer.write(done, "valid", {**evaluate(engine, data.splits["valid"], seed=tc.seed),
+                                             "epoch": done // per_epoch})
             if done % tc.checkpoint_every == 0 or done == total_steps:
                 engine.save(done, {"step": done, "epoch": done // per_epoch, "batch_index": done % per_epoch,
                                    "batches_per_epoch": per_epoch, "seed": tc.seed, "config": cfg.to_dict()})
@@ -166,17 +175,18 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
     finally:
         bar.close()
 
-    test = evaluate(engine, data.splits["test"])
+    test = evaluate(engine, data.splits["test"], seed=tc.seed)
     results = {"split": "test", "step": total_steps, "epochs": total_steps / per_epoch,
                "units": "nats per sentence; ppl_bound = exp(sentences * neg_elbo / tokens), tokens = words + <eos>",
                **test, "truncated": st["test"]["truncated"], "truncated_train": st["train"]["truncated"],
                "unk": st["test"]["unk"], "empty_lines": st["test"]["empty_lines"], "max_len": tt.max_len,
                "vocab_size": len(data.vocab), "train_seconds_this_session": train_time, "data": data_source(cfg),
                "backend": cfg.backend}
-    writer.write(total_steps, "test", {k: test[k] for k in ("recon", "kl", "neg_elbo", "ppl_bound")})
+    writer.write(total_steps, "test", {k: test[k] for k in ("recon", "kl", "neg_elbo", "ppl_bound", "mi", "au")})
     writer.close()
     atomic_write_text(workdir / "results.json", json.dumps(results, indent=2) + "\n")
     write_text_outputs(engine, data, workdir, cfg, generation, step=total_steps)
+    write_training_curves(workdir)
     return results
 
 
