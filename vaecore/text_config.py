@@ -30,10 +30,14 @@ class TextModelConfig:
       930k target tokens) practical on a 2-core CPU; see ``BENCHMARKS.md``.
     - ``latent_dim=32``: the usual 16-32; 32 leaves room for the MMD objective and free bits,
       where more of the latent space is used than with the plain ELBO.
-    - ``word_dropout=0.25``: Bowman et al.'s best results used a word keep rate of about 0.75;
-      some word dropout is what pushes the decoder to use z at all.
-    - ``embedding_dropout=0.5``: as in the public PyTorch sentence VAE, on the decoder input
-      embeddings only (the decoder is the part that overfits PTB; the encoder sees clean input).
+    - ``word_dropout=0.0``, ``embedding_dropout=0.25``: measured on the full PTB (jax, 2 epochs,
+      validation -ELBO per sentence): word dropout 0.25 with embedding dropout 0.5 gave 117.9, no word
+      dropout with 0.5 gave 115.6, no word dropout with 0.25 gave 113.5, the KL staying clearly above
+      zero (4.5 nats) without word dropout thanks to the logistic KL annealing. Word dropout (Bowman
+      et al.'s technique, ``--word-dropout``) trades likelihood for a more informative code; it also
+      teaches the decoder to read ``<unk>`` inputs (greedy decodings of the 0.25 runs often looped on ``<unk>``).
+      Embedding dropout is on the decoder's input embeddings only (the decoder is the part that
+      overfits PTB; the encoder sees clean input).
     - ``decoder_init_tanh=False``: Bowman et al. map z to the decoder state with a plain linear.
     """
 
@@ -44,8 +48,8 @@ class TextModelConfig:
     rnn: str = "lstm"
     num_layers: int = 1
     bidirectional: bool = False
-    embedding_dropout: float = 0.5
-    word_dropout: float = 0.25
+    embedding_dropout: float = 0.25
+    word_dropout: float = 0.0
     z_every_step: bool = False
     decoder_init_tanh: bool = False
 
