@@ -89,7 +89,7 @@ class JaxTextEngine:
             step, jnp.asarray(kl_weight, self.dtype))
         return {k: float(v) for k, v in terms.items()}
 
-    def evaluate(self, batches) -> dict[str, float]:
+    def evaluate(self, batches) -> dict:
         return evaluate_text(self.model(), batches, seed=self.cfg.train.seed, keep_posteriors=True)
 
     # --- checkpoints -------------------------------------------------------------------------

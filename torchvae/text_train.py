@@ -60,7 +60,7 @@ class TorchTextEngine:
         self.opt.step()
         return {k: float(v.detach().mean()) for k, v in terms.items()}
 
-    def evaluate(self, batches) -> dict[str, float]:
+    def evaluate(self, batches) -> dict:
         return evaluate_text(self._model, batches, seed=self.cfg.train.seed, keep_posteriors=True)
 
     # --- checkpoints -------------------------------------------------------------------------
