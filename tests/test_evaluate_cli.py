@@ -169,3 +169,19 @@ def test_run_without_checkpoint_or_eval_is_exit_2(tmp_path, mnist_dir):
     assert out.returncode == 2 and "no readable checkpoint" in out.stderr and "Traceback" not in out.stderr
     out = run("evaluate.py", "--compare", str(tmp_path), "--out", str(tmp_path / "cmp"))
     assert out.returncode == 2 and "no eval_test.json" in out.stderr
+
+
+def test_training_curves_draw_every_term_without_warnings(tmp_path):
+    """A term that is zero on every split (train-time MMD of an ELBO run) gets a panel, not a
+    matplotlib warning about an empty legend; a term absent from every row gets no panel."""
+    import warnings
+
+    from vaecore.plots import save_training_curves
+
+    rows = [{"step": s, "split": split, "neg_elbo": 100.0 - s, "kl": 0.5 * s, "mmd": 0.0}
+            for s in (1, 2, 3) for split in ("train", "valid")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drawn = save_training_curves(rows, tmp_path / "curves.png")
+    assert drawn == ["neg_elbo", "kl", "mmd"]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

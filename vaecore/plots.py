@@ -96,7 +96,10 @@ def save_training_curves(rows: list[dict], path: Path, terms: tuple[str, ...] = 
                 ax.plot(steps, values, "o-" if len(pts) < 3 else "-", label=split, markersize=3)
         ax.set_title(term)
         ax.set_xlabel("step")
-        ax.legend(fontsize=8)
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+        else:  # every split is all zeros for this term
+            ax.text(0.5, 0.5, "all zero", ha="center", va="center", transform=ax.transAxes)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(present):]:
         ax.axis("off")
