@@ -58,11 +58,18 @@ def select_path(x, path: str = "auto", y=None) -> str:
     return "tiled"
 
 
+def _dot(a, b):
+    """a @ b in full float32 (or float64) precision. On GPUs XLA's default float32 matmul uses TF32
+    (10-bit mantissa), and |a|^2 + |b|^2 - 2 a.b cancels catastrophically: measured on an H200, the
+    default precision put the float32 MMD 1e-3 (relative) off the float64 reference, HIGHEST 3e-6."""
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def sq_dist(a, b):
     """a: [n, d], b: [m, d] -> [n, m], |a_i|^2 + |b_j|^2 - 2 a_i.b_j clamped at 0."""
     sq_a = (a * a).sum(1)
     sq_b = (b * b).sum(1)
-    return jnp.maximum(sq_a[:, None] + sq_b[None, :] - 2.0 * (a @ b.T), 0.0)
+    return jnp.maximum(sq_a[:, None] + sq_b[None, :] - 2.0 * _dot(a, b.T), 0.0)
 
 
 def _kernel_sum(dist, kernel: str, scales: list[float]):
@@ -146,14 +153,14 @@ def _tiled_engine(x, y, *, kernel, scales, estimator, tile, need_grad):
     def step(acc, pair):
         i, j, w, diag = pair
         a, b = take(z, i), take(z, j)
-        dist = jnp.maximum(take(sq, i)[:, None] + take(sq, j)[None, :] - 2.0 * (a @ b.T), 0.0)
+        dist = jnp.maximum(take(sq, i)[:, None] + take(sq, j)[None, :] - 2.0 * _dot(a, b.T), 0.0)
         mask = take(valid, i)[:, None] & take(valid, j)[None, :] & ~(diag & eye)
         k, slope = _kernel_and_slope(dist, kernel, scales)
         ksum = jnp.where(mask, k, 0.0).sum() * w
         if need_grad:
             g = jnp.where(mask, slope * w, 0.0).astype(z.dtype)
-            acc = _add_rows(acc, i * tile, g @ take(z1, j))
-            acc = _add_rows(acc, j * tile, g.T @ take(z1, i))
+            acc = _add_rows(acc, i * tile, _dot(g, take(z1, j)))
+            acc = _add_rows(acc, j * tile, _dot(g.T, take(z1, i)))
         return acc, ksum
 
     acc = jnp.zeros_like(z1) if need_grad else jnp.zeros((), z.dtype)

@@ -184,3 +184,23 @@ def test_single_samples_work_with_the_biased_estimator():
                   estimator="biased", bandwidth=1.0)
         assert got.item() == pytest.approx(2 - 2 * np.exp(-2.0), abs=1e-12)
 
+
+
+def test_cuda_dispatch_follows_the_measured_thresholds(monkeypatch):
+    """The "auto" choice on CUDA, without a GPU: a stand-in with is_cuda and shape is all it reads."""
+    import types
+
+    from torchvae import mmd as mmd_module
+
+    def cuda(n):
+        return types.SimpleNamespace(is_cuda=True, shape=(n, 8))
+
+    monkeypatch.setattr(mmd_module, "_triton_available", lambda: True)
+    assert select_path(cuda(256), "auto") == "reference"  # 256 * 256 pairs: dense
+    assert select_path(cuda(256), "auto", cuda(257)) == "triton"
+    assert select_path(cuda(65536), "auto") == "triton"
+    assert select_path(cuda(65536), "tiled") == "tiled"  # an explicit path is kept
+    monkeypatch.setattr(mmd_module, "_triton_available", lambda: False)
+    assert select_path(cuda(4096), "auto") == "reference"
+    assert select_path(cuda(8192), "auto") == "reference"
+    assert select_path(cuda(8193), "auto") == "tiled"

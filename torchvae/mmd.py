@@ -48,16 +48,22 @@ def _check(x: torch.Tensor, y: torch.Tensor, kernel: str, estimator: str, path: 
 
 
 # On CPU the tiled path beat the dense one at every size measured, n = 64 included (bench/mmd.py: it
-# makes one pass over the pairs for value and gradients, the dense autograd makes several). On CUDA,
-# below this many pairs a few large dense ops are assumed cheaper than a kernel launch per term
-# (not measured here: no GPU was available).
+# makes one pass over the pairs for value and gradients, the dense autograd makes several). On CUDA
+# (bench/mmd_cuda.py on an H200, d = 64, value and gradients): every path is launch-bound near 1 to
+# 3 ms up to n = 1024; from n = 4096 Triton is the fastest (4096: 2.3 ms vs 2.8 dense; 16384: 24 ms vs
+# 34 ms and 8 GiB for the dense path; 65536: 0.38 s, where the dense path does not fit) while the
+# tiled path, one small matmul per tile, is the slowest (18 ms, 217 ms, 3.6 s). So: dense up to
+# CUDA_DENSE_MAX_PAIRS pairs, Triton above; without Triton, dense until its [n, m] matrices grow to
+# about 2 GiB (CUDA_DENSE_NO_TRITON_MAX_PAIRS), then tiled.
 CUDA_DENSE_MAX_PAIRS = 256 * 256
+CUDA_DENSE_NO_TRITON_MAX_PAIRS = 8192 * 8192
 DEFAULT_TILE = 512
 
 
 def select_path(x: torch.Tensor, path: str = "auto", y: torch.Tensor | None = None) -> str:
     """The path `mmd` runs for x (and y) when asked for `path`: "auto" resolves to "tiled" on CPU, and
-    on CUDA to "reference" for small inputs, else "triton" (when triton is installed) or "tiled"."""
+    on CUDA to "reference" for small inputs, else "triton" (when triton is installed; otherwise
+    "reference" up to CUDA_DENSE_NO_TRITON_MAX_PAIRS pairs, then "tiled")."""
     if path != "auto":
         return path
     if not x.is_cuda:
@@ -65,7 +71,9 @@ def select_path(x: torch.Tensor, path: str = "auto", y: torch.Tensor | None = No
     m = x.shape[0] if y is None else y.shape[0]
     if x.shape[0] * m <= CUDA_DENSE_MAX_PAIRS:
         return "reference"
-    return "triton" if _triton_available() else "tiled"
+    if _triton_available():
+        return "triton"
+    return "reference" if x.shape[0] * m <= CUDA_DENSE_NO_TRITON_MAX_PAIRS else "tiled"
 
 
 def _triton_available() -> bool:
