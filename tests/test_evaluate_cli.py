@@ -185,3 +185,20 @@ def test_training_curves_draw_every_term_without_warnings(tmp_path):
         drawn = save_training_curves(rows, tmp_path / "curves.png")
     assert drawn == ["neg_elbo", "kl", "mmd"]
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_setup_summary_tells_the_runs_of_a_comparison_apart():
+    from vaecore.report import setup_summary
+
+    text = {"task": "text", "loss": {"objective": "elbo", "kl_weight": 1.0},
+            "text": {"word_dropout": 0.0},
+            "text_train": {"kl_schedule": "logistic", "kl_logistic_k": 0.0025, "kl_logistic_x0": 2500.0,
+                           "free_bits": 0.0}}
+    assert setup_summary(text) == "logistic KL (k 0.0025, x0 2500)"
+    text["loss"] = {"objective": "mmd", "alpha": 1.0, "lam": 10.0, "kernel": "imq", "kl_weight": 1.0}
+    text["text"]["word_dropout"] = 0.25
+    text["text_train"].update(kl_schedule="cyclical", kl_cycles=4, kl_cycle_ratio=0.5, free_bits=0.1)
+    assert setup_summary(text) == ("alpha 1, lambda 10, imq; cyclical KL (4 cycles, ratio 0.5); free bits 0.1; "
+                                   "word dropout 0.25")
+    assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 1.0}}) == "-"
+    assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 0.5}}) == "KL weight 0.5"

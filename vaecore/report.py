@@ -24,7 +24,8 @@ PICTURES = (
     ("training_curves.png", "Training curves from metrics.jsonl"),
 )
 TEXT_SAMPLES = ("samples.txt", "interpolations.txt")
-COMPARE_COLUMNS = ("run", "backend", "task", "model", "objective", "latent_dim", "step", "split", "examples", "k",
+COMPARE_COLUMNS = ("run", "backend", "task", "model", "objective", "setup", "epochs", "latent_dim", "step", "split",
+                   "examples", "k",
                    "nll", "neg_elbo", "recon", "kl", "mi", "mi_batch_size", "au", "ppl", "ppl_elbo", "seconds")
 
 
@@ -60,6 +61,34 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _g(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def setup_summary(config: dict) -> str:
+    """What tells runs of one objective apart, in a few words: the MMD's alpha, lambda and kernel; for
+    text the KL schedule (with its parameters), free bits and word dropout; a KL weight other than 1.
+    E.g. "logistic KL (k 0.0025, x0 2500)", "alpha 1, lambda 1, imq; constant KL"."""
+    loss, parts = config.get("loss", {}), []
+    if loss.get("objective") == "mmd":
+        parts.append(f"alpha {_g(loss.get('alpha'))}, lambda {_g(loss.get('lam'))}, {loss.get('kernel')}")
+    if loss.get("kl_weight", 1.0) != 1.0:
+        parts.append(f"KL weight {_g(loss.get('kl_weight'))}")
+    text_train = config.get("text_train") if config.get("task") == "text" else None
+    if text_train:
+        schedule = text_train.get("kl_schedule")
+        detail = {"linear": f" ({_g(text_train.get('kl_warmup_steps'))} steps)",
+                  "logistic": f" (k {_g(text_train.get('kl_logistic_k'))}, x0 {_g(text_train.get('kl_logistic_x0'))})",
+                  "cyclical": (f" ({_g(text_train.get('kl_cycles'))} cycles, ratio "
+                               f"{_g(text_train.get('kl_cycle_ratio'))})")}.get(schedule, "")
+        parts.append(f"{schedule} KL{detail}")
+        if text_train.get("free_bits"):
+            parts.append(f"free bits {_g(text_train['free_bits'])}")
+        if (config.get("text") or {}).get("word_dropout"):
+            parts.append(f"word dropout {_g(config['text']['word_dropout'])}")
+    return "; ".join(parts) or "-"
+
+
 def config_summary(config: dict) -> list[list[Any]]:
     """The settings a reader of a report looks for first, as (setting, value) rows."""
     model, loss, train = config.get("model", {}), config.get("loss", {}), config.get("train", {})
@@ -74,7 +103,8 @@ def config_summary(config: dict) -> list[list[Any]]:
     objective = loss.get("objective")
     if objective == "mmd":
         objective += f" (alpha {loss.get('alpha')}, lambda {loss.get('lam')}, {loss.get('kernel')})"
-    rows += [["objective", objective], ["kl_weight", loss.get("kl_weight")], ["epochs", train.get("epochs")],
+    rows += [["objective", objective], ["setup", setup_summary(config)], ["kl_weight", loss.get("kl_weight")],
+             ["epochs", train.get("epochs")],
              ["batch_size", train.get("batch_size")], ["lr", train.get("lr")], ["seed", train.get("seed")],
              ["binarization", train.get("binarization")], ["dtype", train.get("dtype")]]
     return [[name, None if value is None else str(value)] for name, value in rows]
@@ -135,7 +165,8 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
     else:
         model, latent = config.get("model", {}).get("kind"), config.get("model", {}).get("latent_dim")
     row = {"run": workdir.name, "backend": config.get("backend"), "task": config.get("task"), "model": model,
-           "objective": config.get("loss", {}).get("objective"), "latent_dim": latent}
+           "objective": config.get("loss", {}).get("objective"), "setup": setup_summary(config),
+           "epochs": config.get("train", {}).get("epochs"), "latent_dim": latent}
     row.update({c: metrics.get(c) for c in COMPARE_COLUMNS if c not in row})
     return row
 
