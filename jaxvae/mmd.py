@@ -49,12 +49,24 @@ def _check(x, y, kernel: str, estimator: str, path: str) -> None:
 DEFAULT_TILE = 512
 
 
+# On a GPU (bench/mmd_cuda.py, H200, d = 64, value and gradients) XLA's fused dense formulation was
+# the fastest at every size measured, 256 to 16384 (12 ms at 16384, the tiled path 51 ms), so "auto"
+# keeps it there until its [n, m] matrices grow to about 1 GiB each, then bounds memory with tiles.
+GPU_DENSE_MAX_PAIRS = 16384 * 16384
+
+
 def select_path(x, path: str = "auto", y=None) -> str:
-    """The path `mmd` runs for x (and y) when asked for `path`. "auto" resolves to "tiled": on the
-    CPU it was the fastest at every size measured by bench/mmd.py, n = 64 included (one pass over the
-    pairs gives the value and both gradients). Shapes are static, so this is decided at trace time."""
+    """The path `mmd` runs for x (and y) when asked for `path`. "auto" resolves to "tiled" on the CPU,
+    where it was the fastest at every size measured by bench/mmd.py, n = 64 included (one pass over
+    the pairs gives the value and both gradients); on a GPU to "reference" up to GPU_DENSE_MAX_PAIRS
+    pairs, "tiled" beyond. Shapes are static and the backend is the default one (arrays being traced
+    carry no device), so this is decided at trace time."""
     if path != "auto":
         return path
+    if jax.default_backend() in ("gpu", "cuda", "rocm"):
+        m = x.shape[0] if y is None else y.shape[0]
+        if x.shape[0] * m <= GPU_DENSE_MAX_PAIRS:
+            return "reference"
     return "tiled"
 
 

@@ -164,3 +164,18 @@ def test_bad_arguments(kwargs, error, match):
 def test_bad_inputs(x, y, error, match):
     with pytest.raises(error, match=match):
         mmd(x, y)
+
+
+def test_gpu_dispatch_keeps_the_dense_path_while_it_is_measured_faster(monkeypatch):
+    """On a GPU backend "auto" is the dense path up to GPU_DENSE_MAX_PAIRS pairs, tiled beyond; the
+    backend is read from jax.default_backend, patched here (no GPU on the test machine)."""
+    from jaxvae import mmd as mmd_module
+
+    shape = jax.ShapeDtypeStruct  # select_path reads only .shape
+    monkeypatch.setattr(mmd_module.jax, "default_backend", lambda: "gpu")
+    assert select_path(shape((64, 4), jnp.float32), "auto") == "reference"
+    assert select_path(shape((16384, 4), jnp.float32), "auto") == "reference"
+    assert select_path(shape((16384, 4), jnp.float32), "auto", shape((16385, 4), jnp.float32)) == "tiled"
+    assert select_path(shape((64, 4), jnp.float32), "tiled") == "tiled"
+    monkeypatch.setattr(mmd_module.jax, "default_backend", lambda: "cpu")
+    assert select_path(shape((64, 4), jnp.float32), "auto") == "tiled"
