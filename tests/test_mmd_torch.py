@@ -185,7 +185,6 @@ def test_single_samples_work_with_the_biased_estimator():
         assert got.item() == pytest.approx(2 - 2 * np.exp(-2.0), abs=1e-12)
 
 
-
 def test_cuda_dispatch_follows_the_measured_thresholds(monkeypatch):
     """The "auto" choice on CUDA, without a GPU: a stand-in with is_cuda and shape is all it reads."""
     import types

@@ -100,10 +100,7 @@ def config_summary(config: dict) -> list[list[Any]]:
     else:
         sizes = model.get("hidden_sizes") if model.get("kind") == "mlp" else model.get("conv_channels")
         rows += [["model", f"{model.get('kind')} {sizes}"], ["latent_dim", model.get("latent_dim")]]
-    objective = loss.get("objective")
-    if objective == "mmd":
-        objective += f" (alpha {loss.get('alpha')}, lambda {loss.get('lam')}, {loss.get('kernel')})"
-    rows += [["objective", objective], ["setup", setup_summary(config)], ["kl_weight", loss.get("kl_weight")],
+    rows += [["objective", loss.get("objective")], ["setup", setup_summary(config)], ["kl_weight", loss.get("kl_weight")],
              ["epochs", train.get("epochs")],
              ["batch_size", train.get("batch_size")], ["lr", train.get("lr")], ["seed", train.get("seed")],
              ["binarization", train.get("binarization")], ["dtype", train.get("dtype")]]
