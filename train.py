@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-vocab", type=int, default=None,
                    help="keep at most this many vocabulary entries (4 special tokens included); default: all")
 
-    g = p.add_argument_group("KL annealing and free bits (--task text; --kl-weight is the peak weight)")
+    g = p.add_argument_group("KL annealing, free bits, learning-rate decay (--task text; --kl-weight is the peak weight)")
     g.add_argument("--kl-schedule", choices=KL_SCHEDULES, default=d_text.kl_schedule,
                    help="KL weight per step: constant; linear 0 -> peak over --kl-warmup-steps; logistic "
                         "peak / (1 + exp(-k (step - x0))); cyclical (Fu et al.): --kl-cycles linear ramps over "
@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cyclical schedule: fraction R of each cycle spent rising")
     g.add_argument("--free-bits", type=float, default=d_text.free_bits,
                    help="free bits: nats per latent dimension below which its batch-mean KL is not pushed down")
+    g.add_argument("--lr-decay-start", type=int, default=d_text.lr_decay_start,
+                   help="text: epochs trained at the full --lr before the learning-rate decay starts")
+    g.add_argument("--lr-decay", type=float, default=d_text.lr_decay,
+                   help="text: factor on the learning rate for every epoch after --lr-decay-start (1: constant)")
 
     g = p.add_argument_group("generated text (end of a text run, and --sample / --interpolate on a run folder)")
     g.add_argument("--sample", action="store_true",
@@ -188,6 +192,7 @@ IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarizat
 TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "word_dropout", "embedding_dropout",
              "z_every_step", "decoder_init_tanh", "max_len", "min_freq", "max_vocab", "kl_schedule",
              "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
+             "lr_decay_start", "lr_decay",
              "num_samples", "beam_width", "temperature", "interp_steps"}
 # The vocabulary size is known once the data is read: vaecore.text_loop replaces this placeholder.
 PENDING_VOCAB_SIZE = 5
@@ -208,7 +213,8 @@ def text_configs(args: argparse.Namespace, latent_dim: int):
     train = TextTrainConfig(
         kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps, kl_logistic_k=args.kl_logistic_k,
         kl_logistic_x0=args.kl_logistic_x0, kl_cycles=args.kl_cycles, kl_cycle_ratio=args.kl_cycle_ratio,
-        free_bits=args.free_bits, max_len=args.max_len, min_freq=args.min_freq, max_vocab=args.max_vocab)
+        free_bits=args.free_bits, max_len=args.max_len, min_freq=args.min_freq, max_vocab=args.max_vocab,
+        lr_decay_start=args.lr_decay_start, lr_decay=args.lr_decay)
     return model, train
 
 

@@ -33,7 +33,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, 
     mmd_kwargs = {"kernel": lc.kernel, "bandwidth": lc.bandwidth, "estimator": lc.estimator}
 
     @partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params, opt_state, rest, key, tokens, lengths, step, kl_weight):
+    def train_step(params, opt_state, rest, key, tokens, lengths, step, kl_weight, lr_scale):
         k_eps, k_mask, k_prior, k_dropout = jax.random.split(jax.random.fold_in(key, step), 4)
         shape = (tokens.shape[0], mc.latent_dim)
         eps = jax.random.normal(k_eps, shape, dtype)
@@ -52,7 +52,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, 
                                         prior_z=prior_z, mmd_kwargs=mmd_kwargs)
             return loss, {k: v.mean() for k, v in terms.items()}
 
-        return adam_update(loss_fn, params, opt_state, tx)
+        return adam_update(loss_fn, params, opt_state, tx, lr_scale)
 
     return train_step
 
@@ -83,10 +83,10 @@ class JaxTextEngine:
         model.eval()
         return model
 
-    def train_step(self, batch: TextBatch, step: int, kl_weight: float) -> dict[str, float]:
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0) -> dict[str, float]:
         self.params, self.opt_state, terms = self._step(
             self.params, self.opt_state, self.rest, self.key, jnp.asarray(batch.tokens), jnp.asarray(batch.lengths),
-            step, jnp.asarray(kl_weight, self.dtype))
+            step, jnp.asarray(kl_weight, self.dtype), jnp.asarray(lr_scale, self.dtype))
         return {k: float(v) for k, v in terms.items()}
 
     def evaluate(self, batches) -> dict:

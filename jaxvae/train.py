@@ -46,10 +46,13 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_cfg: LossCo
     return train_step
 
 
-def adam_update(loss_fn, params, opt_state, tx: optax.GradientTransformation):
-    """One optimiser step on ``loss_fn(params) -> (loss, terms)``: (params, opt_state, terms)."""
+def adam_update(loss_fn, params, opt_state, tx: optax.GradientTransformation, lr_scale=None):
+    """One optimiser step on ``loss_fn(params) -> (loss, terms)``: (params, opt_state, terms).
+    ``lr_scale`` multiplies the step (for Adam, the same as multiplying its learning rate)."""
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
+    if lr_scale is not None:
+        updates = jax.tree.map(lambda u: u * lr_scale, updates)
     return optax.apply_updates(params, updates), opt_state, terms
 
 

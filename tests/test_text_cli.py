@@ -38,6 +38,59 @@ def write_corpus(folder: Path, sizes=(("train", 200), ("valid", 40), ("test", 40
     return folder
 
 
+def test_lr_decay_hand_values_and_old_run_folders():
+    tt = TextTrainConfig(lr_decay_start=6, lr_decay=0.5)  # the defaults
+    assert TextTrainConfig() == tt
+    assert [tt.lr_scale(s, 10) for s in (0, 59, 60, 69, 70, 99)] == [1, 1, 0.5, 0.5, 0.25, 0.0625]
+    assert [TextTrainConfig(lr_decay_start=0, lr_decay=0.8).lr_scale(s, 10) for s in (0, 10)] == pytest.approx([0.8, 0.64])
+    assert TextTrainConfig(lr_decay=1.0).lr_scale(10**6, 10) == 1
+    # a config.json written before the decay existed loads as what that run did: a constant rate
+    d = RunConfig(task="text", text_train=TextTrainConfig()).to_dict()
+    del d["text_train"]["lr_decay"], d["text_train"]["lr_decay_start"]
+    assert RunConfig.from_dict(d).text_train.lr_scale(10**6, 10) == 1
+    for bad in ({"lr_decay": 0}, {"lr_decay": 1.5}, {"lr_decay_start": -1}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            TextTrainConfig(**bad)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_engine_step_scales_with_lr_scale(backend, tmp_path):
+    """Adam's first step is lr * g / (|g| + eps): with lr_scale 0.3 every parameter moves 0.3 times as far."""
+    import numpy as np
+
+    from vaecore.text_config import TextModelConfig
+    from vaecore.text_data import TextBatch
+
+    cfg = RunConfig(backend=backend, task="text", text=TextModelConfig(vocab_size=12, embed_dim=8, hidden_dim=8,
+                                                                      latent_dim=3),
+                    text_train=TextTrainConfig())
+    tokens = np.array([[1, 5, 6, 7, 2, 0], [1, 8, 9, 10, 11, 2]], np.int32)
+    batch = TextBatch(tokens, np.array([5, 6], np.int32))
+
+    def moved(lr_scale):
+        if backend == "torch":
+            from torchvae.text_train import TorchTextEngine as Engine
+
+            def flat(e):
+                return np.concatenate([p.detach().numpy().ravel() for p in e._model.parameters()])
+        else:
+            import jax
+
+            from jaxvae.text_train import JaxTextEngine as Engine
+
+            def flat(e):
+                return np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(e.params)])
+        engine = Engine(cfg, tmp_path / f"{lr_scale}")
+        before = flat(engine)
+        engine.train_step(batch, 0, 1.0, lr_scale)
+        return flat(engine) - before
+
+    full, scaled = moved(1.0), moved(0.3)
+    assert np.abs(full).max() > 0.5e-3  # the step is about lr = 1e-3 on every parameter with a gradient
+    # float32 parameters of size ~1 hold a 3e-4 step to about 1e-7
+    np.testing.assert_allclose(scaled, 0.3 * full, rtol=1e-4, atol=2e-7)
+
+
 def test_text_train_config_schedules_and_json_round_trip(tmp_path):
     tt = TextTrainConfig(kl_schedule="linear", kl_warmup_steps=10)
     assert [tt.schedule(0.5, 100)(s) for s in (0, 5, 10, 50)] == [0.0, 0.25, 0.5, 0.5]
@@ -68,7 +121,7 @@ def finished(request, corpus, tmp_path_factory):
     out = run("--backend", request.param, *TINY, "--data", str(corpus), "--max-steps", "30", "--log-every", "10",
               "--checkpoint-every", "10", "--kl-schedule", "linear", "--kl-warmup-steps", "20", "--loss", "mmd",
               "--lambda", "10", "--max-len", "8", "--num-samples", "4", "--interp-steps", "5",
-              "--workdir", str(work))
+              "--lr-decay-start", "1", "--lr-decay", "0.5", "--workdir", str(work))
     assert out.returncode == 0, out.stderr
     return request.param, work, out.stdout
 
@@ -96,6 +149,8 @@ def test_run_folder_has_consistent_numbers(finished, corpus):
     assert [row["step"] for row in train] == [10, 20, 30]
     # the KL weight of the last step of each interval: linear warm-up over 20 steps
     assert [row["kl_weight"] for row in train] == pytest.approx([9 / 20, 19 / 20, 1.0])
+    # the learning rate of the last step of each interval (steps 9, 19, 29 are in epochs 0, 1, 2)
+    assert [row["lr"] for row in train] == pytest.approx([1e-3, 5e-4, 2.5e-4])
     assert all(row["mmd"] != 0 and row["neg_elbo"] == pytest.approx(row["recon"] + row["kl"]) for row in train)
     valid = [row for row in rows if row["split"] == "valid"]
     assert [row["step"] for row in valid] == [12, 24]
@@ -169,7 +224,7 @@ def test_sigkill_and_resume_gives_the_same_results(backend, corpus, tmp_path):
     args = ["--backend", backend, "--task", "text", "--data", str(corpus), "--embed-dim", "32", "--hidden-dim", "64",
             "--latent-dim", "4", "--batch-size", "8", "--max-steps", "120", "--checkpoint-every", "10",
             "--log-every", "5", "--kl-schedule", "cyclical", "--free-bits", "0.05", "--seed", "3",
-            "--num-samples", "3"]
+            "--num-samples", "3", "--lr-decay-start", "2", "--lr-decay", "0.7"]
     train_cmd = [sys.executable, str(ROOT / "train.py"), *args]
     straight = tmp_path / "straight"
     subprocess.run([*train_cmd, "--workdir", str(straight)], check=True, capture_output=True, timeout=600, env=ENV)

@@ -39,7 +39,7 @@ class TorchTextEngine:
     def model(self) -> SentenceVAE:
         return self._model.eval()
 
-    def train_step(self, batch: TextBatch, step: int, kl_weight: float) -> dict[str, float]:
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0) -> dict[str, float]:
         mc, lc = self.cfg.text, self.cfg.loss
         tokens, lengths = torch.as_tensor(batch.tokens), torch.as_tensor(batch.lengths)
         shape = (tokens.shape[0], mc.latent_dim)
@@ -57,6 +57,8 @@ class TorchTextEngine:
                                     mmd_kwargs={"kernel": lc.kernel, "bandwidth": lc.bandwidth,
                                                 "estimator": lc.estimator})
         loss.backward()
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.train.lr * lr_scale
         self.opt.step()
         return {k: float(v.detach().mean()) for k, v in terms.items()}
 

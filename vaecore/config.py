@@ -145,7 +145,10 @@ class TextTrainConfig:
     """What the sentence-VAE task adds to training: the KL-weight schedule (``vaecore.schedules``;
     its peak is ``LossConfig.kl_weight``), free bits (nats per latent dimension), and how the corpus
     becomes data (``max_len``: words kept per sentence in every split, None keeps all; ``min_freq``
-    and ``max_vocab`` shape the vocabulary built on the train split)."""
+    and ``max_vocab`` shape the vocabulary built on the train split), and the learning-rate decay:
+    the first ``lr_decay_start`` epochs train at ``TrainConfig.lr``, and every epoch after them
+    multiplies it by ``lr_decay`` (1 keeps it constant). The defaults (6, 0.5) are what the PTB results
+    in the README were trained with."""
 
     kl_schedule: str = "logistic"
     kl_warmup_steps: int = 5000
@@ -157,6 +160,8 @@ class TextTrainConfig:
     max_len: int | None = None
     min_freq: int = 1
     max_vocab: int | None = None
+    lr_decay_start: int = 6
+    lr_decay: float = 0.5
 
     def __post_init__(self) -> None:
         check_choice("kl_schedule", self.kl_schedule, KL_SCHEDULES)
@@ -171,6 +176,17 @@ class TextTrainConfig:
         check_positive("min_freq", self.min_freq)
         if self.max_vocab is not None and self.max_vocab <= 4:
             raise ConfigError(f"max_vocab must be > 4 (the special tokens); got {self.max_vocab!r}")
+        if not isinstance(self.lr_decay_start, int) or self.lr_decay_start < 0:
+            raise ConfigError(f"lr_decay_start must be an integer >= 0 (epochs at the full learning rate); "
+                              f"got {self.lr_decay_start!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1] (1 keeps the learning rate constant); got {self.lr_decay!r}")
+
+    def lr_scale(self, step: int, steps_per_epoch: int) -> float:
+        """The factor on ``TrainConfig.lr`` at ``step`` (0-based): 1 for the first ``lr_decay_start``
+        epochs, then ``lr_decay`` to the power of the number of epochs past them, this one included."""
+        epochs_past = step // steps_per_epoch - self.lr_decay_start + 1
+        return self.lr_decay ** max(0, epochs_past)
 
     def schedule(self, kl_weight: float, total_steps: int):
         """The KL-weight schedule (``weight = schedule(step)``) peaking at ``kl_weight``."""
@@ -225,12 +241,20 @@ class RunConfig:
             loss=LossConfig(**tuples(d["loss"])),
             train=TrainConfig(**d["train"]),
             text=text,
-            text_train=TextTrainConfig(**d["text_train"]) if d.get("text_train") is not None else None,
+            text_train=text_train_from_dict(d.get("text_train")),
         )
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def text_train_from_dict(d: dict | None) -> TextTrainConfig | None:
+    if d is None:
+        return None
+    if "lr_decay" not in d:  # saved before the learning-rate decay existed: those runs kept it constant
+        d = {**d, "lr_decay_start": 0, "lr_decay": 1.0}
+    return TextTrainConfig(**d)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -2,8 +2,8 @@
 ``vaecore.loop`` (same run folder, checkpoints, resume, NaN stop and metrics). A backend supplies
 an *engine* with the numeric parts:
 
-- ``train_step(batch, step, kl_weight) -> dict[str, float]`` one optimiser step on a ``TextBatch``,
-  batch means of recon, kl, mmd, total; eps, the word-dropout mask, embedding dropout and the MMD's
+- ``train_step(batch, step, kl_weight, lr_scale) -> dict[str, float]`` one optimiser step on a
+  ``TextBatch`` with the learning rate ``TrainConfig.lr * lr_scale``; batch means of recon, kl, mmd, total; eps, the word-dropout mask, embedding dropout and the MMD's
   prior samples are derived from ``(seed, step)``, so a resumed run draws the same noise;
 - ``evaluate(batches) -> dict`` the backend's ``evaluate_text`` (one z per sentence, noise from the
   seed and the batch index, no dropout) with the posterior means and log-variances kept, and
@@ -43,7 +43,7 @@ class TextEngine(Protocol):
     decoding: Any
     evaluation: Any
 
-    def train_step(self, batch: TextBatch, step: int, kl_weight: float) -> dict[str, float]: ...
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float) -> dict[str, float]: ...
     def evaluate(self, batches: Iterator[TextBatch]) -> dict: ...
     def model(self) -> Any: ...
     def save(self, step: int, meta: dict) -> None: ...
@@ -143,9 +143,9 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
     try:
         batches = train_batches(train, tc.batch_size, tc.seed, start)
         for step, batch in zip(range(start, total_steps), batches):
-            kl_weight = schedule(step)
+            kl_weight, lr_scale = schedule(step), tt.lr_scale(step, per_epoch)
             t0 = time.perf_counter()
-            out = engine.train_step(batch, step, kl_weight)  # returns floats: the step has finished
+            out = engine.train_step(batch, step, kl_weight, lr_scale)  # returns floats: the step has finished
             acc_time += time.perf_counter() - t0
             check_finite(out, step + 1, last_ckpt, workdir)
             for k, v in out.items():
@@ -159,7 +159,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
                 tps = acc_tokens / acc_time
                 writer.write(done, "train", {**means, "neg_elbo": means["recon"] + means["kl"],
                                              "recon_per_token": acc_recon / acc_tokens, "kl_weight": kl_weight,
-                                             "tokens_per_s": tps,
+                                             "lr": tc.lr * lr_scale, "tokens_per_s": tps,
                                              "epoch": done / per_epoch})
                 bar.set_postfix(loss=f"{means['total']:.2f}", kl=f"{means['kl']:.2f}", w=f"{kl_weight:.3f}",
                                 tok_s=f"{tps:.0f}")
