@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability that a decoder input word becomes <unk> (Bowman et al.)")
     g.add_argument("--embedding-dropout", type=float, default=d_sent.embedding_dropout,
                    help="dropout on the decoder's input embeddings")
+    g.add_argument("--output-dropout", type=float, default=d_sent.output_dropout,
+                   help="dropout on the decoder's RNN outputs, before the vocabulary projection")
     g.add_argument("--z-every-step", action="store_true", help="also feed z to the decoder at every step")
     g.add_argument("--decoder-init-tanh", action="store_true", help="tanh on the decoder's initial state from z")
     g.add_argument("--max-len", type=int, default=None,
@@ -136,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-decay-start", type=int, default=d_text.lr_decay_start,
                    help="text: epochs trained at the full --lr before the learning-rate decay starts")
     g.add_argument("--lr-decay", type=float, default=d_text.lr_decay,
-                   help="text: factor on the learning rate for every epoch after --lr-decay-start (1: constant)")
+                   help="text: factor on the learning rate for every epoch after --lr-decay-start "
+                        "(default 1: constant)")
 
     g = p.add_argument_group("generated text (end of a text run, and --sample / --interpolate on a run folder)")
     g.add_argument("--sample", action="store_true",
@@ -190,6 +193,7 @@ RESUMABLE_CHANGES = {"epochs", "max_steps"}
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
 IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization"}
 TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "word_dropout", "embedding_dropout",
+             "output_dropout",
              "z_every_step", "decoder_init_tanh", "max_len", "min_freq", "max_vocab", "kl_schedule",
              "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
              "lr_decay_start", "lr_decay",
@@ -206,7 +210,7 @@ def text_configs(args: argparse.Namespace, latent_dim: int):
         model = TextModelConfig(
             vocab_size=PENDING_VOCAB_SIZE, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
             latent_dim=latent_dim, rnn=args.rnn, num_layers=args.num_layers, bidirectional=args.bidirectional,
-            embedding_dropout=args.embedding_dropout, word_dropout=args.word_dropout,
+            embedding_dropout=args.embedding_dropout, word_dropout=args.word_dropout, output_dropout=args.output_dropout,
             z_every_step=args.z_every_step, decoder_init_tanh=args.decoder_init_tanh)
     except ValueError as e:
         raise ConfigError(str(e)) from None

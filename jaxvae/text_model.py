@@ -8,8 +8,8 @@ format (``tokens`` [B, T] = <bos> w1..wn <eos> <pad>..., ``lengths`` [B] = n + 2
 the embedding N(0, 1).
 
 Randomness is explicit: ``eps`` (reparameterisation noise), ``word_mask`` (word dropout) and
-``prior_z`` (MMD prior samples) are inputs; only embedding dropout draws from the module's
-``nnx.Rngs`` (parity tests run it off).
+``prior_z`` (MMD prior samples) are inputs; only embedding and output dropout draw from the
+module's ``nnx.Rngs`` (parity tests run them off).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class SentenceVAE(nnx.Module):
         self.decoder_rnn = make_rnn(c.rnn, dec_in, c.hidden_dim, c.num_layers, False, rngs=rngs,
                                     param_dtype=param_dtype)
         self.output = _torch_linear(c.hidden_dim, c.vocab_size, rngs, param_dtype)
+        self.output_dropout = nnx.Dropout(c.output_dropout, rngs=rngs)  # last: parameter init is unchanged
 
     def encode(self, tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
         """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>."""
@@ -94,7 +95,7 @@ class SentenceVAE(nnx.Module):
             inputs = jnp.where(word_mask & (inputs != BOS_ID), UNK_ID, inputs)
         emb = self.embedding_dropout(self.embedding(inputs))
         out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), None, self.initial_state(z))
-        return self.output(out)
+        return self.output(self.output_dropout(out))
 
     def decoder_step(self, token: jax.Array, state, z: jax.Array):
         """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""

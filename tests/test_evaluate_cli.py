@@ -200,5 +200,8 @@ def test_setup_summary_tells_the_runs_of_a_comparison_apart():
     text["text_train"].update(kl_schedule="cyclical", kl_cycles=4, kl_cycle_ratio=0.5, free_bits=0.1)
     assert setup_summary(text) == ("alpha 1, lambda 10, imq; cyclical KL (4 cycles, ratio 0.5); free bits 0.1; "
                                    "word dropout 0.25")
+    text["text"]["output_dropout"] = 0.5
+    text["text_train"].update(lr_decay=0.5, lr_decay_start=6)
+    assert setup_summary(text).endswith("word dropout 0.25; output dropout 0.5; lr x0.5 per epoch after 6")
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 1.0}}) == "-"
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 0.5}}) == "KL weight 0.5"

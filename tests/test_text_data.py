@@ -149,6 +149,7 @@ def test_embedded_ptb_matches_shared_copy():
         ({"vocab_size": 0}, "vocab_size"),
         ({"rnn": "rnn"}, "rnn"),
         ({"word_dropout": 1.0}, "word_dropout"),
+        ({"output_dropout": 1.0}, "output_dropout"),
         ({"hidden_dim": 2.5}, "hidden_dim"),
         ({"bidirectional": 1}, "bidirectional"),
     ],

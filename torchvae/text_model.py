@@ -7,8 +7,8 @@ are described in ``vaecore.text_config``; the batch format (``tokens`` [B, T] = 
 so padding never reaches its final state; the decoder runs unpacked (its outputs past a sentence's
 end are masked out of the loss and cannot influence earlier positions).
 
-Randomness is explicit: ``eps``, ``word_mask`` and ``prior_z`` are inputs; only embedding dropout
-draws from torch's RNG (parity tests run the model in eval mode).
+Randomness is explicit: ``eps``, ``word_mask`` and ``prior_z`` are inputs; only embedding and output
+dropout draw from torch's RNG (parity tests run the model in eval mode).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class SentenceVAE(nn.Module):
         dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
         self.decoder_rnn = RNNS[c.rnn](dec_in, c.hidden_dim, c.num_layers, batch_first=True)
         self.output = nn.Linear(c.hidden_dim, c.vocab_size)
+        self.output_dropout = nn.Dropout(c.output_dropout)
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>."""
@@ -78,7 +79,7 @@ class SentenceVAE(nn.Module):
             inputs = torch.where(word_mask & (inputs != BOS_ID), torch.full_like(inputs, UNK_ID), inputs)
         emb = self.embedding_dropout(self.embedding(inputs))
         out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), self.initial_state(z))
-        return self.output(out)
+        return self.output(self.output_dropout(out))
 
     def decoder_step(self, token: torch.Tensor, state, z: torch.Tensor):
         """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""

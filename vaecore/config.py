@@ -147,8 +147,7 @@ class TextTrainConfig:
     becomes data (``max_len``: words kept per sentence in every split, None keeps all; ``min_freq``
     and ``max_vocab`` shape the vocabulary built on the train split), and the learning-rate decay:
     the first ``lr_decay_start`` epochs train at ``TrainConfig.lr``, and every epoch after them
-    multiplies it by ``lr_decay`` (1 keeps it constant). The defaults (6, 0.5) are what the PTB results
-    in the README were trained with."""
+    multiplies it by ``lr_decay`` (1, the default, keeps it constant)."""
 
     kl_schedule: str = "logistic"
     kl_warmup_steps: int = 5000
@@ -161,7 +160,7 @@ class TextTrainConfig:
     min_freq: int = 1
     max_vocab: int | None = None
     lr_decay_start: int = 6
-    lr_decay: float = 0.5
+    lr_decay: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice("kl_schedule", self.kl_schedule, KL_SCHEDULES)

@@ -67,7 +67,8 @@ def _g(value: Any) -> str:
 
 def setup_summary(config: dict) -> str:
     """What tells runs of one objective apart, in a few words: the MMD's alpha, lambda and kernel; for
-    text the KL schedule (with its parameters), free bits and word dropout; a KL weight other than 1.
+    text the KL schedule (with its parameters), free bits, word and output dropout, the learning-rate
+    decay; a KL weight other than 1.
     E.g. "logistic KL (k 0.0025, x0 2500)", "alpha 1, lambda 1, imq; constant KL"."""
     loss, parts = config.get("loss", {}), []
     if loss.get("objective") == "mmd":
@@ -84,8 +85,12 @@ def setup_summary(config: dict) -> str:
         parts.append(f"{schedule} KL{detail}")
         if text_train.get("free_bits"):
             parts.append(f"free bits {_g(text_train['free_bits'])}")
-        if (config.get("text") or {}).get("word_dropout"):
-            parts.append(f"word dropout {_g(config['text']['word_dropout'])}")
+        text = config.get("text") or {}
+        for name in ("word_dropout", "output_dropout"):
+            if text.get(name):
+                parts.append(f"{name.replace('_', ' ')} {_g(text[name])}")
+        if text_train.get("lr_decay", 1.0) != 1.0:
+            parts.append(f"lr x{_g(text_train['lr_decay'])} per epoch after {_g(text_train.get('lr_decay_start'))}")
     return "; ".join(parts) or "-"
 
 
@@ -96,7 +101,8 @@ def config_summary(config: dict) -> list[list[Any]]:
     if config.get("task") == "text" and config.get("text"):
         text = config["text"]
         rows += [["model", (f"{text.get('rnn')} {text.get('num_layers')}x{text.get('hidden_dim')}, "
-                           f"embed {text.get('embed_dim')}")], ["latent_dim", text.get("latent_dim")]]
+                           f"embed {text.get('embed_dim')}, embedding dropout {text.get('embedding_dropout')}")],
+                 ["latent_dim", text.get("latent_dim")]]
     else:
         sizes = model.get("hidden_sizes") if model.get("kind") == "mlp" else model.get("conv_channels")
         rows += [["model", f"{model.get('kind')} {sizes}"], ["latent_dim", model.get("latent_dim")]]
