@@ -147,7 +147,8 @@ class TextTrainConfig:
     becomes data (``max_len``: words kept per sentence in every split, None keeps all; ``min_freq``
     and ``max_vocab`` shape the vocabulary built on the train split), and the learning-rate decay:
     the first ``lr_decay_start`` epochs train at ``TrainConfig.lr``, and every epoch after them
-    multiplies it by ``lr_decay`` (1, the default, keeps it constant)."""
+    multiplies it by ``lr_decay`` (1, the default, keeps it constant; a config.json saved before the
+    decay existed loads with that default, which is what those runs did)."""
 
     kl_schedule: str = "logistic"
     kl_warmup_steps: int = 5000
@@ -240,20 +241,12 @@ class RunConfig:
             loss=LossConfig(**tuples(d["loss"])),
             train=TrainConfig(**d["train"]),
             text=text,
-            text_train=text_train_from_dict(d.get("text_train")),
+            text_train=TextTrainConfig(**d["text_train"]) if d.get("text_train") is not None else None,
         )
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def text_train_from_dict(d: dict | None) -> TextTrainConfig | None:
-    if d is None:
-        return None
-    if "lr_decay" not in d:  # saved before the learning-rate decay existed: those runs kept it constant
-        d = {**d, "lr_decay_start": 0, "lr_decay": 1.0}
-    return TextTrainConfig(**d)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

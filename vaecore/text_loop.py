@@ -3,8 +3,9 @@
 an *engine* with the numeric parts:
 
 - ``train_step(batch, step, kl_weight, lr_scale) -> dict[str, float]`` one optimiser step on a
-  ``TextBatch`` with the learning rate ``TrainConfig.lr * lr_scale``; batch means of recon, kl, mmd, total; eps, the word-dropout mask, embedding dropout and the MMD's
-  prior samples are derived from ``(seed, step)``, so a resumed run draws the same noise;
+  ``TextBatch`` with the learning rate ``TrainConfig.lr * lr_scale``; batch means of recon, kl, mmd,
+  total; eps, the word-dropout mask, embedding and output dropout and the MMD's prior samples are
+  derived from ``(seed, step)``, so a resumed run draws the same noise;
 - ``evaluate(batches) -> dict`` the backend's ``evaluate_text`` (one z per sentence, noise from the
   seed and the batch index, no dropout) with the posterior means and log-variances kept, and
   ``evaluation`` the backend's evaluation module (mutual information);
