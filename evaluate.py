@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vaecore import evaluation
-from vaecore.config import ConfigError, RunConfig
+from vaecore.config import ConfigError, RunConfig, on_any_device
 
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 8, 10
 LATENT_POINTS = 5000
@@ -86,7 +86,7 @@ def load_config(workdir: Path) -> RunConfig:
     if not path.exists():
         raise UsageError(f"--workdir {workdir}: no config.json (not a run folder)")
     try:
-        return RunConfig.load(path)
+        return on_any_device(RunConfig.load(path))
     except (json.JSONDecodeError, KeyError, TypeError, ConfigError, ValueError) as e:
         raise UsageError(f"{path}: unreadable run configuration ({type(e).__name__}: {e})") from None
 

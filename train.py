@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--binarization", choices=BINARIZATIONS, default=d_train.binarization,
                    help="MNIST: dynamic: fresh Bernoulli pixels each epoch; fixed: one draw")
     g.add_argument("--dtype", choices=DTYPES, default=d_train.dtype, help="floating-point type of parameters and data")
+    g.add_argument("--device", default=d_train.device,
+                   help="--backend torch: auto (the GPU when torch sees one), cpu, cuda or cuda:N; may change on "
+                        "--resume. JAX runs on its default backend (JAX_PLATFORMS=cpu forces the CPU)")
     g.add_argument("--checkpoint-every", type=int, default=d_train.checkpoint_every, help="steps between checkpoints")
     g.add_argument("--keep-checkpoints", type=int, default=d_train.keep_checkpoints,
                    help="how many of the newest checkpoints to keep")
@@ -187,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Flags that may differ between a run and its --resume (everything else must match config.json).
-RESUMABLE_CHANGES = {"epochs", "max_steps"}
+RESUMABLE_CHANGES = {"epochs", "max_steps", "device"}
 
 
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
@@ -233,7 +236,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         loss=LossConfig(objective=args.loss, alpha=args.alpha, lam=args.lam, kernel=args.mmd_kernel,
                         bandwidth=args.mmd_bandwidth, estimator=args.mmd_estimator, kl_weight=args.kl_weight),
         train=TrainConfig(epochs=args.epochs, max_steps=args.max_steps, batch_size=batch_size, lr=args.lr,
-                          seed=args.seed, binarization=args.binarization, dtype=args.dtype,
+                          seed=args.seed, binarization=args.binarization, dtype=args.dtype, device=args.device,
                           checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                           log_every=args.log_every),
     )
@@ -276,6 +279,8 @@ def resumed_config(saved: RunConfig, args: argparse.Namespace, given: set[str]) 
         train = dataclasses.replace(train, epochs=args.epochs)
     if "max_steps" in given:
         train = dataclasses.replace(train, max_steps=args.max_steps)
+    if "device" in given:
+        train = dataclasses.replace(train, device=args.device)
     return dataclasses.replace(saved, train=train)
 
 
@@ -302,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{workdir} already holds a run's checkpoints; pass --resume to continue it "
                               f"or choose another --workdir")
         check_task_flags(cfg.task, given)
+        if cfg.backend == "jax" and "device" in given and args.device != "auto":
+            raise ConfigError(f"--device {args.device} applies to --backend torch; JAX runs on its default backend "
+                              f"(set JAX_PLATFORMS=cpu to force the CPU)")
         if cfg.task == "text":
             results = train_text(cfg, workdir, args)
         else:

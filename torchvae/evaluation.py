@@ -103,10 +103,11 @@ class ImageModel:
     def __init__(self, vae: torch.nn.Module):
         self.vae = vae.eval()
         self.latent_dim = vae.cfg.latent_dim
-        self.dtype = next(vae.parameters()).dtype
+        param = next(vae.parameters())
+        self.dtype, self.device = param.dtype, param.device
 
     def prepare(self, batch: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(batch), dtype=self.dtype)
+        return torch.as_tensor(np.asarray(batch), dtype=self.dtype).to(self.device)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.vae.encode(x)
@@ -120,12 +121,12 @@ class ImageModel:
     @torch.no_grad()
     def posterior_mean(self, images: np.ndarray) -> np.ndarray:
         """E_q[z|x] for images [N, 784] -> [N, D] (numpy)."""
-        return self.vae.encode(self.prepare(images))[0].float().numpy()
+        return self.vae.encode(self.prepare(images))[0].float().cpu().numpy()
 
     @torch.no_grad()
     def decode_probs(self, z: np.ndarray) -> np.ndarray:
         """Bernoulli means sigmoid(decode(z)) for z [N, D] -> [N, 784] (numpy)."""
-        return torch.sigmoid(self.vae.decode(torch.as_tensor(z, dtype=self.dtype))).float().numpy()
+        return torch.sigmoid(self.vae.decode(self.prepare(z))).float().cpu().numpy()
 
 
 class TextModel:
@@ -135,10 +136,11 @@ class TextModel:
     def __init__(self, vae: torch.nn.Module):
         self.vae = vae.eval()
         self.latent_dim = vae.config.latent_dim
-        self.dtype = next(vae.parameters()).dtype
+        param = next(vae.parameters())
+        self.dtype, self.device = param.dtype, param.device
 
     def prepare(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.as_tensor(batch.tokens), torch.as_tensor(batch.lengths)
+        return torch.as_tensor(batch.tokens).to(self.device), torch.as_tensor(batch.lengths).to(self.device)
 
     def encode(self, x: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.vae.encode(*x)

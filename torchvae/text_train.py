@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from torchvae import decoding, evaluation
+from torchvae import decoding, device, evaluation
 from torchvae.checkpoint import Checkpoints
 from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from vaecore import rng, text_loop
@@ -29,8 +29,9 @@ class TorchTextEngine:
         tc = cfg.train
         self.dtype = getattr(torch, tc.dtype)
         self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
+        self.device = device.resolve(tc.device)
         torch.manual_seed(tc.seed)
-        self._model = SentenceVAE(cfg.text).to(self.dtype)
+        self._model = SentenceVAE(cfg.text).to(self.dtype).to(self.device)
         self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
 
     def _generator(self, *parts: int) -> torch.Generator:
@@ -41,14 +42,16 @@ class TorchTextEngine:
 
     def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0) -> dict[str, float]:
         mc, lc = self.cfg.text, self.cfg.loss
-        tokens, lengths = torch.as_tensor(batch.tokens), torch.as_tensor(batch.lengths)
+        dev = self.device
+        tokens, lengths = torch.as_tensor(batch.tokens).to(dev), torch.as_tensor(batch.lengths).to(dev)
         shape = (tokens.shape[0], mc.latent_dim)
-        eps = torch.randn(shape, generator=self._generator(step, rng.EPS), dtype=self.dtype)
-        word_mask = torch.rand((tokens.shape[0], tokens.shape[1] - 1),
-                               generator=self._generator(step, text_loop.WORD_MASK)) < mc.word_dropout
-        prior_z = (torch.randn(shape, generator=self._generator(step, rng.PRIOR), dtype=self.dtype)
+        # drawn on the CPU from seeded generators, then moved: the same numbers on every device
+        eps = torch.randn(shape, generator=self._generator(step, rng.EPS), dtype=self.dtype).to(dev)
+        word_mask = (torch.rand((tokens.shape[0], tokens.shape[1] - 1),
+                                generator=self._generator(step, text_loop.WORD_MASK)) < mc.word_dropout).to(dev)
+        prior_z = (torch.randn(shape, generator=self._generator(step, rng.PRIOR), dtype=self.dtype).to(dev)
                    if lc.objective == "mmd" else None)
-        torch.manual_seed(rng.derived_seed(self.cfg.train.seed, step, text_loop.DROPOUT))  # embedding dropout
+        torch.manual_seed(rng.derived_seed(self.cfg.train.seed, step, text_loop.DROPOUT))  # dropout (CPU and CUDA)
         self._model.train()
         self.opt.zero_grad(set_to_none=True)
         loss, terms = sentence_loss(self._model, tokens, lengths, eps, word_mask, kl_weight=kl_weight,

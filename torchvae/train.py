@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torchvae import evaluation
+from torchvae import device, evaluation
 from torchvae.checkpoint import Checkpoints
 from torchvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from torchvae.mmd import mmd
@@ -28,14 +28,19 @@ class TorchEngine:
         self.cfg = cfg
         self.dtype = getattr(torch, cfg.train.dtype)
         self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
+        self.device = device.resolve(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
-        self.model = VAE(cfg.model).to(self.dtype)
+        self.model = VAE(cfg.model).to(self.dtype).to(self.device)
         tc = cfg.train
         self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
 
     def _normal(self, shape: tuple[int, ...], *parts: int) -> torch.Tensor:
+        """Drawn on the CPU from a seeded generator, then moved: the same numbers on every device."""
         g = torch.Generator().manual_seed(rng.derived_seed(self.cfg.train.seed, *parts))
-        return torch.randn(shape, generator=g, dtype=self.dtype)
+        return torch.randn(shape, generator=g, dtype=self.dtype).to(self.device)
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=self.dtype).to(self.device)
 
     def train_step(self, x: np.ndarray, step: int) -> dict[str, float]:
         shape = (len(x), self.cfg.model.latent_dim)
@@ -43,7 +48,7 @@ class TorchEngine:
         prior_z = self._normal(shape, step, rng.PRIOR) if self.cfg.loss.objective == "mmd" else None
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        loss, terms = vae_loss(self.model, torch.as_tensor(x, dtype=self.dtype), eps, prior_z, self.cfg.loss)
+        loss, terms = vae_loss(self.model, self._tensor(x), eps, prior_z, self.cfg.loss)
         loss.backward()
         self.opt.step()
         return {k: float(v.detach().mean()) for k, v in terms.items()}
@@ -53,7 +58,7 @@ class TorchEngine:
         """Loss terms with one posterior sample per image, the MMD against as many prior samples
         (batch means, floats), and the posterior ``mean``, ``logvar`` (numpy [B, D])."""
         self.model.eval()
-        xt = torch.as_tensor(x, dtype=self.dtype)
+        xt = self._tensor(x)
         shape = (len(x), self.cfg.model.latent_dim)
         mean, logvar = self.model.encode(xt)
         z = reparameterize(mean, logvar, self._normal(shape, rng.EVAL, index, rng.EPS))
@@ -67,14 +72,14 @@ class TorchEngine:
     @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:
         self.model.eval()
-        return torch.sigmoid(self.model.decode(torch.as_tensor(z, dtype=self.dtype))).float().numpy()
+        return torch.sigmoid(self.model.decode(self._tensor(z))).float().cpu().numpy()
 
     @torch.no_grad()
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Decoded posterior means: sigmoid(decode(E[z|x]))."""
         self.model.eval()
-        mean, _ = self.model.encode(torch.as_tensor(x, dtype=self.dtype))
-        return torch.sigmoid(self.model.decode(mean)).float().numpy()
+        mean, _ = self.model.encode(self._tensor(x))
+        return torch.sigmoid(self.model.decode(mean)).float().cpu().numpy()
 
     # --- checkpoints -------------------------------------------------------------------------
     def save(self, step: int, meta: dict) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ ESTIMATORS = ("unbiased", "biased")
 BINARIZATIONS = ("dynamic", "fixed")
 DTYPES = ("float32", "float64")
 KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class ConfigError(ValueError):
@@ -122,9 +124,12 @@ class TrainConfig:
     log_every: int = 50
     binarization: str = "dynamic"
     dtype: str = "float32"
+    device: str = "auto"  # torch engines: "auto" (CUDA when torch sees it), "cpu", "cuda", "cuda:N"
 
     def __post_init__(self) -> None:
         check_positive("epochs", self.epochs)
+        if not DEVICE_RE.match(str(self.device)):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         if self.max_steps is not None:
             check_positive("max_steps", self.max_steps)
         check_positive("batch_size", self.batch_size)
@@ -247,6 +252,12 @@ class RunConfig:
     @classmethod
     def load(cls, path: Path) -> RunConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def on_any_device(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with ``train.device`` "auto": a run folder read later (samples, evaluation) runs
+    wherever it is read, whatever device it was trained on."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="auto"))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

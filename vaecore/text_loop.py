@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vaecore.config import ConfigError, RunConfig, atomic_write_text
+from vaecore.config import ConfigError, RunConfig, atomic_write_text, on_any_device
 from vaecore.loop import check_finite, write_training_curves
 from vaecore.metrics import MetricsWriter, progress_bar
 from vaecore.text_data import TextBatch, TextData, TextDataError, TextDataset, Vocab, load_text_data
@@ -256,7 +256,7 @@ def write_text_outputs(engine: TextEngine, data: TextData, workdir: Path, cfg: R
 def open_run(workdir: Path, engine_factory) -> tuple[RunConfig, TextEngine, TextData, int]:
     """The newest checkpoint of a finished or running text run folder: config, engine, data, step."""
     workdir = Path(workdir)
-    cfg = RunConfig.load(workdir / "config.json")
+    cfg = on_any_device(RunConfig.load(workdir / "config.json"))
     if cfg.task != "text":
         raise ConfigError(f"{workdir} is a {cfg.task} run; --sample and --interpolate need a --task text run")
     data = load_data(cfg, Vocab.load(str(workdir / "vocab.json")))
