@@ -38,7 +38,8 @@ from vaecore.config import (
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 # Defaults that differ between the tasks (the flags default to None, meaning "the task's default").
-TASK_DEFAULTS = {"mnist": {"latent_dim": 20, "batch_size": 128}, "text": {"latent_dim": 32, "batch_size": 32}}
+TASK_DEFAULTS = {"mnist": {"latent_dim": 20, "batch_size": 128, "epochs": 10},
+                 "text": {"latent_dim": 32, "batch_size": 32, "epochs": 12}}
 RNN_KINDS = ("lstm", "gru")  # vaecore.text_config.RNN_KINDS (not imported: it is not needed for --help)
 
 
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unbiased U-statistic or biased V-statistic")
 
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=d_train.epochs,
+    g.add_argument("--epochs", type=int, default=None,
                    help="passes over the training set (text: PTB has 1,314 batches of 32 per epoch)")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
     g.add_argument("--batch-size", type=int, default=None,
@@ -227,6 +228,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     defaults = TASK_DEFAULTS[args.task]
     latent_dim = defaults["latent_dim"] if args.latent_dim is None else args.latent_dim
     batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
+    epochs = defaults["epochs"] if args.epochs is None else args.epochs
     text, text_train = text_configs(args, latent_dim) if args.task == "text" else (None, None)
     image_latent = latent_dim if args.task == "mnist" else ImageModelConfig().latent_dim
     return RunConfig(
@@ -235,7 +237,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                                conv_channels=tuple(args.conv_channels), conv_dense=args.conv_dense),
         loss=LossConfig(objective=args.loss, alpha=args.alpha, lam=args.lam, kernel=args.mmd_kernel,
                         bandwidth=args.mmd_bandwidth, estimator=args.mmd_estimator, kl_weight=args.kl_weight),
-        train=TrainConfig(epochs=args.epochs, max_steps=args.max_steps, batch_size=batch_size, lr=args.lr,
+        train=TrainConfig(epochs=epochs, max_steps=args.max_steps, batch_size=batch_size, lr=args.lr,
                           seed=args.seed, binarization=args.binarization, dtype=args.dtype, device=args.device,
                           checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                           log_every=args.log_every),

@@ -36,9 +36,11 @@ IMAGE_MODELS = {
     "conv": ImageModelConfig(kind="conv", latent_dim=5, conv_channels=(4, 8), conv_dense=32),
 }
 TEXT_MODELS = {
-    "lstm": TextModelConfig(vocab_size=40, embed_dim=12, hidden_dim=16, latent_dim=5, embedding_dropout=0.0),
+    "lstm": TextModelConfig(vocab_size=40, embed_dim=12, hidden_dim=16, latent_dim=5, embedding_dropout=0.0,
+                            output_dropout=0.0),
     "gru-bi": TextModelConfig(vocab_size=40, embed_dim=12, hidden_dim=16, latent_dim=5, rnn="gru",
-                              bidirectional=True, z_every_step=True, embedding_dropout=0.0),
+                              bidirectional=True, z_every_step=True, embedding_dropout=0.0,
+                              output_dropout=0.0),
 }
 SUMMARY_KEYS = ("nll", "neg_elbo", "recon", "kl", "mi")
 

@@ -58,7 +58,7 @@ def make_config(case) -> TextModelConfig:
     rnn, bi, layers, zstep, tanh = case
     return TextModelConfig(vocab_size=VOCAB, embed_dim=EMBED, hidden_dim=HIDDEN, latent_dim=LATENT, rnn=rnn,
                            num_layers=layers, bidirectional=bi, z_every_step=zstep, decoder_init_tanh=tanh,
-                           embedding_dropout=0.0)
+                           embedding_dropout=0.0, output_dropout=0.0)
 
 
 def make_inputs(dtype: str, seed: int = 0) -> dict[str, np.ndarray]:

@@ -45,7 +45,7 @@ def table_params(table: np.ndarray, latent: int = 2) -> dict[str, np.ndarray]:
 
 def table_config(latent: int = 2) -> TextModelConfig:
     return TextModelConfig(vocab_size=V, embed_dim=V, hidden_dim=V, latent_dim=latent, rnn="gru",
-                           embedding_dropout=0.0, word_dropout=0.0)
+                           embedding_dropout=0.0, word_dropout=0.0, output_dropout=0.0)
 
 
 def row(**probs: float) -> np.ndarray:
@@ -117,7 +117,7 @@ def test_sampling_is_inverse_cdf_of_the_uniforms(backend):
 
 def random_pair(seed: int = 0):
     config = TextModelConfig(vocab_size=30, embed_dim=8, hidden_dim=12, latent_dim=4, rnn="lstm", num_layers=2,
-                             z_every_step=True, embedding_dropout=0.0)
+                             z_every_step=True, embedding_dropout=0.0, output_dropout=0.0)
     torch.manual_seed(seed)
     tmodel = ttm.SentenceVAE(config).eval()
     params = torch_export(tmodel)

@@ -39,15 +39,22 @@ def write_corpus(folder: Path, sizes=(("train", 200), ("valid", 40), ("test", 40
 
 
 def test_lr_decay_hand_values_and_old_run_folders():
-    assert TextTrainConfig().lr_scale(10**6, 10) == 1  # the default: a constant rate
+    # the default: 8 epochs at the full rate, then x0.6 per epoch
+    assert [TextTrainConfig().lr_scale(s, 10) for s in (0, 79, 80, 90, 119)] == pytest.approx([1, 1, 0.6, 0.36, 0.6**4])
     tt = TextTrainConfig(lr_decay_start=6, lr_decay=0.5)
     assert [tt.lr_scale(s, 10) for s in (0, 59, 60, 69, 70, 99)] == [1, 1, 0.5, 0.5, 0.25, 0.0625]
     assert [TextTrainConfig(lr_decay_start=0, lr_decay=0.8).lr_scale(s, 10) for s in (0, 10)] == pytest.approx([0.8, 0.64])
     assert TextTrainConfig(lr_decay=1.0).lr_scale(10**6, 10) == 1
-    # a config.json written before the decay existed loads as what that run did: a constant rate
-    d = RunConfig(task="text", text_train=TextTrainConfig()).to_dict()
-    del d["text_train"]["lr_decay"], d["text_train"]["lr_decay_start"]
-    assert RunConfig.from_dict(d).text_train.lr_scale(10**6, 10) == 1
+    # a config.json written before the decay (and output dropout) existed loads as what that run
+    # did: a constant rate, no output dropout
+    from vaecore.text_config import TextModelConfig
+
+    d = RunConfig(task="text", text=TextModelConfig(vocab_size=9), text_train=TextTrainConfig()).to_dict()
+    del d["text_train"]["lr_decay"], d["text_train"]["lr_decay_start"], d["text"]["output_dropout"]
+    old = RunConfig.from_dict(d)
+    assert old.text_train.lr_scale(10**6, 10) == 1 and old.text.output_dropout == 0.0
+    assert RunConfig.from_dict(RunConfig(task="text", text=TextModelConfig(vocab_size=9),
+                                         text_train=TextTrainConfig()).to_dict()).text.output_dropout == 0.25
     for bad in ({"lr_decay": 0}, {"lr_decay": 1.5}, {"lr_decay_start": -1}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             TextTrainConfig(**bad)
@@ -104,7 +111,8 @@ def test_text_train_config_schedules_and_json_round_trip(tmp_path):
 
     args = train.build_parser().parse_args(["--task", "text", "--rnn", "gru", "--max-len", "9", "--free-bits", "0.1"])
     cfg = train.config_from_args(args)
-    assert cfg.text.latent_dim == 32 and cfg.train.batch_size == 32  # the text defaults
+    assert cfg.text.latent_dim == 32 and cfg.train.batch_size == 32 and cfg.train.epochs == 12  # the text defaults
+    assert train.config_from_args(train.build_parser().parse_args([])).train.epochs == 10  # MNIST's
     cfg.save(tmp_path / "config.json")
     assert RunConfig.load(tmp_path / "config.json") == cfg
 
