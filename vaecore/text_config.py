@@ -41,7 +41,7 @@ class TextModelConfig:
     - ``output_dropout=0.25``: dropout on the decoder's RNN outputs before the vocabulary projection
       (Zaremba et al.'s non-recurrent dropout). Without it the decoder overfits PTB within a few
       epochs; with 0.25 on both the input embeddings and the outputs, 256/256 kept improving over
-      12 epochs and matched the 300/512 settings we measured at a third of the cost (README,
+      12 epochs and matched the 300/512 settings we measured at about half the cost per epoch (README,
       "Sentence VAE"). A config.json saved before it existed loads with 0, as that run trained.
     - ``decoder_init_tanh=False``: Bowman et al. map z to the decoder state with a plain linear.
     """
