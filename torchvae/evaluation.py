@@ -107,7 +107,7 @@ class ImageModel:
         self.dtype, self.device = param.dtype, param.device
 
     def prepare(self, batch: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(batch), dtype=self.dtype).to(self.device)
+        return torch.as_tensor(np.asarray(batch), dtype=self.dtype, device=self.device)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.vae.encode(x)
@@ -140,7 +140,7 @@ class TextModel:
         self.dtype, self.device = param.dtype, param.device
 
     def prepare(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.as_tensor(batch.tokens).to(self.device), torch.as_tensor(batch.lengths).to(self.device)
+        return torch.as_tensor(batch.tokens, device=self.device), torch.as_tensor(batch.lengths, device=self.device)
 
     def encode(self, x: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.vae.encode(*x)

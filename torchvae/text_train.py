@@ -31,7 +31,7 @@ class TorchTextEngine:
         self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
         self.device = device.resolve(tc.device)
         torch.manual_seed(tc.seed)
-        self._model = SentenceVAE(cfg.text).to(self.dtype).to(self.device)
+        self._model = SentenceVAE(cfg.text).to(device=self.device, dtype=self.dtype)
         self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
 
     def _generator(self, *parts: int) -> torch.Generator:
@@ -43,7 +43,7 @@ class TorchTextEngine:
     def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0) -> dict[str, float]:
         mc, lc = self.cfg.text, self.cfg.loss
         dev = self.device
-        tokens, lengths = torch.as_tensor(batch.tokens).to(dev), torch.as_tensor(batch.lengths).to(dev)
+        tokens, lengths = torch.as_tensor(batch.tokens, device=dev), torch.as_tensor(batch.lengths, device=dev)
         shape = (tokens.shape[0], mc.latent_dim)
         # drawn on the CPU from seeded generators, then moved: the same numbers on every device
         eps = torch.randn(shape, generator=self._generator(step, rng.EPS), dtype=self.dtype).to(dev)

@@ -30,7 +30,7 @@ class TorchEngine:
         self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
         self.device = device.resolve(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
-        self.model = VAE(cfg.model).to(self.dtype).to(self.device)
+        self.model = VAE(cfg.model).to(device=self.device, dtype=self.dtype)
         tc = cfg.train
         self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
 
@@ -40,7 +40,7 @@ class TorchEngine:
         return torch.randn(shape, generator=g, dtype=self.dtype).to(self.device)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=self.dtype).to(self.device)
+        return torch.as_tensor(a, dtype=self.dtype, device=self.device)
 
     def train_step(self, x: np.ndarray, step: int) -> dict[str, float]:
         shape = (len(x), self.cfg.model.latent_dim)
