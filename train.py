@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dropout on the decoder's RNN outputs, before the vocabulary projection")
     g.add_argument("--z-every-step", action="store_true", help="also feed z to the decoder at every step")
     g.add_argument("--decoder-init-tanh", action="store_true", help="tanh on the decoder's initial state from z")
+    g.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=d_sent.tie_embeddings,
+                   help="the vocabulary projection reuses the word embedding (Press and Wolf 2017), through a "
+                        "linear from hidden to embedding size when the two differ; default %(default)s")
     g.add_argument("--max-len", type=int, default=None,
                    help="cut sentences of every split to this many words (results.json counts them); "
                         "default: no cut")
@@ -198,7 +201,7 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "device"}
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
 IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization"}
 TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "word_dropout", "embedding_dropout",
-             "output_dropout", "z_every_step", "decoder_init_tanh", "max_len", "min_freq", "max_vocab", "kl_schedule",
+             "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "max_len", "min_freq", "max_vocab", "kl_schedule",
              "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
              "lr_decay_start", "lr_decay", "num_samples", "beam_width", "temperature", "interp_steps"}
 # The vocabulary size is known once the data is read: vaecore.text_loop replaces this placeholder.
@@ -214,7 +217,8 @@ def text_configs(args: argparse.Namespace, latent_dim: int):
             vocab_size=PENDING_VOCAB_SIZE, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
             latent_dim=latent_dim, rnn=args.rnn, num_layers=args.num_layers, bidirectional=args.bidirectional,
             embedding_dropout=args.embedding_dropout, word_dropout=args.word_dropout, output_dropout=args.output_dropout,
-            z_every_step=args.z_every_step, decoder_init_tanh=args.decoder_init_tanh)
+            z_every_step=args.z_every_step, decoder_init_tanh=args.decoder_init_tanh,
+            tie_embeddings=args.tie_embeddings)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     train = TextTrainConfig(

@@ -2,10 +2,11 @@
 
 Attribute names equal the torch twin's, so ``export_params`` gives the canonical (torch) names:
 ``embedding``, ``encoder_rnn``, ``to_mean``, ``to_logvar``, ``latent_to_hidden``, ``decoder_rnn``,
-``output``. The architecture and its defaults are described in ``vaecore.text_config``; the batch
+``output`` (with tied embeddings ``output_bias`` and, when hidden and embedding sizes differ,
+``output_projection``). The architecture and its defaults are described in ``vaecore.text_config``; the batch
 format (``tokens`` [B, T] = <bos> w1..wn <eos> <pad>..., ``lengths`` [B] = n + 2) in
 ``vaecore.text_data``. All linears and RNNs are initialised like torch's (uniform +-1/sqrt(fan_in)),
-the embedding N(0, 1).
+the embedding N(0, 1) (uniform +-1/sqrt(embed_dim) when tied to the output).
 
 Randomness is explicit: ``eps`` (reparameterisation noise), ``word_mask`` (word dropout) and
 ``prior_z`` (MMD prior samples) are inputs; only embedding and output dropout draw from the
@@ -47,9 +48,16 @@ class SentenceVAE(nnx.Module):
 
     def __init__(self, config: TextModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         c = self.config = config
+        if c.tie_embeddings:  # the scale of an untied output layer (see TextModelConfig)
+            bound = 1.0 / math.sqrt(c.embed_dim)
+            uniform = nnx.initializers.uniform(2 * bound)
+
+            def embedding_init(key, shape, dtype=param_dtype):
+                return uniform(key, shape, dtype) - jnp.asarray(bound, dtype)
+        else:
+            embedding_init = nnx.initializers.normal(1.0)
         self.embedding = nnx.Embed(
-            c.vocab_size, c.embed_dim, embedding_init=nnx.initializers.normal(1.0), param_dtype=param_dtype,
-            rngs=rngs,
+            c.vocab_size, c.embed_dim, embedding_init=embedding_init, param_dtype=param_dtype, rngs=rngs,
         )
         self.embedding_dropout = nnx.Dropout(c.embedding_dropout, rngs=rngs)
         self.encoder_rnn = make_rnn(
@@ -61,8 +69,22 @@ class SentenceVAE(nnx.Module):
         dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
         self.decoder_rnn = make_rnn(c.rnn, dec_in, c.hidden_dim, c.num_layers, False, rngs=rngs,
                                     param_dtype=param_dtype)
-        self.output = _torch_linear(c.hidden_dim, c.vocab_size, rngs, param_dtype)
+        if c.tie_embeddings:
+            if c.hidden_dim != c.embed_dim:
+                self.output_projection = _torch_linear(c.hidden_dim, c.embed_dim, rngs, param_dtype)
+            self.output_bias = nnx.Param(jnp.zeros((c.vocab_size,), param_dtype))
+        else:
+            self.output = _torch_linear(c.hidden_dim, c.vocab_size, rngs, param_dtype)
         self.output_dropout = nnx.Dropout(c.output_dropout, rngs=rngs)  # last: parameter init is unchanged
+
+    def vocab_logits(self, h: jax.Array) -> jax.Array:
+        """Decoder outputs [..., hidden] -> logits [..., vocab]: the output layer, or with tied
+        embeddings (optional projection to the embedding size) @ embedding^T + output_bias."""
+        if not self.config.tie_embeddings:
+            return self.output(h)
+        if self.config.hidden_dim != self.config.embed_dim:
+            h = self.output_projection(h)
+        return h @ self.embedding.embedding[...].T + self.output_bias[...]
 
     def encode(self, tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
         """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>."""
@@ -95,13 +117,13 @@ class SentenceVAE(nnx.Module):
             inputs = jnp.where(word_mask & (inputs != BOS_ID), UNK_ID, inputs)
         emb = self.embedding_dropout(self.embedding(inputs))
         out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), None, self.initial_state(z))
-        return self.output(self.output_dropout(out))
+        return self.vocab_logits(self.output_dropout(out))
 
     def decoder_step(self, token: jax.Array, state, z: jax.Array):
         """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""
         emb = self.embedding(token)
         out, state = self.decoder_rnn.step(self._decoder_inputs(emb, z), state)
-        return self.output(out), state
+        return self.vocab_logits(out), state
 
     def __call__(self, tokens: jax.Array, lengths: jax.Array, eps: jax.Array,
                  word_mask: jax.Array | None = None):

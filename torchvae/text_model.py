@@ -1,7 +1,8 @@
 """Sentence VAE (Bowman et al. 2016) in PyTorch; the twin of ``jaxvae/text_model.py``.
 
 Attribute names are the canonical parameter names: ``embedding``, ``encoder_rnn``, ``to_mean``,
-``to_logvar``, ``latent_to_hidden``, ``decoder_rnn``, ``output``. The architecture and its defaults
+``to_logvar``, ``latent_to_hidden``, ``decoder_rnn``, ``output`` (with tied embeddings
+``output_bias`` and, when hidden and embedding sizes differ, ``output_projection``). The architecture and its defaults
 are described in ``vaecore.text_config``; the batch format (``tokens`` [B, T] = <bos> w1..wn <eos>
 <pad>..., ``lengths`` [B] = n + 2) in ``vaecore.text_data``. The encoder runs on a packed sequence,
 so padding never reaches its final state; the decoder runs unpacked (its outputs past a sentence's
@@ -45,8 +46,24 @@ class SentenceVAE(nn.Module):
         self.latent_to_hidden = nn.Linear(c.latent_dim, c.decoder_state_size)
         dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
         self.decoder_rnn = RNNS[c.rnn](dec_in, c.hidden_dim, c.num_layers, batch_first=True)
-        self.output = nn.Linear(c.hidden_dim, c.vocab_size)
+        if c.tie_embeddings:
+            bound = 1.0 / c.embed_dim ** 0.5
+            nn.init.uniform_(self.embedding.weight, -bound, bound)
+            if c.hidden_dim != c.embed_dim:
+                self.output_projection = nn.Linear(c.hidden_dim, c.embed_dim)
+            self.output_bias = nn.Parameter(torch.zeros(c.vocab_size))
+        else:
+            self.output = nn.Linear(c.hidden_dim, c.vocab_size)
         self.output_dropout = nn.Dropout(c.output_dropout)
+
+    def vocab_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Decoder outputs [..., hidden] -> logits [..., vocab]: the output layer, or with tied
+        embeddings (optional projection to the embedding size) @ embedding^T + output_bias."""
+        if not self.config.tie_embeddings:
+            return self.output(h)
+        if self.config.hidden_dim != self.config.embed_dim:
+            h = self.output_projection(h)
+        return F.linear(h, self.embedding.weight, self.output_bias)
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>."""
@@ -79,13 +96,13 @@ class SentenceVAE(nn.Module):
             inputs = torch.where(word_mask & (inputs != BOS_ID), torch.full_like(inputs, UNK_ID), inputs)
         emb = self.embedding_dropout(self.embedding(inputs))
         out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), self.initial_state(z))
-        return self.output(self.output_dropout(out))
+        return self.vocab_logits(self.output_dropout(out))
 
     def decoder_step(self, token: torch.Tensor, state, z: torch.Tensor):
         """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""
         emb = self.embedding(token[:, None])
         out, state = self.decoder_rnn(self._decoder_inputs(emb, z), state)
-        return self.output(out[:, 0]), state
+        return self.vocab_logits(out[:, 0]), state
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor,
                 word_mask: torch.Tensor | None = None):

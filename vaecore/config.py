@@ -239,8 +239,8 @@ class RunConfig:
         if d.get("text") is not None:
             from vaecore.text_config import TextModelConfig
 
-            # a run saved before output dropout existed had none
-            text = TextModelConfig(**{"output_dropout": 0.0, **tuples(d["text"])})
+            # a run saved before output dropout or tied embeddings existed had neither
+            text = TextModelConfig(**{"output_dropout": 0.0, "tie_embeddings": False, **tuples(d["text"])})
         return cls(
             backend=d["backend"],
             task=d["task"],

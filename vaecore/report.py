@@ -89,6 +89,8 @@ def setup_summary(config: dict) -> str:
         for name in ("word_dropout", "output_dropout"):
             if text.get(name):
                 parts.append(f"{name.replace('_', ' ')} {_g(text[name])}")
+        if text.get("tie_embeddings"):
+            parts.append("tied embeddings")
         if text_train.get("lr_decay", 1.0) != 1.0:
             parts.append(f"lr x{_g(text_train['lr_decay'])} per epoch after {_g(text_train.get('lr_decay_start'))}")
     return "; ".join(parts) or "-"

@@ -44,6 +44,12 @@ class TextModelConfig:
       12 epochs and matched the 300/512 settings we measured at about half the cost per epoch (README,
       "Sentence VAE"). A config.json saved before it existed loads with 0, as that run trained.
     - ``decoder_init_tanh=False``: Bowman et al. map z to the decoder state with a plain linear.
+    - ``tie_embeddings``: the vocabulary projection reuses the word embedding (Press and Wolf 2017;
+      Inan et al. 2017): logits = P(h) @ E^T + b, where P is ``output_projection`` (a linear from
+      hidden to embedding size) when the two sizes differ and the identity when they are equal. The
+      parameters ``output.weight`` and ``output.bias`` are then replaced by ``output_bias`` (zeros at
+      init), and the embedding is initialised uniform in +-1/sqrt(embed_dim), the scale of an untied
+      output layer, instead of N(0, 1).
     """
 
     vocab_size: int
@@ -58,6 +64,7 @@ class TextModelConfig:
     output_dropout: float = 0.25
     z_every_step: bool = False
     decoder_init_tanh: bool = False
+    tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim", "num_layers"):
@@ -72,7 +79,7 @@ class TextModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-        for name in ("bidirectional", "z_every_step", "decoder_init_tanh"):
+        for name in ("bidirectional", "z_every_step", "decoder_init_tanh", "tie_embeddings"):
             if type(getattr(self, name)) is not bool:  # 1 and 0 are not accepted as switches
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
