@@ -38,8 +38,8 @@ from vaecore.config import (
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 # Defaults that differ between the tasks (the flags default to None, meaning "the task's default").
-TASK_DEFAULTS = {"mnist": {"latent_dim": 20, "batch_size": 128, "epochs": 10},
-                 "text": {"latent_dim": 32, "batch_size": 32, "epochs": 12}}
+TASK_DEFAULTS = {"mnist": {"latent_dim": 20, "batch_size": 128, "epochs": 10, "lr": 1e-3},
+                 "text": {"latent_dim": 32, "batch_size": 32, "epochs": 12, "lr": 2e-3}}
 RNN_KINDS = ("lstm", "gru")  # vaecore.text_config.RNN_KINDS (not imported: it is not needed for --help)
 
 
@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=None,
                    help=f"examples per training step; default {TASK_DEFAULTS['mnist']['batch_size']} (mnist), "
                         f"{TASK_DEFAULTS['text']['batch_size']} sentences (text)")
-    g.add_argument("--lr", type=float, default=d_train.lr, help="Adam learning rate (betas 0.9, 0.999, eps 1e-8)")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"Adam learning rate (betas 0.9, 0.999, eps 1e-8); default {TASK_DEFAULTS['mnist']['lr']:g} "
+                        f"(mnist), {TASK_DEFAULTS['text']['lr']:g} (text)")
     g.add_argument("--seed", type=int, default=d_train.seed,
                    help="seeds initialisation, data order, binarisation, dropout and noise")
     g.add_argument("--binarization", choices=BINARIZATIONS, default=d_train.binarization,
@@ -234,6 +236,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     latent_dim = defaults["latent_dim"] if args.latent_dim is None else args.latent_dim
     batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
     epochs = defaults["epochs"] if args.epochs is None else args.epochs
+    lr = defaults["lr"] if args.lr is None else args.lr
     text, text_train = text_configs(args, latent_dim) if args.task == "text" else (None, None)
     image_latent = latent_dim if args.task == "mnist" else ImageModelConfig().latent_dim
     return RunConfig(
@@ -242,7 +245,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                                conv_channels=tuple(args.conv_channels), conv_dense=args.conv_dense),
         loss=LossConfig(objective=args.loss, alpha=args.alpha, lam=args.lam, kernel=args.mmd_kernel,
                         bandwidth=args.mmd_bandwidth, estimator=args.mmd_estimator, kl_weight=args.kl_weight),
-        train=TrainConfig(epochs=epochs, max_steps=args.max_steps, batch_size=batch_size, lr=args.lr,
+        train=TrainConfig(epochs=epochs, max_steps=args.max_steps, batch_size=batch_size, lr=lr,
                           seed=args.seed, binarization=args.binarization, dtype=args.dtype, device=args.device,
                           checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                           log_every=args.log_every),

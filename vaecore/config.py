@@ -163,7 +163,7 @@ class TextTrainConfig:
     kl_logistic_x0: float = 2500.0
     kl_cycles: int = 4
     kl_cycle_ratio: float = 0.5
-    free_bits: float = 0.0
+    free_bits: float = 0.05
     max_len: int | None = None
     min_freq: int = 1
     max_vocab: int | None = None

@@ -64,7 +64,7 @@ class TextModelConfig:
     output_dropout: float = 0.25
     z_every_step: bool = False
     decoder_init_tanh: bool = False
-    tie_embeddings: bool = False
+    tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim", "num_layers"):
