@@ -37,10 +37,10 @@ IMAGE_MODELS = {
 }
 TEXT_MODELS = {
     "lstm": TextModelConfig(vocab_size=40, embed_dim=12, hidden_dim=16, latent_dim=5, embedding_dropout=0.0,
-                            output_dropout=0.0),
+                            output_dropout=0.0, tie_embeddings=False),
     "gru-bi": TextModelConfig(vocab_size=40, embed_dim=12, hidden_dim=16, latent_dim=5, rnn="gru",
                               bidirectional=True, z_every_step=True, embedding_dropout=0.0,
-                              output_dropout=0.0),
+                              output_dropout=0.0, tie_embeddings=True),
 }
 SUMMARY_KEYS = ("nll", "neg_elbo", "recon", "kl", "mi")
 

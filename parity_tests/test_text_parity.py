@@ -1,6 +1,6 @@
 """Sentence VAE: the same weights, batch and noise through both backends.
 
-For LSTM and GRU, uni- and bidirectional, 1 and 2 layers, with padded sentences of different
+For LSTM and GRU, uni- and bidirectional, 1 and 2 layers, untied and tied output embeddings, with padded sentences of different
 lengths and explicit eps / word-dropout masks / prior samples, initialised in one backend and
 imported into the other (both directions): exact parameter round trip, equal encoder outputs,
 logits at valid positions, loss terms (ELBO with kl weight and free bits; MMD objective with RBF
@@ -30,15 +30,18 @@ from vaecore.text_config import TextModelConfig
 VOCAB, EMBED, HIDDEN, LATENT, BATCH = 50, 12, 16, 6, 4
 LENGTHS = np.array([9, 3, 6, 2], dtype=np.int32)  # <bos> ... <eos>; the last is an empty sentence
 
-# (rnn, bidirectional, num_layers, z_every_step, decoder_init_tanh)
+# (rnn, bidirectional, num_layers, z_every_step, decoder_init_tanh, output layer): "untied" is a
+# linear to the vocabulary; "tied" reuses the embedding through output_projection (HIDDEN != EMBED);
+# "tied-same" has hidden == embed, so the embedding is applied to the RNN output directly
 CASES = [
-    ("lstm", False, 1, False, False),
-    ("gru", False, 1, True, False),
-    ("lstm", True, 2, True, True),
-    ("gru", True, 2, False, True),
+    ("lstm", False, 1, False, False, "untied"),
+    ("gru", False, 1, True, False, "tied"),
+    ("lstm", True, 2, True, True, "tied"),
+    ("gru", True, 2, False, True, "untied"),
+    ("lstm", False, 1, False, False, "tied-same"),
 ]
-CASE_IDS = [f"{r}-{'bi' if b else 'uni'}-l{n}{'-zstep' if z else ''}{'-tanh' if t else ''}"
-            for r, b, n, z, t in CASES]
+CASE_IDS = [f"{r}-{'bi' if b else 'uni'}-l{n}{'-zstep' if z else ''}{'-tanh' if t else ''}-{o}"
+            for r, b, n, z, t, o in CASES]
 
 ELBO = {"objective": "elbo", "kl_weight": 0.7, "free_bits": 0.03}
 OBJECTIVES = {
@@ -55,10 +58,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_config(case) -> TextModelConfig:
-    rnn, bi, layers, zstep, tanh = case
-    return TextModelConfig(vocab_size=VOCAB, embed_dim=EMBED, hidden_dim=HIDDEN, latent_dim=LATENT, rnn=rnn,
-                           num_layers=layers, bidirectional=bi, z_every_step=zstep, decoder_init_tanh=tanh,
-                           embedding_dropout=0.0, output_dropout=0.0)
+    rnn, bi, layers, zstep, tanh, output = case
+    return TextModelConfig(vocab_size=VOCAB, embed_dim=EMBED, hidden_dim=EMBED if output == "tied-same" else HIDDEN,
+                           latent_dim=LATENT, rnn=rnn, num_layers=layers, bidirectional=bi, z_every_step=zstep,
+                           decoder_init_tanh=tanh, embedding_dropout=0.0, output_dropout=0.0,
+                           tie_embeddings=output != "untied")
 
 
 def make_inputs(dtype: str, seed: int = 0) -> dict[str, np.ndarray]:

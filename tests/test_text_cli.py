@@ -45,16 +45,19 @@ def test_lr_decay_hand_values_and_old_run_folders():
     assert [tt.lr_scale(s, 10) for s in (0, 59, 60, 69, 70, 99)] == [1, 1, 0.5, 0.5, 0.25, 0.0625]
     assert [TextTrainConfig(lr_decay_start=0, lr_decay=0.8).lr_scale(s, 10) for s in (0, 10)] == pytest.approx([0.8, 0.64])
     assert TextTrainConfig(lr_decay=1.0).lr_scale(10**6, 10) == 1
-    # a config.json written before the decay (and output dropout) existed loads as what that run
-    # did: a constant rate, no output dropout
+    # a config.json written before the decay (and output dropout, tied embeddings) existed loads as
+    # what that run did: a constant rate, no output dropout, an untied output layer
     from vaecore.text_config import TextModelConfig
 
     d = RunConfig(task="text", text=TextModelConfig(vocab_size=9), text_train=TextTrainConfig()).to_dict()
     del d["text_train"]["lr_decay"], d["text_train"]["lr_decay_start"], d["text"]["output_dropout"]
+    del d["text"]["tie_embeddings"]
     old = RunConfig.from_dict(d)
     assert old.text_train.lr_scale(10**6, 10) == 1 and old.text.output_dropout == 0.0
-    assert RunConfig.from_dict(RunConfig(task="text", text=TextModelConfig(vocab_size=9),
-                                         text_train=TextTrainConfig()).to_dict()).text.output_dropout == 0.25
+    assert old.text.tie_embeddings is False
+    new = RunConfig.from_dict(RunConfig(task="text", text=TextModelConfig(vocab_size=9),
+                                        text_train=TextTrainConfig()).to_dict()).text
+    assert new.output_dropout == 0.25 and new.tie_embeddings is True
     for bad in ({"lr_decay": 0}, {"lr_decay": 1.5}, {"lr_decay_start": -1}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             TextTrainConfig(**bad)
@@ -112,7 +115,13 @@ def test_text_train_config_schedules_and_json_round_trip(tmp_path):
     args = train.build_parser().parse_args(["--task", "text", "--rnn", "gru", "--max-len", "9", "--free-bits", "0.1"])
     cfg = train.config_from_args(args)
     assert cfg.text.latent_dim == 32 and cfg.train.batch_size == 32 and cfg.train.epochs == 12  # the text defaults
-    assert train.config_from_args(train.build_parser().parse_args([])).train.epochs == 10  # MNIST's
+    assert cfg.train.lr == 2e-3 and cfg.text.tie_embeddings is True and cfg.text_train.free_bits == 0.1
+    mnist = train.config_from_args(train.build_parser().parse_args([])).train
+    assert mnist.epochs == 10 and mnist.lr == 1e-3  # MNIST's
+    untied = train.config_from_args(train.build_parser().parse_args(["--task", "text", "--no-tie-embeddings",
+                                                                     "--lr", "5e-4"]))
+    assert untied.text.tie_embeddings is False and untied.train.lr == 5e-4
+    assert train.config_from_args(train.build_parser().parse_args(["--task", "text"])).text_train.free_bits == 0.05
     cfg.save(tmp_path / "config.json")
     assert RunConfig.load(tmp_path / "config.json") == cfg
 
@@ -157,8 +166,9 @@ def test_run_folder_has_consistent_numbers(finished, corpus):
     assert [row["step"] for row in train] == [10, 20, 30]
     # the KL weight of the last step of each interval: linear warm-up over 20 steps
     assert [row["kl_weight"] for row in train] == pytest.approx([9 / 20, 19 / 20, 1.0])
-    # the learning rate of the last step of each interval (steps 9, 19, 29 are in epochs 0, 1, 2)
-    assert [row["lr"] for row in train] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    # the learning rate of the last step of each interval (steps 9, 19, 29 are in epochs 0, 1, 2),
+    # from the text task's default rate 2e-3
+    assert [row["lr"] for row in train] == pytest.approx([2e-3, 1e-3, 5e-4])
     assert all(row["mmd"] != 0 and row["neg_elbo"] == pytest.approx(row["recon"] + row["kl"]) for row in train)
     valid = [row for row in rows if row["split"] == "valid"]
     assert [row["step"] for row in valid] == [12, 24]

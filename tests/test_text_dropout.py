@@ -10,7 +10,7 @@ from vaecore.text_config import TextModelConfig
 
 H, P = 24, 0.5
 CFG = TextModelConfig(vocab_size=H, embed_dim=8, hidden_dim=H, latent_dim=3, embedding_dropout=0.0,
-                      output_dropout=P)
+                      output_dropout=P, tie_embeddings=False)
 INPUTS = np.array([[1, 5, 6, 7, 8, 9], [1, 10, 11, 12, 4, 4]], np.int32)
 Z = np.array([[0.3, -1.0, 0.5], [1.2, 0.1, -0.4]], np.float32)
 

@@ -206,12 +206,18 @@ def _batch_of(sentences: list[list[str]], vocab: Vocab) -> TextBatch:
     return TextDataset(sentences, vocab).make_batch(list(range(len(sentences))))
 
 
+def shown(vocab: Vocab, ids) -> str:
+    """A decoding as a line of a text output: its words, or ``<eos>`` when the decoder ended at
+    once (an empty line would be lost between the others)."""
+    return vocab.to_text(ids) or "<eos>"
+
+
 def interpolation(engine: TextEngine, vocab: Vocab, a: list[str], b: list[str], *, steps: int,
                   max_len: int) -> list[str]:
     """Greedy decodings of ``steps`` points on the line between the posterior means of a and b."""
     batch = _batch_of([a, b], vocab)
     ids = engine.decoding.interpolate(engine.model(), batch.tokens, batch.lengths, steps=steps, max_len=max_len)
-    return [vocab.to_text(s) for s in ids]
+    return [shown(vocab, s) for s in ids]
 
 
 def write_text_outputs(engine: TextEngine, data: TextData, workdir: Path, cfg: RunConfig,
@@ -231,13 +237,13 @@ def write_text_outputs(engine: TextEngine, data: TextData, workdir: Path, cfg: R
     ]
     head = f"# {cfg.backend} sentence VAE, weights of step {step}; the same {opts.num_samples} z ~ N(0, I) per method\n"
     atomic_write_text(workdir / "samples.txt", head + "".join(
-        f"\n## {name}\n" + "".join(vocab.to_text(s) + "\n" for s in ids) for name, ids in sections))
+        f"\n## {name}\n" + "".join(shown(vocab, s) + "\n" for s in ids) for name, ids in sections))
 
     test = data.splits["test"]
     pick = np.random.default_rng([seed, 8]).choice(len(test), min(opts.num_samples, len(test)), replace=False)
     batch = test.make_batch(pick)
     recon = dec.reconstruct(model, batch.tokens, batch.lengths, max_len=max_len)
-    lines = [f"> {vocab.to_text(batch.tokens[i])}\n< {vocab.to_text(recon[i])}\n\n" for i in range(len(pick))]
+    lines = [f"> {vocab.to_text(batch.tokens[i])}\n< {shown(vocab, recon[i])}\n\n" for i in range(len(pick))]
     atomic_write_text(workdir / "reconstructions.txt",
                       f"# test sentence (>) and the greedy decoding of its posterior mean (<), step {step}\n\n"
                       + "".join(lines))
