@@ -203,8 +203,8 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "device"}
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
 IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization"}
 TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "word_dropout", "embedding_dropout",
-             "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "max_len", "min_freq", "max_vocab", "kl_schedule",
-             "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
+             "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "max_len", "min_freq",
+             "max_vocab", "kl_schedule", "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
              "lr_decay_start", "lr_decay", "num_samples", "beam_width", "temperature", "interp_steps"}
 # The vocabulary size is known once the data is read: vaecore.text_loop replaces this placeholder.
 PENDING_VOCAB_SIZE = 5
