@@ -154,9 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "two sentences, with --workdir's newest checkpoint")
     g.add_argument("--num-samples", type=int, default=10,
                    help="prior samples per decoding method (greedy, beam, sampling) and test reconstructions")
-    g.add_argument("--beam-width", type=int, default=5, help="beam search width")
+    g.add_argument("--beam-width", type=int, default=5,
+                   help="beam search width (samples and interpolations are decoded greedily and by beam search)")
     g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of sampled sentences")
-    g.add_argument("--interp-steps", type=int, default=8, help="points on each interpolation path")
+    g.add_argument("--interp-steps", type=int, default=8,
+                   help="points on each interpolation path (greedy and beam-search decodings of each)")
 
     g = p.add_argument_group("objective")
     g.add_argument("--kl-weight", type=float, default=d_loss.kl_weight, help="weight of the KL in the ELBO (beta)")

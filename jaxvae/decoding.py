@@ -114,10 +114,12 @@ def reconstruct(model: SentenceVAE, tokens, lengths, *, method: str = "greedy", 
     return decode(model, posterior_mean(model, tokens, lengths), method=method, **kwargs)
 
 
-def interpolate(model: SentenceVAE, tokens, lengths, *, steps: int = 5, max_len: int = 50) -> list[list[int]]:
-    """Greedy decodings of ``steps`` points on the line between the posterior means of the two
-    sentences of the batch (tokens [2, T], lengths [2]), from the first to the second."""
+def interpolate(model: SentenceVAE, tokens, lengths, *, steps: int = 5, max_len: int = 50, method: str = "greedy",
+                **kwargs) -> list[list[int]]:
+    """Decodings (``method`` as in ``decode``: greedy by default, or beam / sample with their
+    options) of ``steps`` points on the line between the posterior means of the two sentences of
+    the batch (tokens [2, T], lengths [2]), from the first to the second."""
     if np.shape(tokens)[0] != 2:
         raise ValueError(f"interpolate needs a batch of 2 sentences, got {np.shape(tokens)[0]}")
     m = posterior_mean(model, tokens, lengths)
-    return greedy_decode(model, search.interpolation_path(m[0], m[1], steps), max_len=max_len)
+    return decode(model, search.interpolation_path(m[0], m[1], steps), method=method, max_len=max_len, **kwargs)

@@ -156,6 +156,12 @@ def test_reconstruct_and_interpolate():
     path = tdec.interpolate(tmodel, tokens, lengths, steps=4)
     assert path == jdec.interpolate(jmodel, tokens, lengths, steps=4)
     assert len(path) == 4 and path[0] == recon[0] and path[-1] == recon[1]
+    # beam search along the same path: the beam decodings of the path's points, in both backends
+    beam = tdec.interpolate(tmodel, tokens, lengths, steps=4, method="beam", beam_width=3)
+    assert beam == jdec.interpolate(jmodel, tokens, lengths, steps=4, method="beam", beam_width=3)
+    from vaecore.decoding import interpolation_path
+
+    assert beam == tdec.beam_search(tmodel, interpolation_path(means[0], means[1], 4), beam_width=3)
     assert tdec.reconstruct(tmodel, tokens, lengths, method="beam", beam_width=2) == jdec.reconstruct(
         jmodel, tokens, lengths, method="beam", beam_width=2
     )

@@ -185,7 +185,8 @@ def test_run_folder_has_consistent_numbers(finished, corpus):
     pairs = (work / "reconstructions.txt").read_text().split("\n\n")[1:]
     assert sum(p.startswith("> ") and "\n< " in p for p in pairs) == 4
     interp = (work / "interpolations.txt").read_text()
-    assert interp.count("## from: ") == 3 and interp.count("\n0.00 ") == 3 and interp.count("\n1.00 ") == 3
+    assert interp.count("## from: ") == 3 and interp.count("\n0.00 ") == 6 and interp.count("\n1.00 ") == 6
+    assert interp.count("### greedy\n") == 3 and interp.count("### beam search (width 5)\n") == 3
 
 
 def test_sample_and_interpolate_on_a_finished_run(finished):
@@ -200,7 +201,9 @@ def test_sample_and_interpolate_on_a_finished_run(finished):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert "zebra" in lines[0]  # reported as not in the vocabulary
-    assert [line.split()[0] for line in lines[-4:]] == ["0.00", "0.33", "0.67", "1.00"]
+    assert lines.index("## greedy") < lines.index("## beam search (width 5)") == len(lines) - 5
+    for first in (lines.index("## greedy") + 1, len(lines) - 4):
+        assert [line.split()[0] for line in lines[first:first + 4]] == ["0.00", "0.33", "0.67", "1.00"]
     assert json.loads((work / "results.json").read_text()) == before  # nothing was trained
     bad = run("--workdir", str(work), "--sample", "--rnn", "gru")
     assert bad.returncode == 2 and "drop --rnn" in bad.stderr

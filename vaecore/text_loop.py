@@ -213,10 +213,13 @@ def shown(vocab: Vocab, ids) -> str:
 
 
 def interpolation(engine: TextEngine, vocab: Vocab, a: list[str], b: list[str], *, steps: int,
-                  max_len: int) -> list[str]:
-    """Greedy decodings of ``steps`` points on the line between the posterior means of a and b."""
+                  max_len: int, beam_width: int = 0) -> list[str]:
+    """Decodings of ``steps`` points on the line between the posterior means of a and b: greedy, or
+    beam search when ``beam_width`` > 0."""
     batch = _batch_of([a, b], vocab)
-    ids = engine.decoding.interpolate(engine.model(), batch.tokens, batch.lengths, steps=steps, max_len=max_len)
+    how = {"method": "beam", "beam_width": beam_width} if beam_width > 0 else {"method": "greedy"}
+    ids = engine.decoding.interpolate(engine.model(), batch.tokens, batch.lengths, steps=steps, max_len=max_len,
+                                      **how)
     return [shown(vocab, s) for s in ids]
 
 
@@ -224,7 +227,8 @@ def write_text_outputs(engine: TextEngine, data: TextData, workdir: Path, cfg: R
                        opts: GenerationOptions, *, step: int) -> None:
     """samples.txt (greedy, beam and temperature decodings of the same z ~ N(0, I)),
     reconstructions.txt (test sentences and the greedy decoding of their posterior means) and
-    interpolations.txt (homotopies between pairs of test sentences), all from the current weights."""
+    interpolations.txt (homotopies between pairs of test sentences, decoded greedily and by beam
+    search), all from the current weights."""
     dec, model, vocab, seed = engine.decoding, engine.model(), data.vocab, cfg.train.seed
     max_len = _decode_len(cfg)
     z = np.random.default_rng([seed, 7]).standard_normal((opts.num_samples, cfg.text.latent_dim))
@@ -249,13 +253,15 @@ def write_text_outputs(engine: TextEngine, data: TextData, workdir: Path, cfg: R
                       + "".join(lines))
 
     pairs = np.random.default_rng([seed, 9]).choice(len(test), 2 * INTERPOLATION_PAIRS, replace=len(test) < 6)
-    out = [(f"# greedy decodings of {opts.interp_steps} points on the line between the posterior means of two "
-            f"test sentences, step {step}\n")]
+    out = [(f"# decodings of {opts.interp_steps} points on the line between the posterior means of two "
+            f"test sentences, greedy and beam search (width {width}), step {step}\n")]
     for a, b in pairs.reshape(-1, 2):
         ends = [vocab.decode(test.make_batch([i]).tokens[0]) for i in (a, b)]
-        path = interpolation(engine, vocab, *ends, steps=opts.interp_steps, max_len=max_len)
-        out.append(f"\n## from: {' '.join(ends[0])}\n##   to: {' '.join(ends[1])}\n" + "".join(
-            f"{t:.2f} {s}\n" for t, s in zip(np.linspace(0, 1, opts.interp_steps), path)))
+        out.append(f"\n## from: {' '.join(ends[0])}\n##   to: {' '.join(ends[1])}\n")
+        for name, beam_width in (("greedy", 0), (f"beam search (width {width})", width)):
+            path = interpolation(engine, vocab, *ends, steps=opts.interp_steps, max_len=max_len, beam_width=beam_width)
+            out.append(f"### {name}\n" + "".join(
+                f"{t:.2f} {s}\n" for t, s in zip(np.linspace(0, 1, opts.interp_steps), path)))
     atomic_write_text(workdir / "interpolations.txt", "".join(out))
 
 
@@ -289,7 +295,11 @@ def generate(workdir: Path, engine_factory, *, sample: bool, between: tuple[str,
         unknown = sorted({w for s in ends for w in s if w not in data.vocab.stoi})
         if unknown:
             log(f"not in the vocabulary (read as <unk>): {' '.join(unknown)}")
-        path = interpolation(engine, data.vocab, *ends, steps=opts.interp_steps, max_len=_decode_len(cfg))
+        width = min(opts.beam_width, len(data.vocab) // 2)
         log(f"# step {step}: from '{between[0]}' to '{between[1]}'")
-        for t, s in zip(np.linspace(0, 1, opts.interp_steps), path):
-            log(f"{t:.2f} {s}")
+        for name, beam_width in (("greedy", 0), (f"beam search (width {width})", width)):
+            path = interpolation(engine, data.vocab, *ends, steps=opts.interp_steps, max_len=_decode_len(cfg),
+                                 beam_width=beam_width)
+            log(f"## {name}")
+            for t, s in zip(np.linspace(0, 1, opts.interp_steps), path):
+                log(f"{t:.2f} {s}")
