@@ -1,11 +1,12 @@
 """Sentence VAE: the same weights, batch and noise through both backends.
 
-For LSTM and GRU, uni- and bidirectional, 1 and 2 layers, untied and tied output embeddings, with padded sentences of different
-lengths and explicit eps / word-dropout masks / prior samples, initialised in one backend and
-imported into the other (both directions): exact parameter round trip, equal encoder outputs,
-logits at valid positions, loss terms (ELBO with kl weight and free bits; MMD objective with RBF
-and IMQ kernels), gradients of every parameter, and parameters after 5 Adam steps; in float32
-and float64. Embedding dropout is off (torch eval mode, nnx deterministic).
+For LSTM and GRU, uni- and bidirectional, 1 and 2 layers, untied and tied output embeddings, with
+padded sentences of different lengths and explicit eps / word-dropout masks / prior samples,
+initialised in one backend and imported into the other (both directions): exact parameter round
+trip, equal encoder outputs, logits at valid positions, loss terms (ELBO with kl weight and free
+bits; MMD objective with RBF and IMQ kernels), gradients of every parameter, and parameters after 5
+Adam steps; in float32 and float64. Embedding and output dropout are off (torch eval mode, nnx
+deterministic).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ class TextModelConfig:
     mapped by two linears to the posterior mean and log-variance; a unidirectional RNN decoder
     whose initial state (``h`` and, for an LSTM, ``c`` of every layer) is a linear map of z
     (``decoder_init_tanh`` adds a tanh), optionally with z concatenated to every decoder input
-    (``z_every_step``); a linear output layer to the vocabulary.
+    (``z_every_step``); a projection to the vocabulary, by default tied to the word embedding.
 
     Defaults, and why:
 
