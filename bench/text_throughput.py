@@ -151,9 +151,9 @@ def main() -> None:
         for rnn in ("lstm", "gru"):
             cmd = [sys.executable, "-m", "bench.text_throughput", "--backend", backend, "--rnn", rnn, "--batch-size", str(args.batch_size),
                    "--steps", str(args.steps), "--device", args.device] + (["--data", args.data] if args.data else [])
-            cmd += [a for k, v in sizes(args).items() if k != "tie_embeddings" for a in ("--" + k.replace("_", "-"), str(v))]
-            if args.tie_embeddings is not None:
-                cmd.append("--tie-embeddings" if args.tie_embeddings else "--no-tie-embeddings")
+            for k, v in sizes(args).items():  # the same flags for the child process
+                flag = k.replace("_", "-")
+                cmd += [f"--{'' if v else 'no-'}{flag}"] if isinstance(v, bool) else [f"--{flag}", str(v)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
             r = json.loads(out.strip().splitlines()[-1])
             print(f"| {backend:7} | {r['device']:6} | {rnn:4} | {r['tokens_per_s']:8.0f} | {r['ms_per_step']:7.1f} | "

@@ -31,15 +31,20 @@ from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
 OBJECTIVES = ("elbo", "mmd")
 
 
-def _torch_linear(n_in: int, n_out: int, rngs: nnx.Rngs, param_dtype) -> nnx.Linear:
-    """nnx.Linear initialised like torch.nn.Linear: weight and bias uniform in +-1/sqrt(n_in)."""
-    bound = 1.0 / math.sqrt(n_in)
+def _symmetric_uniform(bound: float, param_dtype):
+    """An initializer uniform in +-bound (nnx's own uniform is in [0, scale))."""
     init = nnx.initializers.uniform(2 * bound)
 
     def shifted(key, shape, dtype=param_dtype):
         return init(key, shape, dtype) - jnp.asarray(bound, dtype)
 
-    return nnx.Linear(n_in, n_out, kernel_init=shifted, bias_init=shifted, param_dtype=param_dtype, rngs=rngs)
+    return shifted
+
+
+def _torch_linear(n_in: int, n_out: int, rngs: nnx.Rngs, param_dtype) -> nnx.Linear:
+    """nnx.Linear initialised like torch.nn.Linear: weight and bias uniform in +-1/sqrt(n_in)."""
+    init = _symmetric_uniform(1.0 / math.sqrt(n_in), param_dtype)
+    return nnx.Linear(n_in, n_out, kernel_init=init, bias_init=init, param_dtype=param_dtype, rngs=rngs)
 
 
 class SentenceVAE(nnx.Module):
@@ -48,14 +53,9 @@ class SentenceVAE(nnx.Module):
 
     def __init__(self, config: TextModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         c = self.config = config
-        if c.tie_embeddings:  # the scale of an untied output layer (see TextModelConfig)
-            bound = 1.0 / math.sqrt(c.embed_dim)
-            uniform = nnx.initializers.uniform(2 * bound)
-
-            def embedding_init(key, shape, dtype=param_dtype):
-                return uniform(key, shape, dtype) - jnp.asarray(bound, dtype)
-        else:
-            embedding_init = nnx.initializers.normal(1.0)
+        # tied: the scale of an untied output layer (see TextModelConfig)
+        embedding_init = (_symmetric_uniform(1.0 / math.sqrt(c.embed_dim), param_dtype) if c.tie_embeddings
+                          else nnx.initializers.normal(1.0))
         self.embedding = nnx.Embed(
             c.vocab_size, c.embed_dim, embedding_init=embedding_init, param_dtype=param_dtype, rngs=rngs,
         )

@@ -212,15 +212,23 @@ def shown(vocab: Vocab, ids) -> str:
     return vocab.to_text(ids) or "<eos>"
 
 
-def interpolation(engine: TextEngine, vocab: Vocab, a: list[str], b: list[str], *, steps: int,
-                  max_len: int, beam_width: int = 0) -> list[str]:
-    """Decodings of ``steps`` points on the line between the posterior means of a and b: greedy, or
-    beam search when ``beam_width`` > 0."""
+def _beam_width(opts: GenerationOptions, vocab: Vocab) -> int:
+    return min(opts.beam_width, len(vocab) // 2)
+
+
+def homotopies(engine: TextEngine, vocab: Vocab, a: list[str], b: list[str], *, opts: GenerationOptions,
+               max_len: int) -> list[tuple[str, list[str]]]:
+    """Decodings of ``opts.interp_steps`` points on the line between the posterior means of a and
+    b, greedy and by beam search: [(method name, one line per point)]."""
     batch = _batch_of([a, b], vocab)
-    how = {"method": "beam", "beam_width": beam_width} if beam_width > 0 else {"method": "greedy"}
-    ids = engine.decoding.interpolate(engine.model(), batch.tokens, batch.lengths, steps=steps, max_len=max_len,
-                                      **how)
-    return [shown(vocab, s) for s in ids]
+    width = _beam_width(opts, vocab)
+    out = []
+    for name, how in (("greedy", {"method": "greedy"}),
+                      (f"beam search (width {width})", {"method": "beam", "beam_width": width})):
+        ids = engine.decoding.interpolate(engine.model(), batch.tokens, batch.lengths, steps=opts.interp_steps,
+                                          max_len=max_len, **how)
+        out.append((name, [f"{t:.2f} {shown(vocab, s)}" for t, s in zip(np.linspace(0, 1, opts.interp_steps), ids)]))
+    return out
 
 
 def write_text_outputs(engine: TextEngine, data: TextData, workdir: Path, cfg: RunConfig,
@@ -232,7 +240,7 @@ def write_text_outputs(engine: TextEngine, data: TextData, workdir: Path, cfg: R
     dec, model, vocab, seed = engine.decoding, engine.model(), data.vocab, cfg.train.seed
     max_len = _decode_len(cfg)
     z = np.random.default_rng([seed, 7]).standard_normal((opts.num_samples, cfg.text.latent_dim))
-    width = min(opts.beam_width, len(vocab) // 2)
+    width = _beam_width(opts, vocab)
     sections = [
         ("greedy", dec.greedy_decode(model, z, max_len=max_len)),
         (f"beam search (width {width})", dec.beam_search(model, z, beam_width=width, max_len=max_len)),
@@ -258,10 +266,8 @@ def write_text_outputs(engine: TextEngine, data: TextData, workdir: Path, cfg: R
     for a, b in pairs.reshape(-1, 2):
         ends = [vocab.decode(test.make_batch([i]).tokens[0]) for i in (a, b)]
         out.append(f"\n## from: {' '.join(ends[0])}\n##   to: {' '.join(ends[1])}\n")
-        for name, beam_width in (("greedy", 0), (f"beam search (width {width})", width)):
-            path = interpolation(engine, vocab, *ends, steps=opts.interp_steps, max_len=max_len, beam_width=beam_width)
-            out.append(f"### {name}\n" + "".join(
-                f"{t:.2f} {s}\n" for t, s in zip(np.linspace(0, 1, opts.interp_steps), path)))
+        for name, lines in homotopies(engine, vocab, *ends, opts=opts, max_len=max_len):
+            out.append(f"### {name}\n" + "".join(line + "\n" for line in lines))
     atomic_write_text(workdir / "interpolations.txt", "".join(out))
 
 
@@ -295,11 +301,8 @@ def generate(workdir: Path, engine_factory, *, sample: bool, between: tuple[str,
         unknown = sorted({w for s in ends for w in s if w not in data.vocab.stoi})
         if unknown:
             log(f"not in the vocabulary (read as <unk>): {' '.join(unknown)}")
-        width = min(opts.beam_width, len(data.vocab) // 2)
         log(f"# step {step}: from '{between[0]}' to '{between[1]}'")
-        for name, beam_width in (("greedy", 0), (f"beam search (width {width})", width)):
-            path = interpolation(engine, data.vocab, *ends, steps=opts.interp_steps, max_len=_decode_len(cfg),
-                                 beam_width=beam_width)
+        for name, lines in homotopies(engine, data.vocab, *ends, opts=opts, max_len=_decode_len(cfg)):
             log(f"## {name}")
-            for t, s in zip(np.linspace(0, 1, opts.interp_steps), path):
-                log(f"{t:.2f} {s}")
+            for line in lines:
+                log(line)
