@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=d_sent.tie_embeddings,
                    help="the vocabulary projection reuses the word embedding (Press and Wolf 2017), through a "
                         "linear from hidden to embedding size when the two differ; default %(default)s")
+    g.add_argument("--delta-rate", type=float, default=d_sent.delta_rate,
+                   help="delta-VAE (Razavi et al. 2019): commit to at least this KL in nats per latent dimension by "
+                        "bounding the posterior variance below 1; 0: off")
+    g.add_argument("--bn-gamma", type=float, default=d_sent.bn_gamma,
+                   help="BN-VAE (Zhu et al. 2020): batch-normalise the posterior means with this fixed scale and a "
+                        "learned shift; 0: off")
+    g.add_argument("--no-latent", action="store_true",
+                   help="the language-model baseline: q(z|x) is the prior and the decoder ignores z (KL 0)")
     g.add_argument("--max-len", type=int, default=None,
                    help="cut sentences of every split to this many words (results.json counts them); "
                         "default: no cut")
@@ -205,7 +213,8 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "device"}
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
 IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization"}
 TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "word_dropout", "embedding_dropout",
-             "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "max_len", "min_freq",
+             "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "delta_rate", "bn_gamma",
+             "no_latent", "max_len", "min_freq",
              "max_vocab", "kl_schedule", "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
              "lr_decay_start", "lr_decay", "num_samples", "beam_width", "temperature", "interp_steps"}
 # The vocabulary size is known once the data is read: vaecore.text_loop replaces this placeholder.
@@ -222,13 +231,14 @@ def text_configs(args: argparse.Namespace, latent_dim: int):
             latent_dim=latent_dim, rnn=args.rnn, num_layers=args.num_layers, bidirectional=args.bidirectional,
             embedding_dropout=args.embedding_dropout, word_dropout=args.word_dropout, output_dropout=args.output_dropout,
             z_every_step=args.z_every_step, decoder_init_tanh=args.decoder_init_tanh,
-            tie_embeddings=args.tie_embeddings)
+            tie_embeddings=args.tie_embeddings, delta_rate=args.delta_rate, bn_gamma=args.bn_gamma,
+            use_latent=not args.no_latent)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     train = TextTrainConfig(
         kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps, kl_logistic_k=args.kl_logistic_k,
         kl_logistic_x0=args.kl_logistic_x0, kl_cycles=args.kl_cycles, kl_cycle_ratio=args.kl_cycle_ratio,
-        free_bits=args.free_bits, max_len=args.max_len, min_freq=args.min_freq, max_vocab=args.max_vocab,
+        free_bits=0.0 if args.no_latent else args.free_bits, max_len=args.max_len, min_freq=args.min_freq, max_vocab=args.max_vocab,
         lr_decay_start=args.lr_decay_start, lr_decay=args.lr_decay)
     return model, train
 
@@ -319,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{workdir} already holds a run's checkpoints; pass --resume to continue it "
                               f"or choose another --workdir")
         check_task_flags(cfg.task, given)
+        if cfg.task == "text" and not cfg.text.use_latent and "free_bits" in given and args.free_bits > 0:
+            raise ConfigError("--free-bits applies to the code's KL, and --no-latent has no code; drop --free-bits")
         if cfg.backend == "jax" and "device" in given and args.device != "auto":
             raise ConfigError(f"--device {args.device} applies to --backend torch; JAX runs on its default backend "
                               f"(set JAX_PLATFORMS=cpu to force the CPU)")

@@ -36,12 +36,13 @@ def _rule(module: nnx.Module, attr: str):
 
 
 def _iter_params(model: nnx.Module) -> Iterator[tuple[str, nnx.Module, str, nnx.Param]]:
-    """Yield (canonical name, owning module, attribute, variable) for every nnx.Param."""
+    """Yield (canonical name, owning module, attribute, variable) for every nnx.Param and
+    nnx.BatchStat (the BN-VAE's running averages, torch's buffers)."""
     for path, node in nnx.iter_graph(model):
         if not isinstance(node, nnx.Module):
             continue
         for attr, value in vars(node).items():
-            if isinstance(value, nnx.Param):
+            if isinstance(value, nnx.Param | nnx.BatchStat):
                 canon_attr = _rule(node, attr)[0]
                 name = ".".join([str(p) for p in path] + [canon_attr])
                 yield name, node, attr, value

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from jaxvae.mmd import mmd
+from jaxvae.posterior import PosteriorHead
 from jaxvae.rnn import make_rnn
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
@@ -65,6 +66,8 @@ class SentenceVAE(nnx.Module):
         )
         self.to_mean = _torch_linear(c.encoder_features, c.latent_dim, rngs, param_dtype)
         self.to_logvar = _torch_linear(c.encoder_features, c.latent_dim, rngs, param_dtype)
+        self.posterior = PosteriorHead(c.latent_dim, delta_rate=c.delta_rate, bn_gamma=c.bn_gamma,
+                                       use_latent=c.use_latent, param_dtype=param_dtype)
         self.latent_to_hidden = _torch_linear(c.latent_dim, c.decoder_state_size, rngs, param_dtype)
         dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
         self.decoder_rnn = make_rnn(c.rnn, dec_in, c.hidden_dim, c.num_layers, False, rngs=rngs,
@@ -87,16 +90,24 @@ class SentenceVAE(nnx.Module):
         return h @ self.embedding.embedding[...].T + self.output_bias[...]
 
     def encode(self, tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>."""
+        """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>.
+        The language-model baseline (``use_latent`` false) returns the prior, mean 0 and logvar 0."""
+        if not self.config.use_latent:
+            zeros = jnp.zeros((tokens.shape[0], self.config.latent_dim), self.to_mean.kernel[...].dtype)
+            return zeros, zeros
         x = self.embedding(tokens[:, 1:])
         _, state = self.encoder_rnn(x, lengths - 1)
         h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]
         features = jnp.swapaxes(h, 0, 1).reshape(h.shape[1], -1)  # [B, layers*dirs*H]
-        return self.to_mean(features), self.to_logvar(features)
+        return self.posterior(self.to_mean(features), self.to_logvar(features))
+
+    def _code(self, z: jax.Array) -> jax.Array:
+        """What the decoder sees of z: z itself, or zeros for the language-model baseline."""
+        return z if self.config.use_latent else jnp.zeros_like(z)
 
     def initial_state(self, z: jax.Array):
         """z: [B, latent] -> the decoder's initial state, [layers, B, H] (GRU) or a pair (LSTM)."""
-        s = self.latent_to_hidden(z)
+        s = self.latent_to_hidden(self._code(z))
         if self.config.decoder_init_tanh:
             s = jnp.tanh(s)
         L, H = self.config.num_layers, self.config.hidden_dim
@@ -106,6 +117,7 @@ class SentenceVAE(nnx.Module):
     def _decoder_inputs(self, emb: jax.Array, z: jax.Array) -> jax.Array:
         if not self.config.z_every_step:
             return emb
+        z = self._code(z)
         zs = jnp.broadcast_to(z[:, None, :], (*emb.shape[:2], z.shape[-1])) if emb.ndim == 3 else z
         return jnp.concatenate([emb, zs], axis=-1)
 

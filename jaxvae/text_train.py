@@ -1,9 +1,10 @@
 """Training engine for the sentence VAE in JAX; the twin of ``torchvae/text_train.py``.
 
-The step is one jitted pure function ``(params, opt_state, rest, key, tokens, lengths, step, kl_weight)
--> (params, opt_state, terms)`` over the whole sequence (the model scans). Its noise (eps, the
+The step is one jitted pure function ``(params, opt_state, stats, rest, key, tokens, lengths, step,
+kl_weight, lr_scale) -> (params, opt_state, stats, terms)`` over the whole sequence (the model scans). Its noise (eps, the
 word-dropout mask, the MMD's prior samples and the embedding-dropout key) comes from
-``fold_in(key, step)``, so a resumed run draws exactly the same. ``step`` and ``kl_weight`` are
+``fold_in(key, step)``, so a resumed run draws exactly the same. ``stats`` are the BN-VAE's running
+averages (``nnx.BatchStat``; empty without it), checkpointed with the parameters. ``step`` and ``kl_weight`` are
 traced, so it compiles once per padded length (a multiple of 8; about a dozen on PTB).
 Checkpoints (parameters and Adam state) are written by orbax, atomically.
 """
@@ -33,7 +34,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, 
     mmd_kwargs = {"kernel": lc.kernel, "bandwidth": lc.bandwidth, "estimator": lc.estimator}
 
     @partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params, opt_state, rest, key, tokens, lengths, step, kl_weight, lr_scale):
+    def train_step(params, opt_state, stats, rest, key, tokens, lengths, step, kl_weight, lr_scale):
         k_eps, k_mask, k_prior, k_dropout = jax.random.split(jax.random.fold_in(key, step), 4)
         shape = (tokens.shape[0], mc.latent_dim)
         eps = jax.random.normal(k_eps, shape, dtype)
@@ -41,18 +42,21 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, 
         prior_z = jax.random.normal(k_prior, shape, dtype) if lc.objective == "mmd" else None
 
         # embedding dropout draws from the model's RNG stream: reseed it so it is a function of (seed, step) too
-        model = nnx.merge(graphdef, params, rest)
+        model = nnx.merge(graphdef, params, stats, rest)
         nnx.reseed(model, default=k_dropout)
-        rest_at_step = nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
+        rest_at_step = nnx.to_pure_dict(nnx.split(model, nnx.Param, nnx.BatchStat, ...)[3])
 
         def loss_fn(p):
-            model = nnx.merge(graphdef, p, rest_at_step)
+            model = nnx.merge(graphdef, p, stats, rest_at_step)
             loss, terms = sentence_loss(model, tokens, lengths, eps, word_mask, kl_weight=kl_weight,
                                         free_bits=tt.free_bits, objective=lc.objective, alpha=lc.alpha, lam=lc.lam,
                                         prior_z=prior_z, mmd_kwargs=mmd_kwargs)
-            return loss, {k: v.mean() for k, v in terms.items()}
+            # the BN-VAE's running averages, updated by this forward pass (empty without BN)
+            new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+            return loss, ({k: v.mean() for k, v in terms.items()}, new_stats)
 
-        return adam_update(loss_fn, params, opt_state, tx, lr_scale)
+        params, opt_state, (terms, new_stats) = adam_update(loss_fn, params, opt_state, tx, lr_scale)
+        return params, opt_state, new_stats, terms
 
     return train_step
 
@@ -71,21 +75,21 @@ class JaxTextEngine:
         self.key = jax.random.key(tc.seed)
         model = SentenceVAE(cfg.text, rngs=nnx.Rngs(tc.seed), param_dtype=self.dtype)
         model.train()
-        # params: the trained weights; rest: the dropout RNG stream, reseeded inside every step
-        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
-        self.params = nnx.to_pure_dict(params)
+        # params: the trained weights; stats: running averages; rest: the dropout RNG stream, reseeded every step
+        self.graphdef, params, stats, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        self.params, self.stats = nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
         self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
         self.opt_state = self.tx.init(self.params)
         self._step = make_train_step(self.graphdef, self.tx, cfg, self.dtype)
 
     def model(self) -> SentenceVAE:
-        model = nnx.merge(self.graphdef, self.params, self.rest)
+        model = nnx.merge(self.graphdef, self.params, self.stats, self.rest)
         model.eval()
         return model
 
     def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0) -> dict[str, float]:
-        self.params, self.opt_state, terms = self._step(
-            self.params, self.opt_state, self.rest, self.key, jnp.asarray(batch.tokens), jnp.asarray(batch.lengths),
+        self.params, self.opt_state, self.stats, terms = self._step(
+            self.params, self.opt_state, self.stats, self.rest, self.key, jnp.asarray(batch.tokens), jnp.asarray(batch.lengths),
             step, jnp.asarray(kl_weight, self.dtype), jnp.asarray(lr_scale, self.dtype))
         return {k: float(v) for k, v in terms.items()}
 
@@ -94,7 +98,8 @@ class JaxTextEngine:
 
     # --- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict:
-        return {"params": self.params, "opt_state": self.opt_state}
+        state = {"params": self.params, "opt_state": self.opt_state}
+        return {**state, "batch_stats": self.stats} if self.stats else state
 
     def save(self, step: int, meta: dict) -> None:
         self.checkpoints.save(step, self._state(), meta)
@@ -106,6 +111,7 @@ class JaxTextEngine:
             return None
         state, meta = restored
         self.params, self.opt_state = state["params"], state["opt_state"]
+        self.stats = state.get("batch_stats", self.stats)
         return meta
 
 def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print,

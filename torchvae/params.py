@@ -14,9 +14,14 @@ import torch
 from torch import nn
 
 
+def _entries(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers (the BN-VAE's running averages) by state_dict name."""
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
 def export_params(model: nn.Module) -> dict[str, np.ndarray]:
-    """Every parameter of ``model`` as a numpy array (a copy), keyed by its state_dict name."""
-    return {name: p.detach().cpu().numpy().copy() for name, p in model.named_parameters()}
+    """Every parameter and buffer of ``model`` as a numpy array (a copy), keyed by its state_dict name."""
+    return {name: p.detach().cpu().numpy().copy() for name, p in _entries(model).items()}
 
 
 def import_params(model: nn.Module, params: dict[str, np.ndarray]) -> None:
@@ -24,7 +29,7 @@ def import_params(model: nn.Module, params: dict[str, np.ndarray]) -> None:
 
     Raises KeyError on a missing or unexpected key and ValueError on a wrong shape, naming them.
     """
-    own = dict(model.named_parameters())
+    own = _entries(model)
     missing = sorted(set(own) - set(params))
     unexpected = sorted(set(params) - set(own))
     if missing or unexpected:

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from torchvae.mmd import mmd
+from torchvae.posterior import PosteriorHead
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
 
@@ -43,6 +44,8 @@ class SentenceVAE(nn.Module):
                                        bidirectional=c.bidirectional)
         self.to_mean = nn.Linear(c.encoder_features, c.latent_dim)
         self.to_logvar = nn.Linear(c.encoder_features, c.latent_dim)
+        self.posterior = PosteriorHead(c.latent_dim, delta_rate=c.delta_rate, bn_gamma=c.bn_gamma,
+                                       use_latent=c.use_latent)
         self.latent_to_hidden = nn.Linear(c.latent_dim, c.decoder_state_size)
         dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
         self.decoder_rnn = RNNS[c.rnn](dec_in, c.hidden_dim, c.num_layers, batch_first=True)
@@ -66,17 +69,25 @@ class SentenceVAE(nn.Module):
         return F.linear(h, self.embedding.weight, self.output_bias)
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>."""
+        """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>.
+        The language-model baseline (``use_latent`` false) returns the prior, mean 0 and logvar 0."""
+        if not self.config.use_latent:
+            zeros = self.to_mean.weight.new_zeros((tokens.shape[0], self.config.latent_dim))
+            return zeros, zeros
         x = self.embedding(tokens[:, 1:])
         packed = pack_padded_sequence(x, (lengths - 1).cpu(), batch_first=True, enforce_sorted=False)
         _, state = self.encoder_rnn(packed)
         h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]
         features = h.transpose(0, 1).reshape(h.shape[1], -1)  # [B, layers*dirs*H]
-        return self.to_mean(features), self.to_logvar(features)
+        return self.posterior(self.to_mean(features), self.to_logvar(features))
+
+    def _code(self, z: torch.Tensor) -> torch.Tensor:
+        """What the decoder sees of z: z itself, or zeros for the language-model baseline."""
+        return z if self.config.use_latent else torch.zeros_like(z)
 
     def initial_state(self, z: torch.Tensor):
         """z: [B, latent] -> the decoder's initial state, [layers, B, H] (GRU) or a pair (LSTM)."""
-        s = self.latent_to_hidden(z)
+        s = self.latent_to_hidden(self._code(z))
         if self.config.decoder_init_tanh:
             s = torch.tanh(s)
         L, H = self.config.num_layers, self.config.hidden_dim
@@ -86,6 +97,7 @@ class SentenceVAE(nn.Module):
     def _decoder_inputs(self, emb: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if not self.config.z_every_step:
             return emb
+        z = self._code(z)
         return torch.cat([emb, z[:, None, :].expand(*emb.shape[:2], z.shape[-1])], dim=-1)
 
     def decode(self, inputs: torch.Tensor, z: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:

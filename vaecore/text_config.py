@@ -68,6 +68,9 @@ class TextModelConfig:
     z_every_step: bool = False
     decoder_init_tanh: bool = False
     tie_embeddings: bool = True
+    delta_rate: float = 0.0
+    bn_gamma: float = 0.0
+    use_latent: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim", "num_layers"):
@@ -76,13 +79,24 @@ class TextModelConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.vocab_size < 5:
             raise ValueError(f"vocab_size must be >= 5 (4 special tokens and a word), got {self.vocab_size}")
+        if not self.use_latent and (self.delta_rate > 0 or self.bn_gamma > 0):
+            raise ValueError("the language-model baseline (use_latent false) has no posterior: delta_rate and "
+                             "bn_gamma must be 0")
         if self.rnn not in RNN_KINDS:
             raise ValueError(f"rnn must be one of {list(RNN_KINDS)}, got {self.rnn!r}")
         for name in ("embedding_dropout", "word_dropout", "output_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-        for name in ("bidirectional", "z_every_step", "decoder_init_tanh", "tie_embeddings"):
+        for name in ("delta_rate", "bn_gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a number >= 0 (0: off), got {value!r}")
+        if self.delta_rate > 0:
+            from vaecore.posterior import delta_logvar_bounds
+
+            delta_logvar_bounds(self.delta_rate)  # raises ValueError for a rate too large to commit to
+        for name in ("bidirectional", "z_every_step", "decoder_init_tanh", "tie_embeddings", "use_latent"):
             if type(getattr(self, name)) is not bool:  # 1 and 0 are not accepted as switches
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
