@@ -257,9 +257,14 @@ def test_bad_flags_are_one_line_and_exit_2(args, message, tmp_path):
     assert len(lines) == 1 and message in lines[0], out.stderr
 
 
+# training modes whose state goes beyond parameters and optimiser (BN-VAE's running averages)
+RESUME_MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"]}
+
+
+@pytest.mark.parametrize("mode", list(RESUME_MODES))
 @pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_sigkill_and_resume_gives_the_same_results(backend, corpus, tmp_path):
-    args = ["--backend", backend, "--task", "text", "--data", str(corpus), "--embed-dim", "32", "--hidden-dim", "64",
+def test_sigkill_and_resume_gives_the_same_results(backend, mode, corpus, tmp_path):
+    args = [*RESUME_MODES[mode], "--backend", backend, "--task", "text", "--data", str(corpus), "--embed-dim", "32", "--hidden-dim", "64",
             "--latent-dim", "4", "--batch-size", "8", "--max-steps", "120", "--checkpoint-every", "10",
             "--log-every", "5", "--kl-schedule", "cyclical", "--free-bits", "0.05", "--seed", "3",
             "--num-samples", "3", "--lr-decay-start", "2", "--lr-decay", "0.7"]
