@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cyclical schedule: fraction R of each cycle spent rising")
     g.add_argument("--free-bits", type=float, default=d_text.free_bits,
                    help="free bits: nats per latent dimension below which its batch-mean KL is not pushed down")
+    g.add_argument("--pretrain-ae-epochs", type=int, default=d_text.pretrain_epochs,
+                   help="Li et al. 2019: train an autoencoder (KL weight 0) for this many of the --epochs, then "
+                        "re-initialise the decoder and the optimiser and train the ELBO with --free-bits; 0: off")
+    g.add_argument("--aggressive", action="store_true",
+                   help="He et al. 2019: encoder-only updates before each decoder update until the encoder's loss "
+                        "stops improving (at most 99), until the validation MI stops rising")
     g.add_argument("--lr-decay-start", type=int, default=d_text.lr_decay_start,
                    help="text: epochs trained at the full --lr before the learning-rate decay starts")
     g.add_argument("--lr-decay", type=float, default=d_text.lr_decay,
@@ -216,7 +222,7 @@ TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "w
              "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "delta_rate", "bn_gamma",
              "no_latent", "max_len", "min_freq",
              "max_vocab", "kl_schedule", "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
-             "lr_decay_start", "lr_decay", "num_samples", "beam_width", "temperature", "interp_steps"}
+             "lr_decay_start", "lr_decay", "pretrain_ae_epochs", "aggressive", "num_samples", "beam_width", "temperature", "interp_steps"}
 # The vocabulary size is known once the data is read: vaecore.text_loop replaces this placeholder.
 PENDING_VOCAB_SIZE = 5
 
@@ -239,7 +245,8 @@ def text_configs(args: argparse.Namespace, latent_dim: int):
         kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps, kl_logistic_k=args.kl_logistic_k,
         kl_logistic_x0=args.kl_logistic_x0, kl_cycles=args.kl_cycles, kl_cycle_ratio=args.kl_cycle_ratio,
         free_bits=0.0 if args.no_latent else args.free_bits, max_len=args.max_len, min_freq=args.min_freq, max_vocab=args.max_vocab,
-        lr_decay_start=args.lr_decay_start, lr_decay=args.lr_decay)
+        lr_decay_start=args.lr_decay_start, lr_decay=args.lr_decay, pretrain_epochs=args.pretrain_ae_epochs,
+        aggressive=args.aggressive)
     return model, train
 
 

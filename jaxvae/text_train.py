@@ -23,19 +23,40 @@ from jaxvae import decoding, evaluation
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from jaxvae.train import adam_update
-from vaecore import text_loop
+from vaecore import rng, text_loop
 from vaecore.config import RunConfig
+from vaecore.text_config import DECODER_REINIT_MODULES, module_side
 from vaecore.text_data import TextBatch
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, dtype):
-    """The pure training step, jitted once with donated params and optimiser state."""
+PARTS = ("all", "encoder", "decoder")
+
+
+def split_sides(tree: dict) -> dict[str, dict]:
+    """A pure-dict tree keyed by top-level module -> {"encoder": ..., "decoder": ...}."""
+    sides = {"encoder": {}, "decoder": {}}
+    for name, value in tree.items():
+        sides[module_side(name)][name] = value
+    return sides
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, dtype, *, part: str = "all",
+                    inner: bool = False, sided: bool = False):
+    """The pure training step, jitted once with donated params and optimiser state.
+
+    ``part``: which side's parameters the step updates ("all", "encoder", "decoder"); ``sided``:
+    the optimiser state is one Adam state per side (aggressive training), so a one-sided step
+    leaves the other side's moments and step count as they are (as torch's per-parameter Adam does).
+    ``inner``: the step takes an inner-update index whose noise is its own."""
     mc, lc, tt = cfg.text, cfg.loss, cfg.text_train
     mmd_kwargs = {"kernel": lc.kernel, "bandwidth": lc.bandwidth, "estimator": lc.estimator}
 
     @partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params, opt_state, stats, rest, key, tokens, lengths, step, kl_weight, lr_scale):
-        k_eps, k_mask, k_prior, k_dropout = jax.random.split(jax.random.fold_in(key, step), 4)
+    def train_step(params, opt_state, stats, rest, key, tokens, lengths, step, kl_weight, lr_scale, inner_index=0):
+        key = jax.random.fold_in(key, step)
+        if inner:
+            key = jax.random.fold_in(jax.random.fold_in(key, rng.INNER), inner_index)
+        k_eps, k_mask, k_prior, k_dropout = jax.random.split(key, 4)
         shape = (tokens.shape[0], mc.latent_dim)
         eps = jax.random.normal(k_eps, shape, dtype)
         word_mask = jax.random.bernoulli(k_mask, mc.word_dropout, (tokens.shape[0], tokens.shape[1] - 1))
@@ -55,10 +76,27 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, 
             new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
             return loss, ({k: v.mean() for k, v in terms.items()}, new_stats)
 
-        params, opt_state, (terms, new_stats) = adam_update(loss_fn, params, opt_state, tx, lr_scale)
+        if not sided:
+            params, opt_state, (terms, new_stats) = adam_update(loss_fn, params, opt_state, tx, lr_scale)
+            return params, opt_state, new_stats, terms
+        params, opt_state, (terms, new_stats) = sided_adam_update(loss_fn, params, opt_state, tx, lr_scale, part)
         return params, opt_state, new_stats, terms
 
     return train_step
+
+
+def sided_adam_update(loss_fn, params: dict, opt_state: dict, tx: optax.GradientTransformation, lr_scale, part: str):
+    """``adam_update`` with one optimiser state per side (``{"encoder": ..., "decoder": ...}``):
+    only ``part``'s sides ("all" is both) are updated; the other side's parameters and state are
+    returned as they came. -> (params, opt_state, aux)."""
+    (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    p_sides, g_sides, opt_state = split_sides(params), split_sides(grads), dict(opt_state)
+    for side in ("encoder", "decoder"):
+        if part in ("all", side):
+            updates, opt_state[side] = tx.update(g_sides[side], opt_state[side], p_sides[side])
+            updates = jax.tree.map(lambda u: u * lr_scale, updates)
+            p_sides[side] = optax.apply_updates(p_sides[side], updates)
+    return {**p_sides["encoder"], **p_sides["decoder"]}, opt_state, aux
 
 
 class JaxTextEngine:
@@ -79,19 +117,49 @@ class JaxTextEngine:
         self.graphdef, params, stats, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
         self.params, self.stats = nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
         self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
-        self.opt_state = self.tx.init(self.params)
-        self._step = make_train_step(self.graphdef, self.tx, cfg, self.dtype)
+        # aggressive training updates one side at a time: one Adam state per side
+        self.sided = cfg.text_train.aggressive
+        self.opt_state = self._init_opt_state()
+        self._steps = {}
+
+    def _init_opt_state(self):
+        if self.sided:
+            return {side: self.tx.init(tree) for side, tree in split_sides(self.params).items()}
+        return self.tx.init(self.params)
+
+    def _step_fn(self, part: str, inner: bool):
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}; got {part!r}")
+        if part != "all" and not self.sided:
+            raise ValueError("one-sided updates need the per-side optimiser state of aggressive training")
+        if (part, inner) not in self._steps:
+            self._steps[part, inner] = make_train_step(self.graphdef, self.tx, self.cfg, self.dtype, part=part,
+                                                       inner=inner, sided=self.sided)
+        return self._steps[part, inner]
 
     def model(self) -> SentenceVAE:
         model = nnx.merge(self.graphdef, self.params, self.stats, self.rest)
         model.eval()
         return model
 
-    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0) -> dict[str, float]:
-        self.params, self.opt_state, self.stats, terms = self._step(
-            self.params, self.opt_state, self.stats, self.rest, self.key, jnp.asarray(batch.tokens), jnp.asarray(batch.lengths),
-            step, jnp.asarray(kl_weight, self.dtype), jnp.asarray(lr_scale, self.dtype))
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0, *,
+                   part: str = "all", inner: int | None = None) -> dict[str, float]:
+        """One Adam step of ``part`` ("all", "encoder", "decoder"); see ``torchvae.text_train``."""
+        args = (self.params, self.opt_state, self.stats, self.rest, self.key, jnp.asarray(batch.tokens),
+                jnp.asarray(batch.lengths), step, jnp.asarray(kl_weight, self.dtype), jnp.asarray(lr_scale, self.dtype))
+        fn = self._step_fn(part, inner is not None)
+        out = fn(*args) if inner is None else fn(*args, inner)
+        self.params, self.opt_state, self.stats, terms = out
         return {k: float(v) for k, v in terms.items()}
+
+    def reset_decoder(self) -> None:
+        """Re-initialise the decoder (``DECODER_REINIT_MODULES``) from a seed of its own and start a
+        new optimiser state: the second phase of pretraining (Li et al. 2019)."""
+        seed = rng.derived_seed(self.cfg.train.seed, rng.DECODER_REINIT) % 2**31
+        fresh = nnx.to_pure_dict(nnx.state(SentenceVAE(self.cfg.text, rngs=nnx.Rngs(seed), param_dtype=self.dtype),
+                                           nnx.Param))
+        self.params = {**self.params, **{k: v for k, v in fresh.items() if k in DECODER_REINIT_MODULES}}
+        self.opt_state = self._init_opt_state()
 
     def evaluate(self, batches) -> dict:
         return evaluate_text(self.model(), batches, seed=self.cfg.train.seed, keep_posteriors=True)

@@ -258,7 +258,8 @@ def test_bad_flags_are_one_line_and_exit_2(args, message, tmp_path):
 
 
 # training modes whose state goes beyond parameters and optimiser (BN-VAE's running averages)
-RESUME_MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"]}
+RESUME_MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"],
+                "aggressive": ["--aggressive", "--bn-gamma", "0.5"], "pretrain": ["--pretrain-ae-epochs", "1"]}
 
 
 @pytest.mark.parametrize("mode", list(RESUME_MODES))

@@ -17,7 +17,10 @@ from torchvae.checkpoint import Checkpoints
 from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from vaecore import rng, text_loop
 from vaecore.config import RunConfig
+from vaecore.text_config import DECODER_REINIT_MODULES, module_side
 from vaecore.text_data import TextBatch
+
+PARTS = ("all", "encoder", "decoder")
 
 
 class TorchTextEngine:
@@ -37,21 +40,33 @@ class TorchTextEngine:
     def _generator(self, *parts: int) -> torch.Generator:
         return torch.Generator().manual_seed(rng.derived_seed(self.cfg.train.seed, *parts))
 
+    def _noise_id(self, step: int, inner: int | None) -> tuple[int, ...]:
+        """The step's noise stream: (step,), or (step, INNER, inner) for an inner encoder update."""
+        return (step,) if inner is None else (step, rng.INNER, inner)
+
     def model(self) -> SentenceVAE:
         return self._model.eval()
 
-    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0) -> dict[str, float]:
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0, *,
+                   part: str = "all", inner: int | None = None) -> dict[str, float]:
+        """One Adam step of ``part``: "all" the parameters, or only the "encoder"'s or the "decoder"'s
+        (``text_config.ENCODER_MODULES``/``DECODER_MODULES``): the other side's parameters and Adam
+        moments are left exactly as they were. ``inner`` numbers an inner encoder update of
+        aggressive training within ``step`` (its own noise)."""
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}; got {part!r}")
         mc, lc = self.cfg.text, self.cfg.loss
         dev = self.device
         tokens, lengths = torch.as_tensor(batch.tokens, device=dev), torch.as_tensor(batch.lengths, device=dev)
         shape = (tokens.shape[0], mc.latent_dim)
+        noise = self._noise_id(step, inner)
         # drawn on the CPU from seeded generators, then moved: the same numbers on every device
-        eps = torch.randn(shape, generator=self._generator(step, rng.EPS), dtype=self.dtype).to(dev)
+        eps = torch.randn(shape, generator=self._generator(*noise, rng.EPS), dtype=self.dtype).to(dev)
         word_mask = (torch.rand((tokens.shape[0], tokens.shape[1] - 1),
-                                generator=self._generator(step, text_loop.WORD_MASK)) < mc.word_dropout).to(dev)
-        prior_z = (torch.randn(shape, generator=self._generator(step, rng.PRIOR), dtype=self.dtype).to(dev)
+                                generator=self._generator(*noise, text_loop.WORD_MASK)) < mc.word_dropout).to(dev)
+        prior_z = (torch.randn(shape, generator=self._generator(*noise, rng.PRIOR), dtype=self.dtype).to(dev)
                    if lc.objective == "mmd" else None)
-        torch.manual_seed(rng.derived_seed(self.cfg.train.seed, step, text_loop.DROPOUT))  # dropout (CPU and CUDA)
+        torch.manual_seed(rng.derived_seed(self.cfg.train.seed, *noise, text_loop.DROPOUT))  # dropout (CPU and CUDA)
         self._model.train()
         self.opt.zero_grad(set_to_none=True)
         loss, terms = sentence_loss(self._model, tokens, lengths, eps, word_mask, kl_weight=kl_weight,
@@ -60,10 +75,30 @@ class TorchTextEngine:
                                     mmd_kwargs={"kernel": lc.kernel, "bandwidth": lc.bandwidth,
                                                 "estimator": lc.estimator})
         loss.backward()
+        if part != "all":  # Adam skips a parameter without a gradient: value and moments stay as they are
+            for name, p in self._model.named_parameters():
+                if module_side(name) != part:
+                    p.grad = None
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.train.lr * lr_scale
         self.opt.step()
         return {k: float(v.detach().mean()) for k, v in terms.items()}
+
+    def reset_decoder(self) -> None:
+        """Re-initialise the decoder (``DECODER_REINIT_MODULES``) from a seed of its own and start a
+        new optimiser: the second phase of pretraining (Li et al. 2019)."""
+        torch.manual_seed(rng.derived_seed(self.cfg.train.seed, rng.DECODER_REINIT))
+        fresh = SentenceVAE(self.cfg.text).to(device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            for name in DECODER_REINIT_MODULES:
+                if hasattr(fresh, name):
+                    new = getattr(fresh, name)
+                    if isinstance(new, torch.nn.Parameter):
+                        getattr(self._model, name).copy_(new)
+                    else:
+                        getattr(self._model, name).load_state_dict(new.state_dict())
+        tc = self.cfg.train
+        self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
 
     def evaluate(self, batches) -> dict:
         return evaluate_text(self._model, batches, seed=self.cfg.train.seed, keep_posteriors=True)

@@ -160,7 +160,20 @@ class TextTrainConfig:
     Free bits 0.05 nats per dimension by default: with tied embeddings and lr 2e-3 the plain ELBO's
     KL sank to 0.17 nats with 2 active units by epoch 8 (valid -ELBO 103.51, jax on an H200); the
     floor of 0.05 kept 1.94 nats and all 32 units active for 0.3 nats of -ELBO (103.82). Floors of
-    0.1 and 0.2 kept 2.9 and 5.9 nats at 104.40 and 106.13."""
+    0.1 and 0.2 kept 2.9 and 5.9 nats at 104.40 and 106.13.
+
+    Two training modes against posterior collapse (``vaecore.text_loop``):
+
+    - ``pretrain_epochs`` (Li et al. 2019): the first epochs train an autoencoder (KL weight 0);
+      then the decoder (``text_config.DECODER_REINIT_MODULES``: all of it but the shared word
+      embedding) is re-initialised, the optimiser state reset, and the ELBO with free bits trains
+      for the remaining epochs, the KL schedule starting again from step 0.
+    - ``aggressive`` (He et al. 2019): each decoder update is preceded by encoder-only updates, the
+      first on the step's batch and the others on random training batches, at most
+      ``aggressive_max_inner - 1`` of them; every ``aggressive_window`` of them the mean loss per token
+      of the window is compared with the previous window's, and the inner loop stops once it did not
+      improve. The mode ends for good after the first epoch whose validation MI is below the
+      previous epoch's; then encoder and decoder are updated together as usual."""
 
     kl_schedule: str = "logistic"
     kl_warmup_steps: int = 5000
@@ -174,9 +187,21 @@ class TextTrainConfig:
     max_vocab: int | None = None
     lr_decay_start: int = 8
     lr_decay: float = 0.6
+    pretrain_epochs: int = 0
+    aggressive: bool = False
+    aggressive_max_inner: int = 100
+    aggressive_window: int = 15
 
     def __post_init__(self) -> None:
         check_choice("kl_schedule", self.kl_schedule, KL_SCHEDULES)
+        if not isinstance(self.pretrain_epochs, int) or self.pretrain_epochs < 0:
+            raise ConfigError(f"pretrain_epochs must be an integer >= 0; got {self.pretrain_epochs!r}")
+        if type(self.aggressive) is not bool:
+            raise ConfigError(f"aggressive must be true or false; got {self.aggressive!r}")
+        if self.aggressive and self.pretrain_epochs:
+            raise ConfigError("aggressive inference and a pretrained encoder are separate remedies; choose one")
+        check_positive("aggressive_max_inner", self.aggressive_max_inner)
+        check_positive("aggressive_window", self.aggressive_window)
         check_positive("kl_warmup_steps", self.kl_warmup_steps)
         check_positive("kl_logistic_k", self.kl_logistic_k)
         check_positive("kl_cycles", self.kl_cycles)

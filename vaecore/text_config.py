@@ -6,6 +6,24 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 RNN_KINDS = ("lstm", "gru")
+# The sentence VAE's top-level modules by side, for the training modes that update or re-initialise
+# one side only (aggressive inference, a pretrained encoder with a fresh decoder). The word embedding
+# is shared by both sides (and tied to the output layer): it counts as the decoder's, so an
+# encoder-only update leaves every parameter the decoder uses untouched.
+ENCODER_MODULES = ("encoder_rnn", "to_mean", "to_logvar", "posterior")
+DECODER_MODULES = ("embedding", "latent_to_hidden", "decoder_rnn", "output", "output_projection", "output_bias")
+# Re-initialised after pretraining: the decoder without the shared embedding (the encoder reads it).
+DECODER_REINIT_MODULES = DECODER_MODULES[1:]
+
+
+def module_side(name: str) -> str:
+    """"encoder" or "decoder" for a canonical parameter name (its first component)."""
+    top = name.split(".")[0]
+    if top in ENCODER_MODULES:
+        return "encoder"
+    if top in DECODER_MODULES:
+        return "decoder"
+    raise KeyError(f"{name!r} is neither an encoder nor a decoder parameter")
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 ``vaecore.loop`` (same run folder, checkpoints, resume, NaN stop and metrics). A backend supplies
 an *engine* with the numeric parts:
 
-- ``train_step(batch, step, kl_weight, lr_scale) -> dict[str, float]`` one optimiser step on a
-  ``TextBatch`` with the learning rate ``TrainConfig.lr * lr_scale``; batch means of recon, kl, mmd,
-  total; eps, the word-dropout mask, embedding and output dropout and the MMD's prior samples are
-  derived from ``(seed, step)``, so a resumed run draws the same noise;
+- ``train_step(batch, step, kl_weight, lr_scale, part="all", inner=None) -> dict[str, float]`` one
+  optimiser step on a ``TextBatch`` with the learning rate ``TrainConfig.lr * lr_scale``, of every
+  parameter or of one side only (``part`` "encoder" or "decoder", for aggressive inference); batch
+  means of recon, kl, mmd, total; eps, the word-dropout mask, embedding and output dropout and the
+  MMD's prior samples are derived from ``(seed, step)`` (and ``inner``, an inner encoder update's
+  index), so a resumed run draws the same noise;
+- ``reset_decoder()`` re-initialises the decoder and the optimiser (after autoencoder pretraining);
 - ``evaluate(batches) -> dict`` the backend's ``evaluate_text`` (one z per sentence, noise from the
   seed and the batch index, no dropout) with the posterior means and log-variances kept, and
   ``evaluation`` the backend's evaluation module (mutual information);
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vaecore import rng
 from vaecore.config import ConfigError, RunConfig, atomic_write_text, on_any_device
 from vaecore.loop import check_finite, write_training_curves
 from vaecore.metrics import MetricsWriter, progress_bar
@@ -44,7 +49,9 @@ class TextEngine(Protocol):
     decoding: Any
     evaluation: Any
 
-    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float) -> dict[str, float]: ...
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float, *, part: str = "all",
+                   inner: int | None = None) -> dict[str, float]: ...
+    def reset_decoder(self) -> None: ...
     def evaluate(self, batches: Iterator[TextBatch]) -> dict: ...
     def model(self) -> Any: ...
     def save(self, step: int, meta: dict) -> None: ...
@@ -85,6 +92,33 @@ def train_batches(train: TextDataset, batch_size: int, seed: int, start: int) ->
         epoch, index = epoch + 1, 0
 
 
+def encoder_updates(engine: TextEngine, train: TextDataset, batch: TextBatch, step: int, kl_weight: float,
+                    lr_scale: float, cfg: RunConfig, last_ckpt: int, workdir: Path) -> int:
+    """Aggressive inference (He et al. 2019): encoder-only updates before the decoder update of
+    ``step``, the first on ``batch``, the others on random training batches (drawn from
+    ``(seed, AGGRESSIVE_BATCH, step, inner)``), until the loss per token of a window of
+    ``aggressive_window`` updates is no better than the previous window's, at most
+    ``aggressive_max_inner - 1`` updates, as in He et al.'s code. Returns how many were made."""
+    tt, seed = cfg.text_train, cfg.train.seed
+    best, window_loss, window_tokens = math.inf, 0.0, 0
+    inner, enc_batch = 1, batch
+    while inner < tt.aggressive_max_inner:
+        out = engine.train_step(enc_batch, step, kl_weight, lr_scale, part="encoder", inner=inner)
+        check_finite(out, step + 1, last_ckpt, workdir)
+        window_loss += out["total"] * len(enc_batch.lengths)
+        window_tokens += enc_batch.num_targets
+        inner += 1
+        if inner % tt.aggressive_window == 0:
+            current = window_loss / window_tokens
+            if current > best:
+                break
+            best, window_loss, window_tokens = current, 0.0, 0
+        pick = np.random.default_rng([seed, rng.AGGRESSIVE_BATCH, step, inner]).choice(
+            len(train), min(cfg.train.batch_size, len(train)), replace=False)
+        enc_batch = train.make_batch(np.sort(pick))
+    return inner - 1
+
+
 def evaluate(engine: TextEngine, split: TextDataset, *, seed: int = 0) -> dict[str, float]:
     """Per-sentence recon, kl, neg_elbo (nats), the perplexity bound and the counts of a split, and
     how much the code is used: mutual information I(x; z) (aggregate posterior over batches of
@@ -113,11 +147,16 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
         raise TextDataError(f"batch size {tc.batch_size} is larger than the train split ({len(train)} sentences); "
                             f"lower --batch-size")
     total_steps = per_epoch * tc.epochs if tc.max_steps is None else min(per_epoch * tc.epochs, tc.max_steps)
-    schedule = tt.schedule(cfg.loss.kl_weight, total_steps)
+    pretrain_steps = tt.pretrain_epochs * per_epoch
+    if pretrain_steps and pretrain_steps >= total_steps:
+        raise ConfigError(f"--pretrain-ae-epochs {tt.pretrain_epochs} leaves no steps for the ELBO ({total_steps} steps "
+                          f"in all); use fewer pretraining epochs or more --epochs")
+    schedule = tt.schedule(cfg.loss.kl_weight, total_steps - pretrain_steps)  # restarts after pretraining
     workdir.mkdir(parents=True, exist_ok=True)
 
     engine = engine_factory(cfg, workdir)
     start = 0
+    aggressive, previous_mi = tt.aggressive, 0.0  # He et al. compare the first epoch's MI with 0
     if resume:
         meta = engine.restore()
         if meta is not None:
@@ -125,6 +164,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
                 raise ConfigError(f"--resume: the data gives {per_epoch} batches per epoch, the checkpoint "
                                   f"{meta['batches_per_epoch']}; the data changed since the run started")
             start = int(meta["step"])
+            aggressive, previous_mi = meta.get("aggressive", aggressive), meta.get("previous_mi", previous_mi)
             log(f"resuming from the checkpoint at step {start}")
     cfg.save(workdir / "config.json")
     data.vocab.save(str(vocab_path))
@@ -137,16 +177,25 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
 
     bar = progress_bar(total_steps, start, f"{cfg.backend} {cfg.text.rnn} {cfg.loss.objective}")
     acc: dict[str, float] = {}
-    acc_steps = acc_tokens = 0
+    acc_steps = acc_tokens = acc_inner = 0
     acc_recon = 0.0  # summed over sentences, for the per-token loss (batches differ in sentence length)
     acc_time = train_time = 0.0  # seconds inside train steps (evaluation and checkpoints excluded)
     last_ckpt = start
     try:
         batches = train_batches(train, tc.batch_size, tc.seed, start)
         for step, batch in zip(range(start, total_steps), batches):
-            kl_weight, lr_scale = schedule(step), tt.lr_scale(step, per_epoch)
+            if pretrain_steps and step == pretrain_steps:
+                engine.reset_decoder()
+                log(f"step {step}: autoencoder pretraining done ({tt.pretrain_epochs} epochs); decoder re-initialised, "
+                    f"optimiser reset, the ELBO with free bits {tt.free_bits} from here")
+            kl_weight = 0.0 if step < pretrain_steps else schedule(step - pretrain_steps)
+            lr_scale = tt.lr_scale(step, per_epoch)
             t0 = time.perf_counter()
-            out = engine.train_step(batch, step, kl_weight, lr_scale)  # returns floats: the step has finished
+            if aggressive:
+                acc_inner += encoder_updates(engine, train, batch, step, kl_weight, lr_scale, cfg, last_ckpt, workdir)
+                out = engine.train_step(batch, step, kl_weight, lr_scale, part="decoder")
+            else:
+                out = engine.train_step(batch, step, kl_weight, lr_scale)  # returns floats: the step has finished
             acc_time += time.perf_counter() - t0
             check_finite(out, step + 1, last_ckpt, workdir)
             for k, v in out.items():
@@ -158,19 +207,28 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
                 train_time += acc_time
                 means = {k: v / acc_steps for k, v in acc.items()}
                 tps = acc_tokens / acc_time
+                extra = {"aggressive": int(aggressive), "inner_steps": acc_inner / acc_steps} if tt.aggressive else {}
                 writer.write(done, "train", {**means, "neg_elbo": means["recon"] + means["kl"],
                                              "recon_per_token": acc_recon / acc_tokens, "kl_weight": kl_weight,
                                              "lr": tc.lr * lr_scale, "tokens_per_s": tps,
-                                             "epoch": done / per_epoch})
+                                             "epoch": done / per_epoch, **extra})
                 bar.set_postfix(loss=f"{means['total']:.2f}", kl=f"{means['kl']:.2f}", w=f"{kl_weight:.3f}",
                                 tok_s=f"{tps:.0f}")
-                acc, acc_steps, acc_tokens, acc_time, acc_recon = {}, 0, 0, 0.0, 0.0
+                acc, acc_steps, acc_tokens, acc_time, acc_recon, acc_inner = {}, 0, 0, 0.0, 0.0, 0
             if done % per_epoch == 0:
-                writer.write(done, "valid", {**evaluate(engine, data.splits["valid"], seed=tc.seed),
-                                             "epoch": done // per_epoch})
+                valid = evaluate(engine, data.splits["valid"], seed=tc.seed)
+                writer.write(done, "valid", {**valid, "epoch": done // per_epoch})
+                if aggressive and valid["mi"] < previous_mi:
+                    aggressive = False
+                    log(f"epoch {done // per_epoch}: aggressive inference ends (valid MI {valid['mi']:.3f} < "
+                        f"{previous_mi:.3f} after the previous epoch); encoder and decoder train together from here")
+                    writer.write(done, "event", {"aggressive_ends": 1, "valid_mi": valid["mi"],
+                                                 "previous_mi": previous_mi})
+                previous_mi = valid["mi"]
             if done % tc.checkpoint_every == 0 or done == total_steps:
                 engine.save(done, {"step": done, "epoch": done // per_epoch, "batch_index": done % per_epoch,
-                                   "batches_per_epoch": per_epoch, "seed": tc.seed, "config": cfg.to_dict()})
+                                   "batches_per_epoch": per_epoch, "seed": tc.seed, "config": cfg.to_dict(),
+                                   "aggressive": aggressive, "previous_mi": previous_mi})
                 last_ckpt = done
             bar.update(1)
     finally:
