@@ -28,7 +28,6 @@ from vaecore.config import RunConfig
 from vaecore.text_config import DECODER_REINIT_MODULES, module_side
 from vaecore.text_data import TextBatch
 
-
 PARTS = ("all", "encoder", "decoder")
 
 
