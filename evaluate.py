@@ -148,6 +148,16 @@ def text_split(cfg: RunConfig, args: argparse.Namespace, workdir: Path) -> tuple
     return [split.make_batch(order[i:i + args.batch_size]) for i in range(0, n, args.batch_size)], data_source(cfg)
 
 
+def reconstruction_accuracy(decoding, vae, batches: list) -> float:
+    """Token accuracy of the greedy decodings of the posterior means (``evaluation.token_accuracy``)."""
+    correct = total = 0
+    for b in batches:
+        decoded = decoding.reconstruct(vae, b.tokens, b.lengths, max_len=int(b.lengths.max()) + 8)
+        c, t = evaluation.token_accuracy(decoded, b.tokens, b.lengths)
+        correct, total = correct + c, total + t
+    return correct / total
+
+
 def evaluate_run(args: argparse.Namespace, log=print) -> dict:
     """Evaluate ``args.workdir``; write eval_<split>.json, results.json, pictures and report.md."""
     from vaecore.metrics import progress_bar
@@ -189,6 +199,9 @@ def evaluate_run(args: argparse.Namespace, log=print) -> dict:
                                          count_tokens=count_tokens, progress=progress)
     finally:
         bar.close()
+    if cfg.task == "text":
+        metrics["token_acc"] = reconstruction_accuracy(importlib.import_module(f"{cfg.backend}vae.decoding"),
+                                                       model.vae, batches)
     metrics = {"split": args.split, "units": f"nats per {unit}", "backend": cfg.backend, "task": cfg.task,
                "step": step, "data": source, "limited": args.limit is not None, "batch_size": args.batch_size,
                **metrics}

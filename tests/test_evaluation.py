@@ -275,3 +275,43 @@ def test_format_table_names_the_batch_and_threshold():
     table = core.format_table(metrics)
     assert "K=5000" in table and "batch 500" in table and "Var > 0.01" in table and "of 20" in table
     assert "90.000" in table and " 17" in table
+
+
+def test_mutual_information_over_the_whole_split_matches_the_reference_and_is_chunk_free():
+    """Li et al.'s estimator is the per-batch one with the whole split as the batch: the numpy
+    reference on all N at once, and the same whatever the chunking; bounded by log N."""
+    rng = np.random.default_rng(7)
+    n, d = 700, 4
+    mean, logvar = 3.0 * rng.standard_normal((n, d)), np.full((n, d), -10.0)
+    eps = core.posterior_noise(3, n, d)
+    full = core.mutual_information_split(mean, logvar, seed=3)
+    assert full == pytest.approx(mi_reference(mean, logvar, eps), rel=1e-12)
+    assert core.mutual_information_split(mean, logvar, seed=3, chunk=7) == pytest.approx(full, rel=1e-12)
+    # well-separated posteriors: every z is explained by its own x alone, q(z_i) = q(z_i|x_i) / N, so
+    # the estimate is log N plus the one-sample error of the entropy term (by hand, with the same noise)
+    own = np.mean(-0.5 * (eps**2 + logvar + math.log(2 * math.pi)).sum(1))
+    neg_entropy = np.mean(-0.5 * d * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(1))
+    assert full == pytest.approx(math.log(n) + neg_entropy - own, abs=1e-6)
+    # an encoder that ignores x: q(z) = q(z|x), zero up to the same one-sample error of the entropy term
+    eps0 = core.posterior_noise(0, n, d)
+    error = -0.5 * d - np.mean(-0.5 * (eps0**2).sum(1))
+    assert core.mutual_information_split(np.zeros((n, d)), np.zeros((n, d))) == pytest.approx(error, abs=1e-12)
+    # the per-batch estimate of the same posteriors is capped by log(batch)
+    assert core.latent_usage(_NumpyMI(), mean, logvar, seed=3, mi_batch_size=50)["mi"] <= math.log(50) + 0.05
+
+
+class _NumpyMI:
+    @staticmethod
+    def mutual_information(mean, logvar, eps):
+        return mi_reference(mean, logvar, eps)
+
+
+def test_token_accuracy_by_hand():
+    # <bos> w1 w2 <eos> <pad> and <bos> w1 w2 w3 <eos>: targets (w1 w2 <eos>) and (w1 w2 w3 <eos>)
+    tokens = np.array([[1, 5, 6, 2, 0], [1, 7, 8, 9, 2]])
+    lengths = np.array([4, 5])
+    # exact; one word wrong; ended early (positions not reached count as wrong); ran past the end
+    assert core.token_accuracy([[5, 6], [7, 8, 9]], tokens, lengths) == (7, 7)
+    assert core.token_accuracy([[5, 4], [7, 8, 9]], tokens, lengths) == (6, 7)
+    assert core.token_accuracy([[5], [7]], tokens, lengths) == (1 + 1, 7)  # w1 right, <eos> lands on w2
+    assert core.token_accuracy([[5, 6, 9, 9], []], tokens, lengths) == (2, 7)  # no <eos> at position 3

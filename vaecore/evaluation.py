@@ -12,6 +12,10 @@ The metrics (Burda et al. 2015; He et al. 2019):
   ``mi_batch_size`` examples (log-mean-exp over their posteriors), so the estimate depends on that
   batch size and is at most log(mi_batch_size) plus sampling noise (the entropy term is analytic,
   the log q(z) term a one-sample average);
+- ``mi_split``: the same estimator with the aggregate posterior of the whole split (Li et al. 2019),
+  computed in chunks; at most log(N);
+- ``token_acc`` (text, ``evaluate.py``): reconstruction token accuracy, the greedy decoding of each
+  sentence's posterior mean against the sentence, position by position (``token_accuracy``);
 - ``au``: active units, latent dimensions whose posterior mean varies over the split:
   Var_x(E_q[z|x]) > ``au_threshold`` (0.01), the variance with ddof=1 as in He et al.'s code;
 - text: perplexities exp(sum NLL / tokens) from the IW NLL (``ppl``) and from the ELBO (``ppl_elbo``,
@@ -101,6 +105,43 @@ def perplexity(total_nll: float, tokens: int) -> float:
     return float(math.exp(total_nll / tokens))
 
 
+def mutual_information_split(mean: np.ndarray, logvar: np.ndarray, *, seed: int = 0, chunk: int = 256) -> float:
+    """I(x; z) with the aggregate posterior of the whole split (Li et al. 2019's ``calc_mi``):
+    E_x[-H(q(z|x))] - E_{x, z~q(z|x)}[log q(z)], q(z) = (1/N) sum_j q(z|x_j) over all N examples,
+    one z per example (the same ``posterior_noise`` as ``latent_usage``); at most log(N) plus
+    sampling noise. numpy, float64, in chunks of ``chunk`` samples against all N posteriors."""
+    mean, logvar = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
+    n, d = mean.shape
+    if n < 2:
+        raise ValueError(f"the split must hold at least 2 examples; got {n}")
+    z = mean + np.exp(0.5 * logvar) * posterior_noise(seed, n, d)
+    neg_entropy = float(np.mean(-0.5 * d * math.log(2 * math.pi) - 0.5 * np.sum(1.0 + logvar, axis=1)))
+    inv_var = np.exp(-logvar)  # [N, D]
+    norm = -0.5 * d * math.log(2 * math.pi) - 0.5 * logvar.sum(1)  # [N]
+    log_qz = np.empty(n)
+    for start in range(0, n, chunk):
+        zc = z[start:start + chunk, None, :]  # [c, 1, D] against every posterior [1, N, D]
+        log_density = norm[None, :] - 0.5 * np.sum((zc - mean[None]) ** 2 * inv_var[None], axis=2)
+        log_qz[start:start + chunk] = log_mean_exp(log_density, axis=1)
+    return neg_entropy - float(np.mean(log_qz))
+
+
+def token_accuracy(decoded: list[list[int]], tokens: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
+    """Reconstruction token accuracy of greedy decodings of the posterior means: (correct, total)
+    over the target tokens (words and <eos>) of a ``TextBatch``. Position t of a decoding (its words,
+    then <eos> if it ended) is compared with position t of the sentence; positions a decoding does
+    not reach count as wrong, positions past the sentence's end are not counted."""
+    from vaecore.text_data import EOS_ID
+
+    correct = total = 0
+    for ids, row, length in zip(decoded, np.asarray(tokens), np.asarray(lengths)):
+        target = row[1:int(length)]  # w1..wn <eos>
+        pred = np.asarray(list(ids) + [EOS_ID], np.int64)[:len(target)]
+        correct += int(np.sum(pred == target[:len(pred)]))
+        total += len(target)
+    return correct, total
+
+
 # --------------------------------------------------------------------------------------- noise
 
 
@@ -173,6 +214,7 @@ def evaluate_split(backend: EvalBackend, model: ModelAdapter, batches: Iterable[
         "recon": sums["recon"] / n, "kl": sums["kl"] / n,
         **latent_usage(backend, np.concatenate(means), np.concatenate(logvars), seed=seed,
                        mi_batch_size=mi_batch_size, au_threshold=au_threshold),
+        "mi_split": mutual_information_split(np.concatenate(means), np.concatenate(logvars), seed=seed),
     }
     if count_tokens is not None:
         out.update(tokens=tokens, ppl=perplexity(sums["nll"], tokens),
@@ -212,6 +254,8 @@ TABLE_ROWS = (
     ("recon", "reconstruction -log p(x|z)"),
     ("kl", "KL(q(z|x) || p(z))"),
     ("mi", "mutual information I(x; z) (batch {mi_batch_size})"),
+    ("mi_split", "mutual information I(x; z) (whole split)"),
+    ("token_acc", "reconstruction token accuracy (greedy, posterior mean)"),
     ("au", "active units (Var > {au_threshold}) of {latent_dim}"),
     ("ppl", "perplexity from the NLL"),
     ("ppl_elbo", "perplexity bound from the ELBO"),

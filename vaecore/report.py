@@ -24,9 +24,10 @@ PICTURES = (
     ("training_curves.png", "Training curves from metrics.jsonl"),
 )
 TEXT_SAMPLES = ("samples.txt", "interpolations.txt")
-COMPARE_COLUMNS = ("run", "backend", "task", "model", "objective", "setup", "epochs", "latent_dim", "step", "split",
+COMPARE_COLUMNS = ("run", "backend", "task", "model", "objective", "remedy", "setup", "epochs", "latent_dim", "step", "split",
                    "examples", "k",
-                   "nll", "neg_elbo", "recon", "kl", "mi", "mi_batch_size", "au", "ppl", "ppl_elbo", "seconds")
+                   "nll", "neg_elbo", "recon", "kl", "mi", "mi_batch_size", "mi_split", "au", "token_acc", "ppl",
+                   "ppl_elbo", "seconds", "train_hours")
 
 
 class ReportError(ValueError):
@@ -94,6 +95,25 @@ def setup_summary(config: dict) -> str:
         if text_train.get("lr_decay", 1.0) != 1.0:
             parts.append(f"lr x{_g(text_train['lr_decay'])} per epoch after {_g(text_train.get('lr_decay_start'))}")
     return "; ".join(parts) or "-"
+
+
+def remedy_summary(config: dict) -> str:
+    """The posterior-collapse remedy of a run, in a few words: "LM (no latent)", "delta-VAE rate 0.1",
+    "BN-VAE gamma 0.7", "aggressive", "pretrained AE (2 epochs)", combined with "+"; "-" for none."""
+    model = (config.get("text") if config.get("task") == "text" else config.get("model")) or {}
+    train = (config.get("text_train") if config.get("task") == "text" else None) or {}
+    parts = []
+    if model.get("use_latent") is False:
+        parts.append("LM (no latent)")
+    if model.get("delta_rate"):
+        parts.append(f"delta-VAE rate {_g(model['delta_rate'])}")
+    if model.get("bn_gamma"):
+        parts.append(f"BN-VAE gamma {_g(model['bn_gamma'])}")
+    if train.get("aggressive"):
+        parts.append("aggressive")
+    if train.get("pretrain_epochs"):
+        parts.append(f"pretrained AE ({_g(train['pretrain_epochs'])} epochs)")
+    return " + ".join(parts) or "-"
 
 
 def config_summary(config: dict) -> list[list[Any]]:
@@ -170,9 +190,15 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
     else:
         model, latent = config.get("model", {}).get("kind"), config.get("model", {}).get("latent_dim")
     row = {"run": workdir.name, "backend": config.get("backend"), "task": config.get("task"), "model": model,
-           "objective": config.get("loss", {}).get("objective"), "setup": setup_summary(config),
+           "objective": config.get("loss", {}).get("objective"), "remedy": remedy_summary(config),
+           "setup": setup_summary(config),
            "epochs": config.get("train", {}).get("epochs"), "latent_dim": latent}
     row.update({c: metrics.get(c) for c in COMPARE_COLUMNS if c not in row})
+    results_path = workdir / "results.json"
+    if results_path.exists():  # time in training steps, all sessions (older runs: the last session's)
+        results = json.loads(results_path.read_text())
+        seconds = results.get("train_seconds", results.get("train_seconds_this_session"))
+        row["train_hours"] = None if seconds is None else round(seconds / 3600, 2)
     return row
 
 

@@ -157,6 +157,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
     engine = engine_factory(cfg, workdir)
     start = 0
     aggressive, previous_mi = tt.aggressive, 0.0  # He et al. compare the first epoch's MI with 0
+    earlier_seconds = 0.0  # training time of the sessions before a resume
     if resume:
         meta = engine.restore()
         if meta is not None:
@@ -165,6 +166,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
                                   f"{meta['batches_per_epoch']}; the data changed since the run started")
             start = int(meta["step"])
             aggressive, previous_mi = meta.get("aggressive", aggressive), meta.get("previous_mi", previous_mi)
+            earlier_seconds = meta.get("train_seconds", 0.0)
             log(f"resuming from the checkpoint at step {start}")
     cfg.save(workdir / "config.json")
     data.vocab.save(str(vocab_path))
@@ -228,7 +230,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
             if done % tc.checkpoint_every == 0 or done == total_steps:
                 engine.save(done, {"step": done, "epoch": done // per_epoch, "batch_index": done % per_epoch,
                                    "batches_per_epoch": per_epoch, "seed": tc.seed, "config": cfg.to_dict(),
-                                   "aggressive": aggressive, "previous_mi": previous_mi})
+                                   "aggressive": aggressive, "previous_mi": previous_mi,
+                                   "train_seconds": earlier_seconds + train_time + acc_time})
                 last_ckpt = done
             bar.update(1)
     finally:
@@ -239,7 +242,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
                "units": "nats per sentence; ppl_bound = exp(sentences * neg_elbo / tokens), tokens = words + <eos>",
                **test, "truncated": st["test"]["truncated"], "truncated_train": st["train"]["truncated"],
                "unk": st["test"]["unk"], "empty_lines": st["test"]["empty_lines"], "max_len": tt.max_len,
-               "vocab_size": len(data.vocab), "train_seconds_this_session": train_time, "data": data_source(cfg),
+               "vocab_size": len(data.vocab), "train_seconds_this_session": train_time,
+               "train_seconds": earlier_seconds + train_time, "data": data_source(cfg),
                "backend": cfg.backend}
     writer.write(total_steps, "test", {k: test[k] for k in ("recon", "kl", "neg_elbo", "ppl_bound", "mi", "au")})
     writer.close()
