@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--conv-channels", type=int_list, default=d_model.conv_channels,
                    help="channels of the two stride-2 convolutions")
     g.add_argument("--conv-dense", type=int, default=d_model.conv_dense, help="dense layer after the convolutions")
+    g.add_argument("--delta-rate", type=float, default=0.0,
+                   help="delta-VAE (Razavi et al. 2019), both tasks: commit to at least this KL in nats per latent "
+                        "dimension by bounding the posterior variance below 1; 0: off")
+    g.add_argument("--bn-gamma", type=float, default=0.0,
+                   help="BN-VAE (Zhu et al. 2020), both tasks: batch-normalise the posterior means with this fixed "
+                        "scale and a learned shift; 0: off")
 
     g = p.add_argument_group("sentence VAE (--task text)")
     g.add_argument("--rnn", choices=RNN_KINDS, default=d_sent.rnn, help="recurrent cell of encoder and decoder")
@@ -117,12 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=d_sent.tie_embeddings,
                    help="the vocabulary projection reuses the word embedding (Press and Wolf 2017), through a "
                         "linear from hidden to embedding size when the two differ; default %(default)s")
-    g.add_argument("--delta-rate", type=float, default=d_sent.delta_rate,
-                   help="delta-VAE (Razavi et al. 2019): commit to at least this KL in nats per latent dimension by "
-                        "bounding the posterior variance below 1; 0: off")
-    g.add_argument("--bn-gamma", type=float, default=d_sent.bn_gamma,
-                   help="BN-VAE (Zhu et al. 2020): batch-normalise the posterior means with this fixed scale and a "
-                        "learned shift; 0: off")
     g.add_argument("--no-latent", action="store_true",
                    help="the language-model baseline: q(z|x) is the prior and the decoder ignores z (KL 0)")
     g.add_argument("--max-len", type=int, default=None,
@@ -219,8 +219,8 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "device"}
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
 IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization"}
 TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "word_dropout", "embedding_dropout",
-             "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "delta_rate", "bn_gamma",
-             "no_latent", "max_len", "min_freq",
+             "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "no_latent", "max_len",
+             "min_freq",
              "max_vocab", "kl_schedule", "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
              "lr_decay_start", "lr_decay", "pretrain_ae_epochs", "aggressive", "num_samples", "beam_width", "temperature", "interp_steps"}
 # The vocabulary size is known once the data is read: vaecore.text_loop replaces this placeholder.
@@ -261,7 +261,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         backend=args.backend, task=args.task, data=args.data, text=text, text_train=text_train,
         model=ImageModelConfig(kind=args.model, latent_dim=image_latent, hidden_sizes=tuple(args.hidden_sizes),
-                               conv_channels=tuple(args.conv_channels), conv_dense=args.conv_dense),
+                               conv_channels=tuple(args.conv_channels), conv_dense=args.conv_dense,
+                               **({"delta_rate": args.delta_rate, "bn_gamma": args.bn_gamma}
+                                  if args.task == "mnist" else {})),
         loss=LossConfig(objective=args.loss, alpha=args.alpha, lam=args.lam, kernel=args.mmd_kernel,
                         bandwidth=args.mmd_bandwidth, estimator=args.mmd_estimator, kl_weight=args.kl_weight),
         train=TrainConfig(epochs=epochs, max_steps=args.max_steps, batch_size=batch_size, lr=lr,

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxvae.layers import ConvTranspose2d
+from jaxvae.posterior import PosteriorHead
 from vaecore.config import ImageModelConfig
 
 IMAGE_SIDE = 28
@@ -96,9 +97,11 @@ class VAE(nnx.Module):
             self.encoder, self.decoder = MLPEncoder(cfg, rngs=rngs), MLPDecoder(cfg, rngs=rngs)
         else:
             self.encoder, self.decoder = ConvEncoder(cfg, rngs=rngs), ConvDecoder(cfg, rngs=rngs)
+        # the delta-VAE's variance bounds and the BN-VAE's normalised means (identity when both are off)
+        self.posterior = PosteriorHead(cfg.latent_dim, delta_rate=cfg.delta_rate, bn_gamma=cfg.bn_gamma)
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.encoder(x)
+        return self.posterior(*self.encoder(x))
 
     def decode(self, z: jax.Array) -> jax.Array:
         return self.decoder(z)

@@ -34,14 +34,17 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_cfg: LossCo
     """The pure training step, jitted once with donated params and optimiser state."""
 
     @partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params, opt_state, key, x, step):
+    def train_step(params, opt_state, stats, key, x, step):
         eps, prior_z = _noise(jax.random.fold_in(key, step), (x.shape[0], latent_dim), x.dtype)
 
         def loss_fn(p):
-            loss, terms = vae_loss(nnx.merge(graphdef, p), x, eps, prior_z, loss_cfg)
-            return loss, {k: v.mean() for k, v in terms.items()}
+            model = nnx.merge(graphdef, p, stats)
+            loss, terms = vae_loss(model, x, eps, prior_z, loss_cfg)
+            # the BN-VAE's running averages, updated by this forward pass (empty without BN)
+            return loss, ({k: v.mean() for k, v in terms.items()}, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
 
-        return adam_update(loss_fn, params, opt_state, tx)
+        params, opt_state, (terms, stats) = adam_update(loss_fn, params, opt_state, tx)
+        return params, opt_state, stats, terms
 
     return train_step
 
@@ -70,24 +73,32 @@ class JaxEngine:
         self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", tc.keep_checkpoints)
         self.key = jax.random.PRNGKey(tc.seed)
         model = VAE(cfg.model, rngs=nnx.Rngs(tc.seed))
-        self.graphdef, state = nnx.split(model)
-        self.params = jax.tree.map(lambda a: a.astype(self.dtype), nnx.to_pure_dict(state))
+        # params: trained by Adam; stats: the BN-VAE's running averages (empty without it)
+        self.graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+        self.params = jax.tree.map(lambda a: a.astype(self.dtype), nnx.to_pure_dict(params))
+        self.stats = jax.tree.map(lambda a: a.astype(self.dtype), nnx.to_pure_dict(stats))
         self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
         self.opt_state = self.tx.init(self.params)
         self._step = make_train_step(self.graphdef, self.tx, cfg.loss, cfg.model.latent_dim)
         self._eval = jax.jit(self._eval_fn)
-        self._decode = jax.jit(lambda p, z: jax.nn.sigmoid(nnx.merge(self.graphdef, p).decode(z)))
+        self._decode = jax.jit(lambda p, s, z: jax.nn.sigmoid(self._merge(p, s).decode(z)))
+
+    def _merge(self, params, stats):
+        """The model in evaluation mode (BN-VAE: the running averages)."""
+        model = nnx.merge(self.graphdef, params, stats)
+        model.eval()
+        return model
 
     def model(self):
-        return nnx.merge(self.graphdef, self.params)
+        return self._merge(self.params, self.stats)
 
     def train_step(self, x: np.ndarray, step: int) -> dict[str, float]:
-        self.params, self.opt_state, terms = self._step(self.params, self.opt_state, self.key,
-                                                        jnp.asarray(x, self.dtype), step)
+        self.params, self.opt_state, self.stats, terms = self._step(self.params, self.opt_state, self.stats,
+                                                                    self.key, jnp.asarray(x, self.dtype), step)
         return {k: float(v) for k, v in terms.items()}
 
-    def _eval_fn(self, params, x, key):
-        model = nnx.merge(self.graphdef, params)
+    def _eval_fn(self, params, stats, x, key):
+        model = self._merge(params, stats)
         eps, prior_z = _noise(key, (x.shape[0], self.cfg.model.latent_dim), x.dtype)
         mean, logvar = model.encode(x)
         z = reparameterize(mean, logvar, eps)
@@ -101,11 +112,11 @@ class JaxEngine:
     def eval_batch(self, x: np.ndarray, index: int) -> dict:
         """Batch means of the loss terms (floats) and the posterior ``mean``, ``logvar`` (numpy [B, D])."""
         key = jax.random.PRNGKey(rng.derived_seed(self.cfg.train.seed, rng.EVAL, index) % 2**31)
-        out = self._eval(self.params, jnp.asarray(x, self.dtype), key)
+        out = self._eval(self.params, self.stats, jnp.asarray(x, self.dtype), key)
         return {k: np.asarray(v) if k in ("mean", "logvar") else float(v) for k, v in out.items()}
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        return np.asarray(self._decode(self.params, jnp.asarray(z, self.dtype)), np.float32)
+        return np.asarray(self._decode(self.params, self.stats, jnp.asarray(z, self.dtype)), np.float32)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         mean, _ = self.model().encode(jnp.asarray(x, self.dtype))
@@ -113,7 +124,8 @@ class JaxEngine:
 
     # --- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict:
-        return {"params": self.params, "opt_state": self.opt_state, "key": self.key}
+        state = {"params": self.params, "opt_state": self.opt_state, "key": self.key}
+        return {**state, "batch_stats": self.stats} if self.stats else state
 
     def save(self, step: int, meta: dict) -> None:
         self.checkpoints.save(step, self._state(), meta)
@@ -125,6 +137,7 @@ class JaxEngine:
             return None
         state, meta = restored
         self.params, self.opt_state, self.key = state["params"], state["opt_state"], state["key"]
+        self.stats = state.get("batch_stats", self.stats)
         return meta
 
 def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print) -> dict:

@@ -215,3 +215,62 @@ def test_one_sided_adam_steps_agree():
         nnx.update(jmodel, params)
     assert_trees_close(jax_export(jmodel), torch_export(tmodel), **TOL[dtype]["grad"],
                        what="params after one-sided Adam steps")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_image_bn_vae_training_mode_loss_gradients_running_averages_and_eval_mode(dtype):
+    """The image VAE with BN-VAE's posterior head: train-mode loss terms and gradients (the encoder's
+    mean bias, which BN makes irrelevant, has a zero gradient in both), the running averages after
+    the step, and the evaluation-mode posterior from them."""
+    import jaxvae.losses as jl
+    import jaxvae.models as jm
+    import torchvae.losses as tl
+    import torchvae.models as tm
+    from vaecore.config import ImageModelConfig, LossConfig
+
+    cfg = ImageModelConfig(kind="mlp", latent_dim=4, hidden_sizes=(16,), bn_gamma=0.8, delta_rate=0.05)
+    loss_cfg = LossConfig(objective="elbo")
+    rng = np.random.default_rng(2)
+    x = (rng.random((10, 784)) < 0.3).astype(dtype)
+    eps = rng.standard_normal((10, 4)).astype(dtype)
+    tol = TOL[dtype]
+    with jax_precision(dtype):
+        torch.manual_seed(0)
+        tmodel = tm.VAE(cfg).to(getattr(torch, dtype)).train()
+        graphdef, params, stats = nnx.split(jm.VAE(cfg, rngs=nnx.Rngs(0)), nnx.Param, nnx.BatchStat)
+        jmodel = nnx.merge(graphdef, *(jax.tree.map(lambda a: a.astype(dtype), nnx.to_pure_dict(t))
+                                       for t in (params, stats)))
+        jax_import(jmodel, torch_export(tmodel))
+        graphdef, params, stats = nnx.split(jmodel, nnx.Param, nnx.BatchStat)
+        params, stats = nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
+
+        def loss_fn(p):
+            model = nnx.merge(graphdef, p, stats)
+            loss, terms = jl.vae_loss(model, jnp.asarray(x), jnp.asarray(eps), None, loss_cfg)
+            return loss, (terms, nnx.state(model, nnx.BatchStat))
+
+        (j_loss, (j_terms, j_stats)), j_grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        t_loss, t_terms = tl.vae_loss(tmodel, torch.as_tensor(x), torch.as_tensor(eps), None, loss_cfg)
+        t_loss.backward()
+        nnx.update(jmodel, j_stats)
+        j_grad_c = canonical(jmodel, nnx.State(j_grads) if not isinstance(j_grads, nnx.State) else j_grads)
+        tmodel.eval()
+        jmodel.eval()
+        with torch.no_grad():
+            t_eval = tmodel.encode(torch.as_tensor(x))
+        j_eval = jmodel.encode(jnp.asarray(x))
+    assert_trees_close({"loss": np.asarray(j_loss), **{k: np.asarray(v) for k, v in j_terms.items()}},
+                       {"loss": t_loss.detach().numpy(), **{k: v.detach().numpy() for k, v in t_terms.items()}},
+                       **tol["value"], what="image BN-VAE loss terms")
+    t_grads = {n: p.grad.numpy() for n, p in tmodel.named_parameters()}
+    for grads in (t_grads, j_grad_c):
+        assert float(np.abs(grads.pop("encoder.mean.bias")).max()) <= 10 * tol["value"]["rtol"]
+    assert_trees_close({k: j_grad_c[k] for k in t_grads}, t_grads, **tol["grad"], what="image BN-VAE gradients")
+    t_all, j_all = torch_export(tmodel), jax_export(jmodel)
+    running = [k for k in t_all if "running" in k]
+    assert running and not np.allclose(t_all[running[1]], 1.0)
+    assert_trees_close({k: j_all[k] for k in running}, {k: t_all[k] for k in running}, **tol["value"],
+                       what="image BN-VAE running averages")
+    assert_trees_close({"mean": np.asarray(j_eval[0]), "logvar": np.asarray(j_eval[1])},
+                       {"mean": t_eval[0].numpy(), "logvar": t_eval[1].numpy()}, **tol["value"],
+                       what="image BN-VAE evaluation-mode posterior")

@@ -166,3 +166,29 @@ def test_config_refuses_a_remedy_on_the_language_model():
         TextModelConfig(vocab_size=20, use_latent=False, delta_rate=0.1)
     with pytest.raises(ValueError, match="bn_gamma"):
         TextModelConfig(vocab_size=20, bn_gamma=-1.0)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_delta_bound_holds_through_the_image_model(kind):
+    import jaxvae.models as jm
+    import torchvae.models as tm
+    from vaecore.config import ImageModelConfig
+
+    cfg = ImageModelConfig(kind=kind, latent_dim=3, hidden_sizes=(8,), conv_channels=(2, 2), conv_dense=8,
+                           delta_rate=0.3)
+    x = (np.random.default_rng(0).random((4, 784)) < 0.5).astype(np.float32)
+    for bias in (-1e4, 1e4):
+        torch.manual_seed(0)
+        t = tm.VAE(cfg).eval()
+        j = jm.VAE(cfg, rngs=nnx.Rngs(0))
+        with torch.no_grad():
+            t.encoder.mean.weight.zero_()
+            t.encoder.mean.bias.zero_()
+            t.encoder.logvar.bias.fill_(bias)
+            t_mean, t_logvar = t.encode(torch.as_tensor(x))
+        j.encoder.mean.kernel[...] = jnp.zeros_like(j.encoder.mean.kernel[...])
+        j.encoder.mean.bias[...] = jnp.zeros_like(j.encoder.mean.bias[...])
+        j.encoder.logvar.bias[...] = jnp.full_like(j.encoder.logvar.bias[...], bias)
+        j_mean, j_logvar = j.encode(jnp.asarray(x))
+        assert np.all(kl_per_dim(t_mean.numpy(), t_logvar.numpy()) >= 0.3 - 1e-6)
+        assert np.all(kl_per_dim(j_mean, j_logvar) >= 0.3 - 1e-5)

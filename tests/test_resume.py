@@ -17,17 +17,22 @@ ARGS = ["--max-steps", "300", "--checkpoint-every", "40", "--log-every", "20", "
         "--latent-dim", "8", "--batch-size", "64", "--loss", "mmd", "--seed", "5"]
 
 
+# BN-VAE adds running averages to what a checkpoint must restore
+MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"]}
+
+
 def train(backend, work, *extra):
     return [sys.executable, str(ROOT / "train.py"), "--backend", backend, *ARGS, "--workdir", str(work), *extra]
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_sigkill_and_resume_gives_the_same_results(backend, tmp_path):
+def test_sigkill_and_resume_gives_the_same_results(backend, mode, tmp_path):
     straight = tmp_path / "straight"
-    subprocess.run(train(backend, straight), check=True, capture_output=True, timeout=900)
+    subprocess.run(train(backend, straight, *MODES[mode]), check=True, capture_output=True, timeout=900)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train(backend, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(train(backend, killed, *MODES[mode]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not [s for s in checkpoint_steps(killed) if s >= 80] and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -37,7 +42,7 @@ def test_sigkill_and_resume_gives_the_same_results(backend, tmp_path):
     assert not (killed / "results.json").exists(), "the run finished before it could be killed"
     assert max(checkpoint_steps(killed)) < 300
 
-    resumed = subprocess.run(train(backend, killed, "--resume"), capture_output=True, text=True, timeout=900, check=False)
+    resumed = subprocess.run(train(backend, killed, *MODES[mode], "--resume"), capture_output=True, text=True, timeout=900, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from the checkpoint at step" in resumed.stdout
 

@@ -12,6 +12,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from torchvae.posterior import PosteriorHead
 from vaecore.config import ImageModelConfig
 
 # Flax's default initialiser (lecun_normal: a normal truncated at two standard deviations,
@@ -123,10 +124,12 @@ class VAE(nn.Module):
             self.encoder, self.decoder = MLPEncoder(cfg), MLPDecoder(cfg)
         else:
             self.encoder, self.decoder = ConvEncoder(cfg), ConvDecoder(cfg)
+        # the delta-VAE's variance bounds and the BN-VAE's normalised means (identity when both are off)
+        self.posterior = PosteriorHead(cfg.latent_dim, delta_rate=cfg.delta_rate, bn_gamma=cfg.bn_gamma)
         init_like_flax(self)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(x)
+        return self.posterior(*self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)

@@ -73,9 +73,20 @@ class ImageModelConfig:
     hidden_sizes: tuple[int, ...] = (512, 512)
     conv_channels: tuple[int, int] = (32, 64)
     conv_dense: int = 1024
+    delta_rate: float = 0.0  # delta-VAE committed rate, nats per dimension (vaecore.posterior); 0: off
+    bn_gamma: float = 0.0  # BN-VAE scale of the batch-normalised posterior means; 0: off
 
     def __post_init__(self) -> None:
         check_choice("model", self.kind, IMAGE_MODELS)
+        check_positive("delta_rate", self.delta_rate, allow_zero=True)
+        check_positive("bn_gamma", self.bn_gamma, allow_zero=True)
+        if self.delta_rate > 0:
+            from vaecore.posterior import delta_logvar_bounds
+
+            try:
+                delta_logvar_bounds(self.delta_rate)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         check_positive("latent_dim", self.latent_dim)
         if not self.hidden_sizes or any(h <= 0 for h in self.hidden_sizes):
             raise ConfigError(f"hidden_sizes must be one or more positive integers; got {self.hidden_sizes!r}")
