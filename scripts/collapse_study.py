@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""The posterior-collapse study on PTB: train every row, evaluate it, write the comparison table.
+
+    python scripts/collapse_study.py --runs runs/study --rows all --jobs 2 --k 100 --out results/ptb_collapse
+    python scripts/collapse_study.py --runs runs/study --rows bn-0.7,lm --backend jax --jobs 8   # on a GPU
+
+Each row is a ``train.py --task text`` run with the defaults plus the row's flags (``ROWS``), in
+``RUNS/ROW-BACKEND``; a row whose folder already holds a run is continued with ``--resume`` (and is
+only evaluated when it has finished), so the script can be stopped and started again at any time.
+Up to ``--jobs`` runs train at once; on a CPU each is pinned to one core (``taskset``, one thread),
+on a GPU they share it. Then every finished run without ``eval_test.json`` at this K is evaluated
+(``evaluate.py --k K``, also ``--jobs`` at a time), and ``evaluate.py --compare`` writes
+``OUT/comparison.md`` and ``.csv`` over every finished, evaluated row. ``--train-args`` adds flags to
+every run (for a quick check: ``--train-args "--max-steps 40 --data DIR"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# row name -> train.py flags on top of the text defaults (12 epochs, logistic annealing, free bits 0.05)
+ROWS = {
+    "lm": ["--no-latent"],
+    "elbo-no-anneal": ["--kl-schedule", "constant", "--free-bits", "0"],
+    "default": [],
+    "delta-0.15": ["--delta-rate", "0.15"],
+    "delta-0.3": ["--delta-rate", "0.3"],
+    "bn-0.7": ["--bn-gamma", "0.7"],
+    "pretrain-fb": ["--pretrain-ae-epochs", "2", "--free-bits", "0.25"],
+    "aggressive": ["--aggressive"],
+    "infovae": ["--loss", "mmd", "--alpha", "0.5", "--lambda", "10"],
+}
+
+
+def run_dir(runs: Path, row: str, backend: str) -> Path:
+    return runs / f"{row}-{backend}"
+
+
+def finished(folder: Path) -> bool:
+    return (folder / "results.json").exists()
+
+
+def evaluated(folder: Path, k: int) -> bool:
+    path = folder / "eval_test.json"
+    return path.exists() and json.loads(path.read_text()).get("k") == k and "token_acc" in json.loads(path.read_text())
+
+
+def pinned(cmd: list[str], core: int | None) -> tuple[list[str], dict]:
+    env = dict(os.environ)
+    if core is None:
+        return cmd, env
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    return ["taskset", "-c", str(core), *cmd], env
+
+
+def run_all(jobs: list[tuple[str, list[str], Path]], parallel: int, cores: list[int] | None) -> list[str]:
+    """Run (name, command, log file) jobs, ``parallel`` at a time; returns the names that failed."""
+    pending, running, failed = list(jobs), {}, []
+    while pending or running:
+        while pending and len(running) < parallel:
+            name, cmd, log = pending.pop(0)
+            free = [c for c in (cores or []) if c not in {slot for _, slot in running.values()}]
+            core = free[0] if cores else None
+            full, env = pinned(cmd, core)
+            with open(log, "a") as out:
+                proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            running[proc] = (name, core)
+            print(f"started {name}" + (f" on core {core}" if core is not None else ""), flush=True)
+        time.sleep(2)
+        for proc in [p for p in running if p.poll() is not None]:
+            name, _ = running.pop(proc)
+            print(f"{name}: exit {proc.returncode}", flush=True)
+            if proc.returncode != 0:
+                failed.append(name)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--runs", type=Path, required=True, help="folder of the run folders")
+    p.add_argument("--rows", default="all", help=f"comma-separated rows, or all: {', '.join(ROWS)}")
+    p.add_argument("--backend", choices=("torch", "jax"), default="torch")
+    p.add_argument("--jobs", type=int, default=2, help="runs (and evaluations) at once")
+    p.add_argument("--device", default="cpu", help="cpu: pin each job to a core; cuda: share the GPU")
+    p.add_argument("--k", type=int, default=100, help="importance samples per sentence in the evaluation")
+    p.add_argument("--out", type=Path, default=None, help="folder for comparison.md/.csv (default RUNS)")
+    p.add_argument("--train-args", default="", help="extra train.py flags for every run")
+    p.add_argument("--eval-args", default="", help="extra evaluate.py flags for every evaluation")
+    args = p.parse_args(argv)
+    rows = list(ROWS) if args.rows == "all" else args.rows.split(",")
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        p.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
+    args.runs.mkdir(parents=True, exist_ok=True)
+    cores = list(range(args.jobs)) if args.device == "cpu" else None
+    device = [] if args.backend == "jax" else ["--device", args.device]
+
+    train_jobs = []
+    for row in rows:
+        folder = run_dir(args.runs, row, args.backend)
+        if finished(folder):
+            continue
+        resume = ["--resume"] if (folder / "config.json").exists() else [*ROWS[row], *shlex.split(args.train_args)]
+        cmd = [sys.executable, "train.py", "--task", "text", "--backend", args.backend, "--workdir", str(folder),
+               *device, *resume]
+        train_jobs.append((f"train {row}", cmd, args.runs / f"{row}-{args.backend}.log"))
+    failed = run_all(train_jobs, args.jobs, cores)
+
+    eval_jobs = []
+    for row in rows:
+        folder = run_dir(args.runs, row, args.backend)
+        if finished(folder) and not evaluated(folder, args.k):
+            cmd = [sys.executable, "evaluate.py", "--workdir", str(folder), "--k", str(args.k), "--no-pictures",
+                   *shlex.split(args.eval_args)]
+            eval_jobs.append((f"evaluate {row}", cmd, args.runs / f"{row}-{args.backend}.eval.log"))
+    failed += run_all(eval_jobs, args.jobs, cores)
+
+    done = [run_dir(args.runs, r, args.backend) for r in rows if evaluated(run_dir(args.runs, r, args.backend), args.k)]
+    if done:
+        out = args.out or args.runs
+        subprocess.run([sys.executable, "evaluate.py", "--compare", *map(str, done), "--out", str(out)], cwd=ROOT,
+                       check=True)
+    missing = [r for r in rows if run_dir(args.runs, r, args.backend) not in done]
+    if missing:
+        print(f"not finished or not evaluated yet: {', '.join(missing)}")
+    if failed:
+        print(f"failed: {', '.join(failed)} (see the .log files in {args.runs})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
