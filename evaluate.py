@@ -41,7 +41,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description="Evaluate a run (IW-NLL, ELBO, KL, MI, active units) or compare runs.")
+    p = OneLineParser(description="Evaluate a run (IW-NLL, ELBO, KL, MI, active units) or compare runs.",
+                     allow_abbrev=False)
     p.add_argument("--workdir", help="run folder to evaluate (config.json and checkpoints/)")
     p.add_argument("--compare", nargs="+", metavar="RUN", help="evaluated run folders to put in one table")
     p.add_argument("--out", help="with --compare: folder for comparison.md and comparison.csv")

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     from vaecore.text_config import TextModelConfig
 
     d_sent = TextModelConfig(vocab_size=5)
-    p = OneLineParser(prog="train.py", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p = OneLineParser(prog="train.py", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+                      allow_abbrev=False)  # a prefix would slip past the task-only and resume checks
     g = p.add_argument_group("what to train")
     g.add_argument("--backend", choices=BACKENDS, default="torch", help="framework that runs the model")
     g.add_argument("--task", choices=TASKS, default="mnist", help="mnist: image VAE; text: sentence VAE")

@@ -3,9 +3,23 @@ directory and renamed when complete) holding a state pytree and JSON metadata, n
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import jax
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Hold back orbax's (absl's) error log lines while a checkpoint is read."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class Checkpoints:
@@ -33,14 +47,17 @@ class Checkpoints:
         (a damaged one is skipped), or None."""
         import orbax.checkpoint as ocp
 
-        manager = self._get()
+        with _quiet_orbax():  # a damaged checkpoint is reported once, below, not in orbax's log lines
+            manager = self._get()
+            steps = sorted(manager.all_steps(), reverse=True)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        for step in sorted(manager.all_steps(), reverse=True):
+        for step in steps:
             try:
-                restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                         meta=ocp.args.JsonRestore()))
+                with _quiet_orbax():
+                    restored = manager.restore(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
             except Exception as e:  # noqa: BLE001 -- any damage: fall back to the previous one
-                print(f"warning: skipping unreadable checkpoint {step}: {e}")
+                print(f"warning: skipping unreadable checkpoint {step}: {type(e).__name__}: {str(e)[:200]}")
                 continue
             # orbax gives containers back as plain tuples/dicts: put the leaves back into our structure
             state = jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored.state))

@@ -22,6 +22,10 @@ def worst(a: dict[str, np.ndarray], b: dict[str, np.ndarray], rtol: float, atol:
     for name, value in a.items():
         x, y = np.asarray(value, np.float64), np.asarray(b[name], np.float64)
         assert x.shape == y.shape, f"{name}: shape {x.shape} != {y.shape}"
+        for side, arr in (("first", x), ("second", y)):  # NaN compares False with everything: check first
+            bad = ~np.isfinite(arr)
+            assert not bad.any(), (f"{name}: {int(bad.sum())} non-finite value(s) in the {side} tree "
+                                   f"(e.g. {arr[bad].flat[0]} at index {np.argwhere(bad)[0].tolist()})")
         ratio = float(np.max(np.abs(x - y) / (atol + rtol * np.abs(y)), initial=0.0))
         if ratio > worst_ratio or not worst_name:
             worst_name, worst_ratio = name, ratio

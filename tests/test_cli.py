@@ -120,3 +120,54 @@ def test_cuda_device_without_a_gpu_is_one_line_and_exit_2(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and "sees no CUDA GPU; use --device cpu or auto" in lines[0], out.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _damage_every_checkpoint(folder: Path) -> int:
+    files = [p for p in (folder / "checkpoints").rglob("*") if p.is_file()]
+    for p in files:
+        p.write_bytes(b"\x00garbage" * 7)
+    return len(files)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("task", ["mnist", "text"])
+def test_resume_with_only_damaged_checkpoints_fails_and_touches_nothing(task, backend, tmp_path):
+    """--resume must continue from a checkpoint or stop: never start again from step 0 and
+    truncate metrics.jsonl / overwrite results.json (issue 14)."""
+    work = tmp_path / "run"
+    if task == "mnist":
+        args = ["--hidden-sizes", "16", "--latent-dim", "2", "--batch-size", "16"]
+    else:
+        corpus = tmp_path / "corpus"
+        corpus.mkdir()
+        for split in ("train", "valid", "test"):
+            (corpus / f"{split}.txt").write_text("\n".join(["a b c", "b c d e", "c a", "d d a b"] * 5) + "\n")
+        args = ["--task", "text", "--data", str(corpus), "--embed-dim", "8", "--hidden-dim", "8", "--latent-dim",
+                "2", "--batch-size", "4", "--num-samples", "1"]
+    common = ["--backend", backend, *args, "--max-steps", "20", "--checkpoint-every", "10", "--log-every", "5",
+              "--workdir", str(work)]
+    first = subprocess.run([sys.executable, str(ROOT / "train.py"), *common], capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert first.returncode == 0, first.stderr
+    assert _damage_every_checkpoint(work) > 0
+    before = {name: (work / name).read_bytes() for name in ("metrics.jsonl", "results.json", "config.json")}
+    again = subprocess.run([sys.executable, str(ROOT / "train.py"), *common, "--max-steps", "30", "--resume"],
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 2, again.stdout + again.stderr
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no readable checkpoint" in lines[0] and "Traceback" not in again.stderr
+    assert {name: (work / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("script,args", [
+    ("train.py", ["--rn", "gru"]), ("train.py", ["--word-drop", "0.5"]), ("train.py", ["--mod", "conv"]),
+    ("train.py", ["--task", "text", "--max-st", "5"]), ("evaluate.py", ["--work", "x"]),
+    ("evaluate.py", ["--compare", "a", "--ou", "b"]),
+])
+def test_abbreviated_flags_are_refused(script, args, tmp_path):
+    """argparse's prefix matching would let --rn reach an MNIST run past the task-only check (issue 14)."""
+    out = subprocess.run([sys.executable, str(ROOT / script), *args, "--seed", "1"], capture_output=True, text=True,
+                         timeout=120, check=False, cwd=tmp_path)
+    assert out.returncode == 2 and "unrecognized arguments" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vaecore import batching
-from vaecore.config import RunConfig, atomic_write_text
+from vaecore.config import ConfigError, RunConfig, atomic_write_text
 from vaecore.metrics import MetricsWriter, progress_bar
 from vaecore.mnist import load_mnist
 
@@ -93,6 +93,10 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
     start = 0
     if resume:
         meta = engine.restore()
+        if meta is None:  # never start again silently: that would truncate the run's history
+            raise ConfigError(f"--resume: {workdir / 'checkpoints'} holds no readable checkpoint (the run stopped "
+                              f"before its first one, or every one is damaged); nothing was changed. Start the run "
+                              f"again in a new --workdir")
         if meta is not None:
             start = int(meta["step"])
             log(f"resuming from the checkpoint at step {start}")

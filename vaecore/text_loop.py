@@ -160,6 +160,10 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
     earlier_seconds = 0.0  # training time of the sessions before a resume
     if resume:
         meta = engine.restore()
+        if meta is None:  # never start again silently: that would truncate the run's history
+            raise ConfigError(f"--resume: {workdir / 'checkpoints'} holds no readable checkpoint (the run stopped "
+                              f"before its first one, or every one is damaged); nothing was changed. Start the run "
+                              f"again in a new --workdir")
         if meta is not None:
             if meta.get("batches_per_epoch", per_epoch) != per_epoch:
                 raise ConfigError(f"--resume: the data gives {per_epoch} batches per epoch, the checkpoint "
