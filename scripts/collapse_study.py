@@ -55,7 +55,8 @@ def evaluated(folder: Path, k: int) -> bool:
 
 def pinned(cmd: list[str], core: int | None) -> tuple[list[str], dict]:
     env = dict(os.environ)
-    if core is None:
+    if core is None:  # several processes share the GPU: JAX must not take 75% of its memory in each
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         return cmd, env
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
