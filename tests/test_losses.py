@@ -77,3 +77,34 @@ def test_bernoulli_gradient_is_exact_at_zero_logit(backend):
 
         got = np.asarray(jax.grad(lambda l: jl.bernoulli_nll(l, jnp.asarray(x)).sum())(jnp.asarray(logits)))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_token_nll_against_a_plain_numpy_reference():
+    """The text reconstruction term by hand: for each sentence, the sum over its targets w1..wn and
+    <eos> (never <bos>, never padding) of -log softmax(logits)[target]; both backends (issue 14)."""
+    from jaxvae.text_model import token_nll as jax_token_nll
+    from torchvae.text_model import token_nll as torch_token_nll
+
+    rng = np.random.default_rng(3)
+    vocab, lengths = 11, np.array([2, 5, 7, 3])  # n + 2 with <bos> and <eos>; the first sentence is empty
+    T = 8
+    tokens = np.zeros((4, T), np.int64)
+    for b, n in enumerate(lengths):
+        tokens[b, 0], tokens[b, n - 1] = 1, 2
+        tokens[b, 1:n - 1] = rng.integers(3, vocab, n - 2)
+    logits = 3.0 * rng.standard_normal((4, T - 1, vocab))
+    expect = []
+    for b, n in enumerate(lengths):
+        total = 0.0
+        for t in range(n - 1):  # position t predicts tokens[b, t + 1]: the words, then <eos>
+            row = logits[b, t]
+            total -= row[tokens[b, t + 1]] - (row.max() + np.log(np.exp(row - row.max()).sum()))
+        expect.append(total)
+    got_torch = torch_token_nll(torch.as_tensor(logits), torch.as_tensor(tokens), torch.as_tensor(lengths)).numpy()
+    got_jax = np.asarray(jax_token_nll(jnp.asarray(logits, jnp.float32), jnp.asarray(tokens), jnp.asarray(lengths)))
+    np.testing.assert_allclose(got_torch, expect, rtol=1e-12)
+    np.testing.assert_allclose(got_jax, expect, rtol=1e-5)
+    # padding logits do not matter: change them and nothing moves
+    logits[0, 1:] += 100.0
+    np.testing.assert_allclose(torch_token_nll(torch.as_tensor(logits), torch.as_tensor(tokens),
+                                               torch.as_tensor(lengths)).numpy(), expect, rtol=1e-12)
