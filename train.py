@@ -153,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "re-initialise the decoder and the optimiser and train the ELBO with --free-bits; 0: off")
     g.add_argument("--aggressive", action="store_true",
                    help="He et al. 2019: encoder-only updates before each decoder update until the encoder's loss "
-                        "stops improving (at most 99), until the validation MI stops rising")
+                        "stops improving, until the validation MI stops rising")
+    g.add_argument("--aggressive-max-inner", type=int, default=d_text.aggressive_max_inner,
+                   help="--aggressive: encoder updates before a decoder update stop below this count (He et al.: "
+                        "100, so at most 99)")
     g.add_argument("--lr-decay-start", type=int, default=d_text.lr_decay_start,
                    help="text: epochs trained at the full --lr before the learning-rate decay starts")
     g.add_argument("--lr-decay", type=float, default=d_text.lr_decay,
@@ -223,7 +226,8 @@ TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "w
              "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "no_latent", "max_len",
              "min_freq",
              "max_vocab", "kl_schedule", "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
-             "lr_decay_start", "lr_decay", "pretrain_ae_epochs", "aggressive", "num_samples", "beam_width", "temperature", "interp_steps"}
+             "lr_decay_start", "lr_decay", "pretrain_ae_epochs", "aggressive",
+             "aggressive_max_inner", "num_samples", "beam_width", "temperature", "interp_steps"}
 # The vocabulary size is known once the data is read: vaecore.text_loop replaces this placeholder.
 PENDING_VOCAB_SIZE = 5
 
@@ -247,7 +251,7 @@ def text_configs(args: argparse.Namespace, latent_dim: int):
         kl_logistic_x0=args.kl_logistic_x0, kl_cycles=args.kl_cycles, kl_cycle_ratio=args.kl_cycle_ratio,
         free_bits=0.0 if args.no_latent else args.free_bits, max_len=args.max_len, min_freq=args.min_freq, max_vocab=args.max_vocab,
         lr_decay_start=args.lr_decay_start, lr_decay=args.lr_decay, pretrain_epochs=args.pretrain_ae_epochs,
-        aggressive=args.aggressive)
+        aggressive=args.aggressive, aggressive_max_inner=args.aggressive_max_inner)
     return model, train
 
 
@@ -341,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         check_task_flags(cfg.task, given)
         if cfg.task == "text" and not cfg.text.use_latent and "free_bits" in given and args.free_bits > 0:
             raise ConfigError("--free-bits applies to the code's KL, and --no-latent has no code; drop --free-bits")
+        if cfg.task == "text" and "aggressive_max_inner" in given and not cfg.text_train.aggressive:
+            raise ConfigError("--aggressive-max-inner applies to --aggressive training; add --aggressive or drop it")
         if cfg.backend == "jax" and "device" in given and args.device != "auto":
             raise ConfigError(f"--device {args.device} applies to --backend torch; JAX runs on its default backend "
                               f"(set JAX_PLATFORMS=cpu to force the CPU)")

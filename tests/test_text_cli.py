@@ -248,6 +248,12 @@ def test_bad_data_is_one_line_and_exit_2(make, message, tmp_path):
     (["--task", "text", "--hidden-dim", "0"], "hidden_dim must be a positive integer"),
     (["--task", "text", "--model", "conv"], "--model applies to --task mnist only"),
     (["--rnn", "gru"], "--rnn applies to --task text only"),
+    (["--task", "text", "--aggressive-max-inner", "5"], "--aggressive-max-inner applies to --aggressive"),
+    (["--task", "text", "--no-latent", "--free-bits", "0.1"], "--no-latent has no code"),
+    (["--task", "text", "--no-latent", "--bn-gamma", "0.5"], "no posterior"),
+    (["--task", "text", "--aggressive", "--pretrain-ae-epochs", "2"], "choose one"),
+    (["--delta-rate", "5"], "a delta-VAE rate of 5"),
+    (["--no-latent"], "--no-latent applies to --task text only"),
     (["--sample"], "need --workdir"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(args, message, tmp_path):
@@ -259,7 +265,7 @@ def test_bad_flags_are_one_line_and_exit_2(args, message, tmp_path):
 
 # training modes whose state goes beyond parameters and optimiser (BN-VAE's running averages)
 RESUME_MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"],
-                "aggressive": ["--aggressive", "--bn-gamma", "0.5"], "pretrain": ["--pretrain-ae-epochs", "1"]}
+                "aggressive": ["--aggressive", "--aggressive-max-inner", "8", "--bn-gamma", "0.5"], "pretrain": ["--pretrain-ae-epochs", "1"]}
 
 
 @pytest.mark.parametrize("mode", list(RESUME_MODES))
