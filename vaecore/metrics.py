@@ -16,14 +16,18 @@ class MetricsWriter:
 
     def __init__(self, workdir: Path, tensorboard: bool = True):
         self.path = Path(workdir) / "metrics.jsonl"
-        self._tb = None
-        if tensorboard:
-            from tensorboardX import SummaryWriter
+        self.tb_dir = Path(workdir) / "tb"
+        self._tb = self._tensorboard() if tensorboard else None
 
-            self._tb = SummaryWriter(str(Path(workdir) / "tb"))
+    def _tensorboard(self):
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter(str(self.tb_dir))
 
     def truncate_after(self, step: int) -> None:
-        """Drop points logged after ``step`` (written after the checkpoint a run resumes from)."""
+        """Drop points logged after ``step`` (written after the checkpoint a run resumes from), in
+        metrics.jsonl and in the TensorBoard files, which are rebuilt from the points kept (so the
+        steps a resumed run replays appear once)."""
         if not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines()
@@ -31,6 +35,15 @@ class MetricsWriter:
         tmp = self.path.with_name(".metrics.jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(self.path)
+        if self._tb is not None:
+            import shutil
+
+            self._tb.close()
+            shutil.rmtree(self.tb_dir, ignore_errors=True)
+            self._tb = self._tensorboard()
+            for line in kept:
+                row = json.loads(line)
+                self._add_scalars(int(row.pop("step")), str(row.pop("split")), row)
 
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
         row = {"step": int(step), "split": split}
@@ -38,9 +51,12 @@ class MetricsWriter:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self._tb is not None:
-            for k, v in scalars.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self._tb.add_scalar(f"{split}/{k}", v, step)
+            self._add_scalars(step, split, scalars)
+
+    def _add_scalars(self, step: int, split: str, scalars: dict) -> None:
+        for k, v in scalars.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                self._tb.add_scalar(f"{split}/{k}", v, step)
 
     def close(self) -> None:
         if self._tb is not None:
