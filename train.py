@@ -161,15 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text: epochs trained at the full --lr before the learning-rate decay starts")
     g.add_argument("--lr-decay", type=float, default=d_text.lr_decay,
                    help="text: factor on the learning rate for every epoch after --lr-decay-start "
-                        "(default 1: constant)")
+                        "(1 keeps it constant)")
 
     g = p.add_argument_group("generated text (end of a text run, and --sample / --interpolate on a run folder)")
     g.add_argument("--sample", action="store_true",
                    help="do not train: load --workdir's config.json, vocab.json and newest checkpoint, rewrite "
                         "samples.txt, reconstructions.txt and interpolations.txt there and print the samples")
     g.add_argument("--interpolate", nargs=2, metavar=("SENTENCE_A", "SENTENCE_B"), default=None,
-                   help="do not train: print the greedy decodings along the line between the posterior means of "
-                        "two sentences, with --workdir's newest checkpoint")
+                   help="do not train: print the greedy and the beam-search decodings along the line between the "
+                        "posterior means of two sentences, with --workdir's newest checkpoint")
     g.add_argument("--num-samples", type=int, default=10,
                    help="prior samples per decoding method (greedy, beam, sampling) and test reconstructions")
     g.add_argument("--beam-width", type=int, default=5,

@@ -171,3 +171,14 @@ def test_abbreviated_flags_are_refused(script, args, tmp_path):
     assert out.returncode == 2 and "unrecognized arguments" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_help_states_each_default_once_and_interpolation_methods():
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    flat = " ".join(out.split())
+    lr_decay = flat[flat.index("--lr-decay LR_DECAY text:"):]
+    lr_decay = lr_decay[:lr_decay.index(" --", 5)]
+    assert lr_decay.count("default") == 1 and "(default: 0.6)" in lr_decay
+    interpolate = flat[flat.index("--interpolate SENTENCE_A SENTENCE_B do not train"):]
+    assert "greedy and the beam-search decodings" in interpolate[:300]
