@@ -178,7 +178,7 @@ def test_help_states_each_default_once_and_interpolation_methods():
                          timeout=120, check=True).stdout
     flat = " ".join(out.split())
     lr_decay = flat[flat.index("--lr-decay LR_DECAY text:"):]
-    lr_decay = lr_decay[:lr_decay.index(" --", 5)]
-    assert lr_decay.count("default") == 1 and "(default: 0.6)" in lr_decay
+    lr_decay = lr_decay[:lr_decay.index("(default: 0.6)") + len("(default: 0.6)")]
+    assert lr_decay.count("default") == 1 and "--lr-decay-start" in lr_decay
     interpolate = flat[flat.index("--interpolate SENTENCE_A SENTENCE_B do not train"):]
     assert "greedy and the beam-search decodings" in interpolate[:300]
