@@ -71,6 +71,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("give either --workdir RUN or --compare RUN1 RUN2 ... --out DIR")
     if args.compare is not None and args.out is None:
         raise UsageError("--compare needs --out DIR")
+    if args.compare is not None:  # --compare reads eval_<split>.json files; these flags shape an evaluation
+        defaults = build_parser().parse_args([])
+        for name in ("k", "batch_size", "chunk_rows", "mi_batch_size", "au_threshold", "limit", "seed", "data",
+                     "no_pictures"):
+            if getattr(args, name) != getattr(defaults, name):
+                raise UsageError(f"--{name.replace('_', '-')} applies to evaluating a run (--workdir); --compare "
+                                 f"reads the runs' eval_{args.split}.json as they were evaluated")
     for name, low in (("k", 1), ("batch_size", 1), ("chunk_rows", 1), ("mi_batch_size", 2), ("limit", 2),
                       ("seed", 0)):
         value = getattr(args, name)

@@ -345,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         check_task_flags(cfg.task, given)
         if cfg.task == "text" and not cfg.text.use_latent and "free_bits" in given and args.free_bits > 0:
             raise ConfigError("--free-bits applies to the code's KL, and --no-latent has no code; drop --free-bits")
+        mmd_only = sorted(given & {"alpha", "lam", "mmd_kernel", "mmd_bandwidth", "mmd_estimator"})
+        if mmd_only and cfg.loss.objective != "mmd":
+            flag = "--lambda" if mmd_only[0] == "lam" else "--" + mmd_only[0].replace("_", "-")
+            raise ConfigError(f"{flag} applies to --loss mmd (InfoVAE); this run optimises the {cfg.loss.objective}")
         if cfg.task == "text" and "aggressive_max_inner" in given and not cfg.text_train.aggressive:
             raise ConfigError("--aggressive-max-inner applies to --aggressive training; add --aggressive or drop it")
         if cfg.backend == "jax" and "device" in given and args.device != "auto":

@@ -182,3 +182,25 @@ def test_help_states_each_default_once_and_interpolation_methods():
     assert lr_decay.count("default") == 1 and "--lr-decay-start" in lr_decay
     interpolate = flat[flat.index("--interpolate SENTENCE_A SENTENCE_B do not train"):]
     assert "greedy and the beam-search decodings" in interpolate[:300]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--alpha", "0.5"], "--alpha applies to --loss mmd"),
+    (["--task", "text", "--lambda", "10"], "--lambda applies to --loss mmd"),
+    (["--mmd-kernel", "rbf"], "--mmd-kernel applies to --loss mmd"),
+])
+def test_infovae_flags_without_the_mmd_objective_are_refused(args, message, tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "--workdir", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_max_steps_overrides_epochs(tmp_path):
+    """--max-steps beyond --epochs trains that many steps (it was capped at the epochs silently)."""
+    work = tmp_path / "r"
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--epochs", "1", "--max-steps", "40",
+                          "--batch-size", "128", "--hidden-sizes", "16", "--latent-dim", "2", "--log-every", "10",
+                          "--workdir", str(work)], capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr
+    results = json.loads((work / "results.json").read_text())
+    assert results["step"] == 40 and results["epochs"] == pytest.approx(40 / 31)  # 4,000 images: 31 steps/epoch

@@ -205,3 +205,12 @@ def test_setup_summary_tells_the_runs_of_a_comparison_apart():
     assert setup_summary(text).endswith("word dropout 0.25; output dropout 0.5; lr x0.5 per epoch after 6")
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 1.0}}) == "-"
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 0.5}}) == "KL weight 0.5"
+
+
+@pytest.mark.parametrize("flag", [["--k", "7"], ["--limit", "5"], ["--seed", "3"], ["--data", "x"], ["--no-pictures"]])
+def test_compare_refuses_evaluation_flags(flag, tmp_path):
+    """--compare reads the evaluated runs; a flag that would shape an evaluation is refused, not ignored."""
+    out = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--compare", "a", "b", "--out",
+                          str(tmp_path / "o"), *flag], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and "applies to evaluating a run" in out.stderr, out.stderr
+    assert not (tmp_path / "o").exists()

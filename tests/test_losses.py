@@ -60,6 +60,10 @@ def test_objectives_weight_the_terms(backend):
     m = mmd_reference(z, prior, kernel="rbf", bandwidth=1.5, estimator="unbiased")
     np.testing.assert_allclose(np.asarray(terms["mmd"]), np.full(6, m), rtol=1e-5)
     np.testing.assert_allclose(float(loss), (recon + 0.7 * kl).mean() + 49.3 * m, rtol=1e-5)
+    # the KL weight scales InfoVAE's KL term too, as in the text objective (issue 14: it was ignored)
+    cfg = LossConfig(objective="mmd", alpha=0.3, lam=50.0, kernel="rbf", bandwidth=1.5, kl_weight=0.5)
+    loss, terms = mod.combine(arr(recon), arr(kl), arr(z), arr(prior), cfg)
+    np.testing.assert_allclose(float(loss), (recon + 0.5 * 0.7 * kl).mean() + 49.3 * m, rtol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])

@@ -36,14 +36,14 @@ def combine(recon: torch.Tensor, kl: torch.Tensor, z: torch.Tensor, prior_z: tor
             cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The objective from per-example ``recon`` and ``kl`` and the posterior samples ``z``.
 
-    elbo: recon + kl_weight * kl.  mmd (InfoVAE): recon + (1 - alpha) kl + (alpha + lam - 1) MMD(z, prior_z),
+    elbo: recon + kl_weight * kl.  mmd (InfoVAE): recon + kl_weight (1 - alpha) kl + (alpha + lam - 1) MMD(z, prior_z),
     where z are samples of q(z|x), so the encoder stays stochastic."""
     if cfg.objective == "elbo":
         mmd_value = torch.zeros((), dtype=recon.dtype)
         total = recon + cfg.kl_weight * kl
     else:
         mmd_value = mmd(z, prior_z, kernel=cfg.kernel, bandwidth=cfg.bandwidth, estimator=cfg.estimator)
-        total = recon + (1.0 - cfg.alpha) * kl + (cfg.alpha + cfg.lam - 1.0) * mmd_value
+        total = recon + cfg.kl_weight * (1.0 - cfg.alpha) * kl + (cfg.alpha + cfg.lam - 1.0) * mmd_value
     terms = {"recon": recon, "kl": kl, "mmd": mmd_value.expand_as(recon), "neg_elbo": recon + kl,
              "total": total}
     return total.mean(), terms

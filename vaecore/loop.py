@@ -87,7 +87,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
     valid = batching.fixed_binarization(data.valid)
     test = batching.fixed_binarization(data.test)
     per_epoch = batching.steps_per_epoch(len(data.train), tc.batch_size)
-    total_steps = per_epoch * tc.epochs if tc.max_steps is None else min(per_epoch * tc.epochs, tc.max_steps)
+    total_steps = per_epoch * tc.epochs if tc.max_steps is None else tc.max_steps  # --max-steps overrides --epochs
 
     engine = engine_factory(cfg, workdir)
     start = 0

@@ -146,7 +146,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: Path, engine_factory, *, resume:
     if per_epoch == 0:
         raise TextDataError(f"batch size {tc.batch_size} is larger than the train split ({len(train)} sentences); "
                             f"lower --batch-size")
-    total_steps = per_epoch * tc.epochs if tc.max_steps is None else min(per_epoch * tc.epochs, tc.max_steps)
+    total_steps = per_epoch * tc.epochs if tc.max_steps is None else tc.max_steps  # --max-steps overrides --epochs
     pretrain_steps = tt.pretrain_epochs * per_epoch
     if pretrain_steps and pretrain_steps >= total_steps:
         raise ConfigError(f"--pretrain-ae-epochs {tt.pretrain_epochs} leaves no steps for the ELBO ({total_steps} steps "
