@@ -91,3 +91,44 @@ def test_batches_are_a_pure_function_of_seed_and_step():
 def test_batch_larger_than_data_is_a_clear_error():
     with pytest.raises(ValueError, match="lower --batch-size"):
         batching.steps_per_epoch(10, 128)
+
+
+def test_tfds_loads_prepared_data_without_downloading(monkeypatch):
+    """--data tfds and tfds:DIR against a stand-in tensorflow_datasets module: download=False, the
+    data directory passed on, the last 5,000 training images held out (issue 14, item 6)."""
+    import sys
+    import types
+
+    calls = []
+    rng = np.random.default_rng(0)
+    data = {"train": {"image": rng.integers(0, 256, (6000, 28, 28, 1), dtype=np.uint8),
+                      "label": rng.integers(0, 10, 6000)},
+            "test": {"image": rng.integers(0, 256, (300, 28, 28, 1), dtype=np.uint8), "label": rng.integers(0, 10, 300)}}
+
+    def load(name, **kwargs):
+        calls.append((name, kwargs))
+        return data[kwargs["split"]]
+
+    fake = types.ModuleType("tensorflow_datasets")
+    fake.load, fake.as_numpy = load, (lambda x: x)
+    fake.__spec__ = types.SimpleNamespace(name="tensorflow_datasets")
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object() if name == "tensorflow_datasets" else None)
+    from vaecore.mnist import load_mnist
+
+    splits = load_mnist("tfds:/data/tfds")
+    assert [c[1]["split"] for c in calls] == ["train", "test"]
+    assert all(c[0] == "mnist" and c[1]["download"] is False and c[1]["data_dir"] == "/data/tfds" for c in calls)
+    assert splits.train.shape == (1000, 784) and splits.valid.shape == (5000, 784) and splits.test.shape == (300, 784)
+    np.testing.assert_array_equal(splits.valid[0], data["train"]["image"][1000].reshape(-1) / np.float32(255))
+    np.testing.assert_array_equal(splits.valid_labels, data["train"]["label"][1000:])
+    calls.clear()
+    load_mnist("tfds")
+    assert calls[0][1]["data_dir"] is None and calls[0][1]["download"] is False
+
+    def failing(name, **kwargs):
+        raise FileNotFoundError("no prepared mnist in /nowhere")
+
+    fake.load = failing
+    with pytest.raises(DataError, match="does not download here"):
+        load_mnist("tfds:/nowhere")

