@@ -107,6 +107,12 @@ def test_resume_rejects_contradicting_flags(tmp_path):
     assert out.returncode == 2 and "--model 'conv' differs" in out.stderr
     out = run("--resume", "--device", "cpu", "--max-steps", "4", "--workdir", str(work))  # the device may change
     assert out.returncode == 0, out.stderr
+    # it continued the run (one more step from the checkpoint at step 3), not a new one
+    assert "resuming from the checkpoint at step 3" in out.stdout
+    assert json.loads((work / "results.json").read_text())["step"] == 4
+    steps = [json.loads(line)["step"] for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(3) >= 1 and steps[-1] == 4
+    assert json.loads((work / "config.json").read_text())["train"]["device"] == "cpu"
     out = run("--resume", "--workdir", str(tmp_path / "nothing"))
     assert out.returncode == 2 and "no config.json" in out.stderr
 
@@ -204,3 +210,14 @@ def test_max_steps_overrides_epochs(tmp_path):
     assert out.returncode == 0, out.stderr
     results = json.loads((work / "results.json").read_text())
     assert results["step"] == 40 and results["epochs"] == pytest.approx(40 / 31)  # 4,000 images: 31 steps/epoch
+
+
+def test_device_auto_takes_the_gpu_only_when_torch_sees_one(monkeypatch):
+    import torch
+
+    from torchvae import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device.resolve("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device.resolve("auto") == torch.device("cuda")
