@@ -71,6 +71,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("give either --workdir RUN or --compare RUN1 RUN2 ... --out DIR")
     if args.compare is not None and args.out is None:
         raise UsageError("--compare needs --out DIR")
+    if args.compare is None and args.out is not None:
+        raise UsageError("--out applies to --compare; an evaluation writes into --workdir")
     if args.compare is not None:  # --compare reads eval_<split>.json files; these flags shape an evaluation
         defaults = build_parser().parse_args([])
         for name in ("k", "batch_size", "chunk_rows", "mi_batch_size", "au_threshold", "limit", "seed", "data",

@@ -349,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         if mmd_only and cfg.loss.objective != "mmd":
             flag = "--lambda" if mmd_only[0] == "lam" else "--" + mmd_only[0].replace("_", "-")
             raise ConfigError(f"{flag} applies to --loss mmd (InfoVAE); this run optimises the {cfg.loss.objective}")
+        if cfg.task == "text":
+            check_schedule_flags(cfg, given)
         if cfg.task == "text" and "aggressive_max_inner" in given and not cfg.text_train.aggressive:
             raise ConfigError("--aggressive-max-inner applies to --aggressive training; add --aggressive or drop it")
         if cfg.backend == "jax" and "device" in given and args.device != "auto":
@@ -376,6 +378,23 @@ def main(argv: list[str] | None = None) -> int:
         print("test: " + ", ".join(f"{k} {results[k]:.2f}" for k in ("neg_elbo", "recon", "kl", "mmd"))
               + f" ({results['units']}); run folder {workdir}")
     return 0
+
+
+SCHEDULE_FLAGS = {"linear": {"kl_warmup_steps"}, "logistic": {"kl_logistic_k", "kl_logistic_x0"},
+                  "cyclical": {"kl_cycles", "kl_cycle_ratio"}, "constant": set()}
+
+
+def check_schedule_flags(cfg: RunConfig, given: set[str]) -> None:
+    """A KL-schedule parameter of another schedule, or any KL flag on the language model, would be ignored."""
+    schedule = cfg.text_train.kl_schedule
+    other = sorted(given & (set().union(*SCHEDULE_FLAGS.values()) - SCHEDULE_FLAGS[schedule]))
+    if other:
+        raise ConfigError(f"--{other[0].replace('_', '-')} is not a parameter of the {schedule} KL schedule "
+                          f"(--kl-schedule {schedule}); drop it or choose its schedule")
+    kl_flags = sorted(given & {"kl_weight", "kl_schedule", *set().union(*SCHEDULE_FLAGS.values())})
+    if not cfg.text.use_latent and kl_flags:
+        raise ConfigError(f"--{kl_flags[0].replace('_', '-')} shapes the code's KL, and --no-latent has no code; "
+                          f"drop it")
 
 
 def check_task_flags(task: str, given: set[str]) -> None:

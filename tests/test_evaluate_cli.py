@@ -228,3 +228,9 @@ def test_compare_refuses_evaluation_flags(flag, tmp_path):
                           str(tmp_path / "o"), *flag], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and "applies to evaluating a run" in out.stderr, out.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_out_without_compare_is_refused(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--workdir", str(tmp_path), "--out",
+                          str(tmp_path / "o")], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and "--out applies to --compare" in out.stderr

@@ -282,6 +282,9 @@ def test_bad_data_is_one_line_and_exit_2(make, message, tmp_path):
     (["--task", "text", "--aggressive", "--pretrain-ae-epochs", "2"], "choose one"),
     (["--delta-rate", "5"], "a delta-VAE rate of 5"),
     (["--no-latent"], "--no-latent applies to --task text only"),
+    (["--task", "text", "--kl-warmup-steps", "100"], "not a parameter of the logistic KL schedule"),
+    (["--task", "text", "--kl-schedule", "linear", "--kl-cycles", "3"], "not a parameter of the linear KL"),
+    (["--task", "text", "--no-latent", "--kl-schedule", "linear"], "--no-latent has no code"),
     (["--sample"], "need --workdir"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(args, message, tmp_path):
@@ -337,3 +340,17 @@ def test_sigkill_and_resume_gives_the_same_results(backend, mode, corpus, tmp_pa
 
     again = run(*args, "--workdir", str(killed), "--resume", "--rnn", "gru")
     assert again.returncode == 2 and "--rnn 'gru' differs" in again.stderr
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_diverging_text_run_names_the_step_and_keeps_the_checkpoint(backend, corpus, tmp_path):
+    work = tmp_path / "run"
+    out = run(*TINY, "--backend", backend, "--data", str(corpus), "--lr", "1e30", "--max-steps", "40",
+              "--checkpoint-every", "1", "--workdir", str(work))
+    assert out.returncode == 1, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert "non-finite loss at step" in line and "last good checkpoint" in line
+    good = int(line.split("(step ")[1].split(")")[0])
+    assert good == int(line.split("at step ")[1].split()[0]) - 1
+    assert not (work / "results.json").exists()
+    assert any(f"{good:08d}" in p.name or p.name == str(good) for p in (work / "checkpoints").iterdir())
