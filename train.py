@@ -351,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{flag} applies to --loss mmd (InfoVAE); this run optimises the {cfg.loss.objective}")
         if cfg.task == "text":
             check_schedule_flags(cfg, given)
+        else:
+            check_model_flags(cfg, given)
+        if "lr_decay_start" in given and cfg.task == "text" and cfg.text_train.lr_decay == 1.0:
+            raise ConfigError("--lr-decay-start applies when --lr-decay is below 1 (the rate is constant); "
+                              "give --lr-decay or drop it")
         if cfg.task == "text" and "aggressive_max_inner" in given and not cfg.text_train.aggressive:
             raise ConfigError("--aggressive-max-inner applies to --aggressive training; add --aggressive or drop it")
         if cfg.backend == "jax" and "device" in given and args.device != "auto":
@@ -395,6 +400,15 @@ def check_schedule_flags(cfg: RunConfig, given: set[str]) -> None:
     if not cfg.text.use_latent and kl_flags:
         raise ConfigError(f"--{kl_flags[0].replace('_', '-')} shapes the code's KL, and --no-latent has no code; "
                           f"drop it")
+
+
+def check_model_flags(cfg: RunConfig, given: set[str]) -> None:
+    """The image model's flags of the other kind (MLP sizes on a conv model, and the reverse) would be ignored."""
+    other = {"mlp": {"conv_channels", "conv_dense"}, "conv": {"hidden_sizes"}}[cfg.model.kind]
+    wrong = sorted(given & other)
+    if wrong:
+        raise ConfigError(f"--{wrong[0].replace('_', '-')} applies to --model "
+                          f"{'conv' if cfg.model.kind == 'mlp' else 'mlp'}; this run is --model {cfg.model.kind}")
 
 
 def check_task_flags(task: str, given: set[str]) -> None:

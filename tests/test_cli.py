@@ -194,8 +194,11 @@ def test_help_states_each_default_once_and_interpolation_methods():
     (["--alpha", "0.5"], "--alpha applies to --loss mmd"),
     (["--task", "text", "--lambda", "10"], "--lambda applies to --loss mmd"),
     (["--mmd-kernel", "rbf"], "--mmd-kernel applies to --loss mmd"),
+    (["--model", "conv", "--hidden-sizes", "64"], "--hidden-sizes applies to --model mlp"),
+    (["--conv-dense", "64"], "--conv-dense applies to --model conv"),
+    (["--task", "text", "--lr-decay", "1", "--lr-decay-start", "3"], "--lr-decay-start applies when"),
 ])
-def test_infovae_flags_without_the_mmd_objective_are_refused(args, message, tmp_path):
+def test_flags_that_would_be_ignored_are_refused(args, message, tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "--workdir", str(tmp_path / "r")],
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
