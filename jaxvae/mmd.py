@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaecore.mmd_args import check_args, kernel_scales
+from vaecore.mmd_args import check_args, kernel_scales, term_weights
 
 PATHS = ("auto", "reference", "tiled")
 
@@ -104,18 +104,12 @@ def _mmd_reference(x, y, kernel: str, scales: list[float], estimator: str):
     return within(x) + within(y) - 2.0 * cross
 
 
-def _term_weights(n: int, m: int, estimator: str) -> tuple[float, float, float]:
-    """Weights of the x-x, y-y and x-y kernel sums in the estimate."""
-    if estimator == "biased":
-        return 1.0 / (n * n), 1.0 / (m * m), -2.0 / (n * m)
-    return 1.0 / (n * (n - 1)), 1.0 / (m * (m - 1)), -2.0 / (n * m)
-
 
 def _tile_pairs(nx: int, ny: int, n: int, m: int, estimator: str):
     """The tiles to visit over the stacked blocks [x blocks, y blocks]: (row block, column block,
     weight, diagonal-tile flag) as numpy arrays. The symmetric x-x and y-y terms visit only tiles
     J >= I, off-diagonal ones with twice the weight."""
-    w_xx, w_yy, w_xy = _term_weights(n, m, estimator)
+    w_xx, w_yy, w_xy = term_weights(n, m, estimator)
     rows, cols, weights, diags = [], [], [], []
     for first, count, w in ((0, nx, w_xx), (nx, ny, w_yy)):
         for i in range(count):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxvae import decoding, evaluation
+from jaxvae import decoding
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from jaxvae.train import adam_update
@@ -100,7 +100,6 @@ def sided_adam_update(loss_fn, params: dict, opt_state: dict, tx: optax.Gradient
 
 class JaxTextEngine:
     decoding = decoding
-    evaluation = evaluation  # the metric kernels (mutual information) of this backend
 
     def __init__(self, cfg: RunConfig, workdir: Path):
         self.cfg = cfg

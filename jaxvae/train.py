@@ -17,7 +17,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxvae import evaluation
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from jaxvae.mmd import mmd
@@ -60,7 +59,6 @@ def adam_update(loss_fn, params, opt_state, tx: optax.GradientTransformation, lr
 
 
 class JaxEngine:
-    evaluation = evaluation  # the metric kernels (mutual information) of this backend
 
     def __init__(self, cfg: RunConfig, workdir: Path):
         from jaxvae.models import VAE

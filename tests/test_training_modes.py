@@ -137,7 +137,7 @@ class Recorder:
 
         self.inner = TorchTextEngine(cfg, workdir)
         self.calls, self.resets, self.inner_losses, self.mi_scales = [], [], inner_losses, list(mi_scales)
-        self.decoding, self.evaluation, self.n_eval = self.inner.decoding, self.inner.evaluation, 0
+        self.decoding, self.n_eval = self.inner.decoding, 0
 
     def train_step(self, batch, step, kl_weight, lr_scale=1.0, *, part="all", inner=None):
         self.calls.append((step, part, inner, kl_weight, batch))

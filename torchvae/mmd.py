@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vaecore.mmd_args import check_args, kernel_scales
+from vaecore.mmd_args import check_args, kernel_scales, term_weights
 
 PATHS = ("auto", "reference", "tiled", "triton")
 
@@ -110,12 +110,6 @@ def _mmd_reference(x, y, kernel: str, scales: list[float], estimator: str) -> to
     cross = _kernel_sum(sq_dist(x, y), kernel, scales).mean()
     return within(x) + within(y) - 2.0 * cross
 
-
-def _term_weights(n: int, m: int, estimator: str) -> tuple[float, float, float]:
-    """Weights of the x-x, y-y and x-y kernel sums in the estimate."""
-    if estimator == "biased":
-        return 1.0 / (n * n), 1.0 / (m * m), -2.0 / (n * m)
-    return 1.0 / (n * (n - 1)), 1.0 / (m * (m - 1)), -2.0 / (n * m)
 
 
 def _augment(a: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -199,7 +193,7 @@ def _mmd_tiled(x, y, kernel, scales, estimator, tile, need_x, need_y):
     """Value and gradients (None where not needed) in one pass over tiles; O((n + m) d + tile^2) memory."""
     tile = tile or DEFAULT_TILE
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
-    w_xx, w_yy, w_xy = _term_weights(n, m, estimator)
+    w_xx, w_yy, w_xy = term_weights(n, m, estimator)
     fast_rbf = kernel == "rbf" and len(scales) == 1
     scale = 1.0 / scales[0] if fast_rbf else 1.0
     ax, ay = _augment(x, scale), _augment(y, scale)

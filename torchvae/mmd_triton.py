@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from vaecore.mmd_args import term_weights
+
 KERNEL_IDS = {"rbf": 0, "imq": 1}
 
 
@@ -92,7 +94,6 @@ def _rows(a, b, scales_t, kernel: str, exclude_diag: bool, need_grad: bool, bloc
 
 def mmd_triton(x, y, kernel: str, scales: list[float], estimator: str, tile: int | None, need_x: bool, need_y: bool):
     """Value and gradients (None where not needed) of the MMD estimate; see torchvae.mmd.mmd."""
-    from torchvae.mmd import _term_weights
 
     # tl.dot needs blocks of at least 16. Measured on an H200 (bench/mmd_cuda.py, n = m = 4096, d = 64):
     # with the gradient accumulator a block of 64 spills registers and ran 75 ms per value and
@@ -100,7 +101,7 @@ def mmd_triton(x, y, kernel: str, scales: list[float], estimator: str, tile: int
     block = min(128, max(16, triton.next_power_of_2(tile or (32 if need_x or need_y else 64))))
     x, y = x.contiguous(), y.contiguous()
     n, m = x.shape[0], y.shape[0]
-    w_xx, w_yy, w_xy = _term_weights(n, m, estimator)
+    w_xx, w_yy, w_xy = term_weights(n, m, estimator)
     unbiased = estimator == "unbiased"
     scales_t = torch.tensor(scales, dtype=x.dtype, device=x.device)
     k_xx, r_xx = _rows(x, x, scales_t, kernel, unbiased, need_x, block)

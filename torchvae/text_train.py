@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from torchvae import decoding, device, evaluation
+from torchvae import decoding, device
 from torchvae.checkpoint import Checkpoints
 from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from vaecore import rng, text_loop
@@ -25,7 +25,6 @@ PARTS = ("all", "encoder", "decoder")
 
 class TorchTextEngine:
     decoding = decoding
-    evaluation = evaluation  # the metric kernels (mutual information) of this backend
 
     def __init__(self, cfg: RunConfig, workdir: Path):
         self.cfg = cfg

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torchvae import device, evaluation
+from torchvae import device
 from torchvae.checkpoint import Checkpoints
 from torchvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from torchvae.mmd import mmd
@@ -20,7 +20,6 @@ from vaecore.config import RunConfig
 
 
 class TorchEngine:
-    evaluation = evaluation  # the metric kernels (mutual information) of this backend
 
     def __init__(self, cfg: RunConfig, workdir: Path):
         from torchvae.models import VAE

@@ -71,6 +71,14 @@ class EvalBackend(Protocol):
     def mutual_information(self, mean: np.ndarray, logvar: np.ndarray, eps: np.ndarray) -> float: ...
 
 
+def metric_kernels(backend: str) -> EvalBackend:
+    """The backend's evaluation module (``jaxvae.evaluation`` or ``torchvae.evaluation``), imported by
+    name so that the training engines need not import it (it imports them to load a checkpoint)."""
+    import importlib
+
+    return importlib.import_module(f"{backend}vae.evaluation")
+
+
 # ------------------------------------------------------------------------------------ numerics
 
 

@@ -5,7 +5,7 @@ evaluation, results and pictures. A backend supplies an *engine* with the numeri
   of the loss terms; the noise is derived from ``(seed, step)`` so a resumed run draws the same;
 - ``eval_batch(x, index) -> dict`` batch means of recon, kl, neg_elbo, mmd with noise derived from
   ``index``, and the posterior ``mean`` and ``logvar`` (numpy) for the mutual information and active
-  units; ``evaluation`` the backend's evaluation module;
+  units (the MI kernels come from the backend's evaluation module, ``evaluation.metric_kernels``);
 - ``decode(z) -> probs`` and ``reconstruct(x) -> probs`` (numpy) for pictures;
 - ``save(step, meta)`` atomically and ``restore() -> meta | None`` from the newest complete checkpoint.
 """
@@ -16,7 +16,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class TrainingError(RuntimeError):
 
 class Engine(Protocol):
     def train_step(self, x: np.ndarray, step: int) -> dict[str, float]: ...
-    evaluation: Any  # the backend's evaluation module (mutual_information)
+    cfg: RunConfig
 
     def eval_batch(self, x: np.ndarray, index: int) -> dict: ...
     def decode(self, z: np.ndarray) -> np.ndarray: ...
@@ -61,7 +61,7 @@ def evaluate(engine: Engine, images: np.ndarray, *, seed: int = 0) -> dict[str, 
     """Means over a binarised split of the loss terms, in nats per image, and how much the code is
     used: mutual information I(x; z) (aggregate posterior over batches of ``mi_batch_size``) and
     active units, as ``evaluate.py`` computes them (``vaecore.evaluation.latent_usage``)."""
-    from vaecore.evaluation import latent_usage
+    from vaecore.evaluation import latent_usage, metric_kernels
 
     sums = dict.fromkeys(("recon", "kl", "neg_elbo", "mmd"), 0.0)
     means, logvars = [], []
@@ -71,7 +71,8 @@ def evaluate(engine: Engine, images: np.ndarray, *, seed: int = 0) -> dict[str, 
             sums[k] += out[k] * len(x)
         means.append(out["mean"])
         logvars.append(out["logvar"])
-    usage = latent_usage(engine.evaluation, np.concatenate(means), np.concatenate(logvars), seed=seed)
+    usage = latent_usage(metric_kernels(engine.cfg.backend), np.concatenate(means), np.concatenate(logvars),
+                         seed=seed)
     return {**{k: v / len(images) for k, v in sums.items()},
             **{k: usage[k] for k in ("mi", "au", "mi_batch_size")}}
 

@@ -58,3 +58,10 @@ def check_args(x_shape: tuple, y_shape: tuple, x_dtype, y_dtype, kernel: str, es
         )
     if min(x_shape[0], y_shape[0]) < 1:
         raise ValueError("x and y must hold at least one sample each")
+
+
+def term_weights(n: int, m: int, estimator: str) -> tuple[float, float, float]:
+    """Weights of the x-x, y-y and x-y kernel sums in the estimate (biased V- or unbiased U-statistic)."""
+    if estimator == "biased":
+        return 1.0 / (n * n), 1.0 / (m * m), -2.0 / (n * m)
+    return 1.0 / (n * (n - 1)), 1.0 / (m * (m - 1)), -2.0 / (n * m)

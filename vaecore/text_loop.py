@@ -11,7 +11,7 @@ an *engine* with the numeric parts:
 - ``reset_decoder()`` re-initialises the decoder and the optimiser (after autoencoder pretraining);
 - ``evaluate(batches) -> dict`` the backend's ``evaluate_text`` (one z per sentence, noise from the
   seed and the batch index, no dropout) with the posterior means and log-variances kept, and
-  ``evaluation`` the backend's evaluation module (mutual information);
+  the MI kernels come from the backend's evaluation module (``evaluation.metric_kernels``);
 - ``model()`` the model in evaluation mode and ``decoding`` the backend's decoding module;
 - ``save(step, meta)`` atomically and ``restore() -> meta | None`` from the newest complete checkpoint.
 
@@ -47,7 +47,7 @@ INTERPOLATION_PAIRS = 3
 
 class TextEngine(Protocol):
     decoding: Any
-    evaluation: Any
+    cfg: RunConfig
 
     def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float, *, part: str = "all",
                    inner: int | None = None) -> dict[str, float]: ...
@@ -123,10 +123,10 @@ def evaluate(engine: TextEngine, split: TextDataset, *, seed: int = 0) -> dict[s
     """Per-sentence recon, kl, neg_elbo (nats), the perplexity bound and the counts of a split, and
     how much the code is used: mutual information I(x; z) (aggregate posterior over batches of
     ``mi_batch_size`` sentences) and active units, as ``evaluate.py`` computes them."""
-    from vaecore.evaluation import latent_usage
+    from vaecore.evaluation import latent_usage, metric_kernels
 
     s = engine.evaluate(split.batches(EVAL_BATCH, shuffle=False))
-    usage = latent_usage(engine.evaluation, s["mean"], s["logvar"], seed=seed)
+    usage = latent_usage(metric_kernels(engine.cfg.backend), s["mean"], s["logvar"], seed=seed)
     return {"recon": s["recon"], "kl": s["kl"], "neg_elbo": s["elbo"], "ppl_bound": s["ppl_bound"],
             "mi": usage["mi"], "au": usage["au"], "mi_batch_size": usage["mi_batch_size"],
             "sentences": s["sentences"], "tokens": s["tokens"]}
