@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from vaecore import evaluation
+from vaecore import evaluation, rundir
+from vaecore.cli import OneLineParser
 from vaecore.config import ConfigError, RunConfig, on_any_device
+from vaecore.files import atomic_write_json
 
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 8, 10
 LATENT_POINTS = 5000
@@ -30,14 +31,6 @@ LATENT_POINTS = 5000
 
 class UsageError(ValueError):
     """Bad input from the user: printed as one line, exit status 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line (and exits with status 2)."""
-
-    def error(self, message: str) -> None:
-        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,15 +83,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def load_config(workdir: Path) -> RunConfig:
-    if not workdir.is_dir():
-        raise UsageError(f"--workdir {workdir}: no such directory")
-    path = workdir / "config.json"
-    if not path.exists():
-        raise UsageError(f"--workdir {workdir}: no config.json (not a run folder)")
     try:
-        return on_any_device(RunConfig.load(path))
-    except (json.JSONDecodeError, KeyError, TypeError, ConfigError, ValueError) as e:
-        raise UsageError(f"{path}: unreadable run configuration ({type(e).__name__}: {e})") from None
+        return on_any_device(rundir.read_config(workdir))
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
 
 
 def image_split(cfg: RunConfig, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
@@ -130,11 +118,11 @@ def write_pictures(model, images: np.ndarray, labels: np.ndarray, workdir: Path)
         path = (1 - t) * mu_a[:, None] + t * mu_b[:, None]  # [pairs, steps, D]
         decoded = model.decode_probs(path.reshape(-1, path.shape[-1])).reshape(pairs, INTERPOLATION_STEPS, -1)
         strips = np.concatenate([a[:, None], decoded, b[:, None]], axis=1)
-        plots.save_interpolations(strips, workdir / "interpolations.png")
-        written.append("interpolations.png")
+        plots.save_interpolations(strips, workdir / rundir.INTERPOLATIONS_PNG)
+        written.append(rundir.INTERPOLATIONS_PNG)
     n = min(LATENT_POINTS, len(images))
-    plots.save_latent_scatter(model.posterior_mean(images[:n]), labels[:n], workdir / "latent_space.png")
-    written.append("latent_space.png")
+    plots.save_latent_scatter(model.posterior_mean(images[:n]), labels[:n], workdir / rundir.LATENT_SPACE_PNG)
+    written.append(rundir.LATENT_SPACE_PNG)
     return written
 
 
@@ -144,12 +132,12 @@ def text_split(cfg: RunConfig, args: argparse.Namespace, workdir: Path) -> tuple
     import dataclasses
 
     from vaecore.text_data import TextDataError, Vocab
-    from vaecore.text_loop import data_source, load_data
+    from vaecore.text_task import data_source, load_data
 
     if args.data is not None:
         cfg = dataclasses.replace(cfg, data=args.data)
     try:
-        data = load_data(cfg, Vocab.load(str(workdir / "vocab.json")))
+        data = load_data(cfg, Vocab.load(str(workdir / rundir.VOCAB)))
     except (TextDataError, OSError, ValueError) as e:
         raise UsageError(f"{e} (pass --data to point at the run's corpus)") from None
     split = data.splits[args.split]
@@ -215,16 +203,16 @@ def evaluate_run(args: argparse.Namespace, log=print) -> dict:
     metrics = {"split": args.split, "units": f"nats per {unit}", "backend": cfg.backend, "task": cfg.task,
                "step": step, "data": source, "limited": args.limit is not None, "batch_size": args.batch_size,
                **metrics}
-    evaluation.atomic_write_json(workdir / f"eval_{args.split}.json", metrics)
-    evaluation.merge_json(workdir / "results.json", {f"eval_{args.split}": metrics})
+    atomic_write_json(workdir / rundir.eval_file(args.split), metrics)
+    evaluation.merge_json(workdir / rundir.RESULTS, {f"eval_{args.split}": metrics})
     if not args.no_pictures:
         from vaecore import plots
         from vaecore.report import read_jsonl
 
         if images is not None:
             write_pictures(model, images, labels, workdir)
-        if not (workdir / "training_curves.png").exists():  # training draws it; runs from before it did not
-            plots.save_training_curves(read_jsonl(workdir / "metrics.jsonl"), workdir / "training_curves.png")
+        if not (workdir / rundir.TRAINING_CURVES).exists():  # training draws it; runs from before it did not
+            plots.save_training_curves(read_jsonl(workdir / rundir.METRICS), workdir / rundir.TRAINING_CURVES)
     write_report(workdir, metrics)
     log(evaluation.format_table(metrics))
     return metrics

@@ -41,10 +41,10 @@ def measure(backend: str, model: str, loss: str, steps: int, warmup: int, batch_
     engine = Engine(cfg, Path(tempfile.mkdtemp()))
     t0 = time.perf_counter()
     for s in range(warmup):
-        engine.train_step(batches[s], s)
+        engine.train_step(batches[s], s, cfg.loss.kl_weight, 1.0)
     t1 = time.perf_counter()
     for s in range(warmup, warmup + steps):
-        engine.train_step(batches[s], s)  # returns python floats: the step has finished
+        engine.train_step(batches[s], s, cfg.loss.kl_weight, 1.0)  # returns python floats: the step has finished
     t2 = time.perf_counter()
     return {"backend": backend, "model": model, "loss": loss, "warmup_s": t1 - t0,
             "ms_per_step": 1e3 * (t2 - t1) / steps, "images_per_s": steps * batch_size / (t2 - t1)}

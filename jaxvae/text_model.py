@@ -26,6 +26,7 @@ from flax import nnx
 from jaxvae.mmd import mmd
 from jaxvae.posterior import PosteriorHead
 from jaxvae.rnn import make_rnn
+from vaecore import rng
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
 
@@ -222,12 +223,6 @@ def sentence_objective(
     return jnp.mean(total), terms
 
 
-def eval_noise(seed: int, index: int, batch: int, latent: int) -> np.ndarray:
-    """Standard-normal eps [batch, latent] for evaluation batch ``index``: the same numbers in both
-    backends, so their evaluations of the same weights agree."""
-    return np.random.default_rng([seed, index]).standard_normal((batch, latent))
-
-
 @nnx.jit
 def _eval_terms(model: SentenceVAE, tokens, lengths, eps):
     logits, mean, logvar, _ = model(tokens, lengths, eps)
@@ -249,7 +244,7 @@ def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int
     dtype = model.to_mean.kernel[...].dtype
     try:
         for i, b in enumerate(batches):
-            eps = jnp.asarray(eval_noise(seed, i, len(b.lengths), model.config.latent_dim), dtype)
+            eps = jnp.asarray(rng.eval_noise(seed, i, len(b.lengths), model.config.latent_dim), dtype)
             r, k, mean, logvar = _eval_terms(model, jnp.asarray(b.tokens), jnp.asarray(b.lengths), eps)
             recon, kl = recon + float(r), kl + float(k)
             sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets

@@ -23,7 +23,7 @@ from jaxvae import decoding
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from jaxvae.train import adam_update
-from vaecore import rng, text_loop
+from vaecore import rng, rundir
 from vaecore.config import RunConfig
 from vaecore.text_config import DECODER_REINIT_MODULES, module_side
 from vaecore.text_data import TextBatch
@@ -107,7 +107,7 @@ class JaxTextEngine:
         if tc.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
         self.dtype = jnp.dtype(tc.dtype)
-        self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
+        self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, cfg.train.keep_checkpoints)
         self.key = jax.random.key(tc.seed)
         model = SentenceVAE(cfg.text, rngs=nnx.Rngs(tc.seed), param_dtype=self.dtype)
         model.train()
@@ -140,7 +140,7 @@ class JaxTextEngine:
         model.eval()
         return model
 
-    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0, *,
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float, *,
                    part: str = "all", inner: int | None = None) -> dict[str, float]:
         """One Adam step of ``part`` ("all", "encoder", "decoder"); see ``torchvae.text_train``."""
         args = (self.params, self.opt_state, self.stats, self.rest, self.key, jnp.asarray(batch.tokens),
@@ -179,7 +179,3 @@ class JaxTextEngine:
         self.params, self.opt_state = state["params"], state["opt_state"]
         self.stats = state.get("batch_stats", self.stats)
         return meta
-
-def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print,
-                       generation: text_loop.GenerationOptions | None = None) -> dict:
-    return text_loop.train_and_evaluate(cfg, workdir, JaxTextEngine, resume=resume, log=log, generation=generation)

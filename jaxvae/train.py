@@ -8,6 +8,7 @@ step. Checkpoints are written by orbax (atomic: a temporary directory renamed wh
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from flax import nnx
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from jaxvae.mmd import mmd
-from vaecore import loop, rng
+from vaecore import rng, rundir
 from vaecore.config import LossConfig, RunConfig
+from vaecore.image_task import check_whole_model, summarize
 
 
 def _noise(key: jax.Array, shape: tuple[int, ...], dtype) -> tuple[jax.Array, jax.Array]:
@@ -29,8 +31,10 @@ def _noise(key: jax.Array, shape: tuple[int, ...], dtype) -> tuple[jax.Array, ja
     return jax.random.normal(k_eps, shape, dtype), jax.random.normal(k_prior, shape, dtype)
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, loss_cfg: LossConfig, latent_dim: int):
-    """The pure training step, jitted once with donated params and optimiser state."""
+def make_train_step(graphdef, tx: optax.GradientTransformation, loss_cfg: LossConfig, latent_dim: int,
+                    lr_scale: float = 1.0):
+    """The pure training step, jitted once with donated params and optimiser state; the KL weight
+    (``loss_cfg.kl_weight``) and ``lr_scale`` are constants of the compiled step."""
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params, opt_state, stats, key, x, step):
@@ -42,7 +46,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_cfg: LossCo
             # the BN-VAE's running averages, updated by this forward pass (empty without BN)
             return loss, ({k: v.mean() for k, v in terms.items()}, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
 
-        params, opt_state, (terms, stats) = adam_update(loss_fn, params, opt_state, tx)
+        params, opt_state, (terms, stats) = adam_update(loss_fn, params, opt_state, tx,
+                                                        None if lr_scale == 1.0 else lr_scale)
         return params, opt_state, stats, terms
 
     return train_step
@@ -68,7 +73,7 @@ class JaxEngine:
         if tc.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
         self.dtype = jnp.dtype(tc.dtype)
-        self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", tc.keep_checkpoints)
+        self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, tc.keep_checkpoints)
         self.key = jax.random.PRNGKey(tc.seed)
         model = VAE(cfg.model, rngs=nnx.Rngs(tc.seed))
         # params: trained by Adam; stats: the BN-VAE's running averages (empty without it)
@@ -77,7 +82,7 @@ class JaxEngine:
         self.stats = jax.tree.map(lambda a: a.astype(self.dtype), nnx.to_pure_dict(stats))
         self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
         self.opt_state = self.tx.init(self.params)
-        self._step = make_train_step(self.graphdef, self.tx, cfg.loss, cfg.model.latent_dim)
+        self._steps = {}  # compiled steps by (kl_weight, lr_scale): the image task keeps both constant
         self._eval = jax.jit(self._eval_fn)
         self._decode = jax.jit(lambda p, s, z: jax.nn.sigmoid(self._merge(p, s).decode(z)))
 
@@ -90,9 +95,17 @@ class JaxEngine:
     def model(self):
         return self._merge(self.params, self.stats)
 
-    def train_step(self, x: np.ndarray, step: int) -> dict[str, float]:
-        self.params, self.opt_state, self.stats, terms = self._step(self.params, self.opt_state, self.stats,
-                                                                    self.key, jnp.asarray(x, self.dtype), step)
+    def train_step(self, batch: np.ndarray, step: int, kl_weight: float, lr_scale: float, *, part: str = "all",
+                   inner: int | None = None) -> dict[str, float]:
+        """One Adam step on images ``batch`` (the ``vaecore.driver.Engine`` protocol). The KL weight
+        and learning-rate scale are compiled into the step (one compilation per distinct pair)."""
+        check_whole_model(part, inner)
+        key = (float(kl_weight), float(lr_scale))
+        if key not in self._steps:
+            loss_cfg = dataclasses.replace(self.cfg.loss, kl_weight=key[0])
+            self._steps[key] = make_train_step(self.graphdef, self.tx, loss_cfg, self.cfg.model.latent_dim, key[1])
+        self.params, self.opt_state, self.stats, terms = self._steps[key](
+            self.params, self.opt_state, self.stats, self.key, jnp.asarray(batch, self.dtype), step)
         return {k: float(v) for k, v in terms.items()}
 
     def _eval_fn(self, params, stats, x, key):
@@ -107,11 +120,15 @@ class JaxEngine:
         return {"recon": recon.mean(), "kl": kl.mean(), "neg_elbo": (recon + kl).mean(), "mmd": mmd_value,
                 "mean": mean, "logvar": logvar}
 
-    def eval_batch(self, x: np.ndarray, index: int) -> dict:
-        """Batch means of the loss terms (floats) and the posterior ``mean``, ``logvar`` (numpy [B, D])."""
-        key = jax.random.PRNGKey(rng.derived_seed(self.cfg.train.seed, rng.EVAL, index) % 2**31)
-        out = self._eval(self.params, self.stats, jnp.asarray(x, self.dtype), key)
-        return {k: np.asarray(v) if k in ("mean", "logvar") else float(v) for k, v in out.items()}
+    def evaluate(self, batches) -> dict:
+        """Per-image means of recon, kl, neg_elbo and the batch MMDs over ``batches`` (one z per
+        image), the number of images, and the posterior ``mean``, ``logvar`` (numpy [N, D])."""
+        outs = []
+        for index, x in enumerate(batches):
+            key = jax.random.PRNGKey(rng.derived_seed(self.cfg.train.seed, rng.EVAL, index) % 2**31)
+            out = self._eval(self.params, self.stats, jnp.asarray(x, self.dtype), key)
+            outs.append((len(x), {k: np.asarray(v) if k in ("mean", "logvar") else float(v) for k, v in out.items()}))
+        return summarize(outs)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(self._decode(self.params, self.stats, jnp.asarray(z, self.dtype)), np.float32)
@@ -137,6 +154,3 @@ class JaxEngine:
         self.params, self.opt_state, self.key = state["params"], state["opt_state"], state["key"]
         self.stats = state.get("batch_stats", self.stats)
         return meta
-
-def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print) -> dict:
-    return loop.train_and_evaluate(cfg, workdir, JaxEngine, resume=resume, log=log)

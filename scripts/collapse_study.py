@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from vaecore import rundir
+
 ROOT = Path(__file__).resolve().parents[1]
 # row name -> train.py flags on top of the text defaults (12 epochs, logistic annealing, free bits 0.05)
 ROWS = {
@@ -45,7 +47,7 @@ def run_dir(runs: Path, row: str, backend: str) -> Path:
 
 
 def finished(folder: Path) -> bool:
-    return (folder / "results.json").exists()
+    return (folder / rundir.RESULTS).exists()
 
 
 def evaluated(folder: Path, k: int) -> bool:
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = run_dir(args.runs, row, args.backend)
         if finished(folder):
             continue
-        resume = ["--resume"] if (folder / "config.json").exists() else [*ROWS[row], *shlex.split(args.train_args)]
+        resume = ["--resume"] if (folder / rundir.CONFIG).exists() else [*ROWS[row], *shlex.split(args.train_args)]
         cmd = [sys.executable, "train.py", "--task", "text", "--backend", args.backend, "--workdir", str(folder),
                *device, *resume]
         train_jobs.append((f"train {row}", cmd, args.runs / f"{row}-{args.backend}.log"))

@@ -171,6 +171,6 @@ def test_ids_to_text():
     vocab = Vocab([f"w{i}" for i in range(4, V)])
     assert ids_to_text([[4, 5], []], vocab) == ["w4 w5", ""]
     # in the run folder's text files an empty decoding is written as <eos>, not as an empty line
-    from vaecore.text_loop import shown
+    from vaecore.text_outputs import shown
 
     assert [shown(vocab, ids) for ids in ([4, 5], [])] == ["w4 w5", "<eos>"]

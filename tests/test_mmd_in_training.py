@@ -25,7 +25,7 @@ def test_mmd_training_step_runs_the_tiled_kernel(backend, tmp_path):
     eng, mmd = engine(backend, tmp_path, lam=1000.0)
     mmd.PATH_COUNTS.clear()
     x = (np.random.default_rng(0).random((16, 784)) < 0.3).astype(np.float32)
-    out = eng.train_step(x, 0)
+    out = eng.train_step(x, 0, eng.cfg.loss.kl_weight, 1.0)
     assert mmd.PATH_COUNTS["tiled"] >= 1 and mmd.PATH_COUNTS["reference"] == 0, dict(mmd.PATH_COUNTS)
     assert out["mmd"] > 0
     np.testing.assert_allclose(out["total"], out["recon"] + out["kl"] + 999.0 * out["mmd"], rtol=1e-5)

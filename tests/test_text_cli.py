@@ -111,18 +111,19 @@ def test_text_train_config_schedules_and_json_round_trip(tmp_path):
     assert TextTrainConfig(kl_schedule="constant").schedule(0.3, 100)(7) == 0.3
     with pytest.raises(ConfigError, match="kl_cycle_ratio"):
         TextTrainConfig(kl_cycle_ratio=0)
-    import train
+    from vaecore.cli import build_parser
+    from vaecore.options import config_from_args
 
-    args = train.build_parser().parse_args(["--task", "text", "--rnn", "gru", "--max-len", "9", "--free-bits", "0.1"])
-    cfg = train.config_from_args(args)
+    args = build_parser().parse_args(["--task", "text", "--rnn", "gru", "--max-len", "9", "--free-bits", "0.1"])
+    cfg = config_from_args(args)
     assert cfg.text.latent_dim == 32 and cfg.train.batch_size == 32 and cfg.train.epochs == 12  # the text defaults
     assert cfg.train.lr == 2e-3 and cfg.text.tie_embeddings is True and cfg.text_train.free_bits == 0.1
-    mnist = train.config_from_args(train.build_parser().parse_args([])).train
+    mnist = config_from_args(build_parser().parse_args([])).train
     assert mnist.epochs == 10 and mnist.lr == 1e-3  # MNIST's
-    untied = train.config_from_args(train.build_parser().parse_args(["--task", "text", "--no-tie-embeddings",
+    untied = config_from_args(build_parser().parse_args(["--task", "text", "--no-tie-embeddings",
                                                                      "--lr", "5e-4"]))
     assert untied.text.tie_embeddings is False and untied.train.lr == 5e-4
-    assert train.config_from_args(train.build_parser().parse_args(["--task", "text"])).text_train.free_bits == 0.05
+    assert config_from_args(build_parser().parse_args(["--task", "text"])).text_train.free_bits == 0.05
     cfg.save(tmp_path / "config.json")
     assert RunConfig.load(tmp_path / "config.json") == cfg
 
@@ -206,12 +207,12 @@ def posteriors_of(work):
 
     import numpy as np
 
-    from vaecore import text_loop
+    from vaecore import text_task
     from vaecore.text_data import Vocab
 
     cfg = RunConfig.load(work / "config.json")
     model, _ = importlib.import_module(f"{cfg.backend}vae.evaluation").load_model(cfg, work)
-    data = text_loop.load_data(cfg, Vocab.load(str(work / "vocab.json")))
+    data = text_task.load_data(cfg, Vocab.load(str(work / "vocab.json")))
     out = [model.encode(model.prepare(b)) for b in data.splits["test"].batches(64, shuffle=False)]
     as_np = [[np.asarray(t.detach().numpy() if hasattr(t, "detach") else t, np.float64) for t in pair] for pair in out]
     return np.concatenate([m for m, _ in as_np]), np.concatenate([v for _, v in as_np])

@@ -55,7 +55,7 @@ def test_text_engine_on_cuda_matches_the_cpu_without_dropout(objective, tmp_path
         cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, embedding_dropout=0.0, output_dropout=0.0))
         engine = TorchTextEngine(cfg, tmp_path / device)
         assert next(engine._model.parameters()).device.type == device
-        losses[device] = [engine.train_step(b, s, 0.5) for s, b in enumerate(batches(4))]
+        losses[device] = [engine.train_step(b, s, 0.5, 1.0) for s, b in enumerate(batches(4))]
         losses[device].append(engine.evaluate(batches(2, seed=1)))
         params = {k: v.detach().cpu().numpy() for k, v in engine._model.state_dict().items()}
         losses[device].append(params)
@@ -71,7 +71,7 @@ def test_text_checkpoint_moves_between_devices(tmp_path):
     cfg = text_cfg("cuda", "elbo")
     gpu = TorchTextEngine(cfg, tmp_path)
     for s, b in enumerate(batches(3)):
-        gpu.train_step(b, s, 1.0)
+        gpu.train_step(b, s, 1.0, 1.0)
     gpu.save(3, {"step": 3})
     cpu = TorchTextEngine(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cpu")), tmp_path)
     assert cpu.restore()["step"] == 3 and next(cpu._model.parameters()).device.type == "cpu"
@@ -79,7 +79,7 @@ def test_text_checkpoint_moves_between_devices(tmp_path):
         np.testing.assert_array_equal(cpu._model.state_dict()[k].numpy(), v.cpu().numpy())
     state = cpu.opt.state[next(iter(cpu._model.parameters()))]
     assert state["exp_avg"].device.type == "cpu"
-    cpu.train_step(batches(1, seed=5)[0], 3, 1.0)  # Adam's state moved with it
+    cpu.train_step(batches(1, seed=5)[0], 3, 1.0, 1.0)  # Adam's state moved with it
 
 
 def test_image_engine_on_cuda_matches_the_cpu(tmp_path):
@@ -93,7 +93,7 @@ def test_image_engine_on_cuda_matches_the_cpu(tmp_path):
                         train=TrainConfig(batch_size=64, dtype="float64", device=device))
         engine = TorchEngine(cfg, tmp_path / device)
         before = dict(mmd.PATH_COUNTS)
-        out[device] = [engine.train_step(x, s) for s in range(3)]
+        out[device] = [engine.train_step(x, s, 1.0, 1.0) for s in range(3)]
         after = mmd.PATH_COUNTS
         assert after["reference" if device == "cuda" else "tiled"] > before.get(
             "reference" if device == "cuda" else "tiled", 0)

@@ -67,10 +67,10 @@ def optimizer_moments(engine, side: str) -> list[np.ndarray]:
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_a_one_sided_update_leaves_the_other_side_bit_identical(backend, tmp_path):
     engine = engine_for(backend, config(backend, aggressive=True), tmp_path)
-    engine.train_step(BATCH, 0, 1.0)  # both sides have Adam state from here on
+    engine.train_step(BATCH, 0, 1.0, 1.0)  # both sides have Adam state from here on
     for part, other in (("encoder", "decoder"), ("decoder", "encoder")):
         before, moments = params_of(engine), optimizer_moments(engine, other)
-        engine.train_step(BATCH, 1, 1.0, part=part, inner=3 if part == "encoder" else None)
+        engine.train_step(BATCH, 1, 1.0, 1.0, part=part, inner=3 if part == "encoder" else None)
         after = params_of(engine)
         for name in before:
             side = module_side(name)
@@ -86,7 +86,7 @@ def test_a_one_sided_update_leaves_the_other_side_bit_identical(backend, tmp_pat
 def test_one_sided_updates_need_the_per_side_state(tmp_path):
     engine = engine_for("jax", config("jax"), tmp_path)
     with pytest.raises(ValueError, match="per-side"):
-        engine.train_step(BATCH, 0, 1.0, part="encoder")
+        engine.train_step(BATCH, 0, 1.0, 1.0, part="encoder")
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
@@ -94,7 +94,7 @@ def test_reset_decoder_reinitialises_the_decoder_only_and_the_optimiser(backend,
     cfg = config(backend, pretrain_epochs=1)
     engine = engine_for(backend, cfg, tmp_path)
     for step in range(3):
-        engine.train_step(BATCH, step, 0.0)
+        engine.train_step(BATCH, step, 0.0, 1.0)
     before = params_of(engine)
     engine.reset_decoder()
     after = params_of(engine)
@@ -139,7 +139,7 @@ class Recorder:
         self.calls, self.resets, self.inner_losses, self.mi_scales = [], [], inner_losses, list(mi_scales)
         self.decoding, self.n_eval = self.inner.decoding, 0
 
-    def train_step(self, batch, step, kl_weight, lr_scale=1.0, *, part="all", inner=None):
+    def train_step(self, batch, step, kl_weight, lr_scale, *, part="all", inner=None):
         self.calls.append((step, part, inner, kl_weight, batch))
         out = self.inner.train_step(batch, step, kl_weight, lr_scale, part=part, inner=inner)
         if part == "encoder" and self.inner_losses is not None:
@@ -163,9 +163,15 @@ class Recorder:
         return getattr(self.inner, name)
 
 
-def test_aggressive_inner_loop_stops_as_he_et_al_and_switches_off_when_valid_mi_drops(tmp_path):
-    from vaecore import text_loop
+def run_text(cfg, workdir, factory, log=print):
+    """A text run through the one driver, with the engine ``factory(cfg, workdir)``."""
+    from vaecore import driver
+    from vaecore.text_task import TextTask
 
+    return driver.run(TextTask(cfg, workdir), factory, workdir, log=log)
+
+
+def test_aggressive_inner_loop_stops_as_he_et_al_and_switches_off_when_valid_mi_drops(tmp_path):
     data = write_corpus(tmp_path / "data")
     cfg = config("torch", data=str(data), aggressive=True)
     # the loss per token falls for the first window of 14 updates, then rises: the loop stops after 29
@@ -176,7 +182,7 @@ def test_aggressive_inner_loop_stops_as_he_et_al_and_switches_off_when_valid_mi_
                                mi_scales=[1.0, 3.0, 0.0, 3.0])
         return holder["e"]
 
-    text_loop.train_and_evaluate(cfg, tmp_path / "run", factory, log=log.append)
+    run_text(cfg, tmp_path / "run", factory, log=log.append)
     calls, per_epoch = holder["e"].calls, 6
     outer = [c for c in calls if c[1] != "encoder"]
     assert [c[0] for c in outer] == list(range(4 * per_epoch))
@@ -194,12 +200,14 @@ def test_aggressive_inner_loop_stops_as_he_et_al_and_switches_off_when_valid_mi_
 
 
 def test_inner_loop_cap_is_99_updates(tmp_path):
-    from vaecore import text_loop
+    from vaecore import text_task
+    from vaecore.driver import Guard
     from vaecore.text_data import TextDataset, Vocab
 
     engine = Recorder(config("torch", aggressive=True), tmp_path, inner_losses=lambda i: 100.0 - i)
     train = TextDataset([[w] * 3 for w in WORDS], Vocab(WORDS))
-    n = text_loop.encoder_updates(engine, train, BATCH, 7, 1.0, 1.0, config("torch", aggressive=True), 0, tmp_path)
+    n = text_task.encoder_updates(engine, train, BATCH, 7, 1.0, 1.0, config("torch", aggressive=True),
+                                 Guard(tmp_path, 0))
     assert n == 99 and [c[2] for c in engine.calls] == list(range(1, 100))
     # the batches after the first are random training batches drawn from (seed, AGGRESSIVE_BATCH, step, inner)
     assert engine.calls[0][4] is BATCH
@@ -209,8 +217,6 @@ def test_inner_loop_cap_is_99_updates(tmp_path):
 
 
 def test_pretraining_trains_an_autoencoder_then_resets_and_restarts_the_schedule(tmp_path):
-    from vaecore import text_loop
-
     data = write_corpus(tmp_path / "data")
     cfg = config("torch", data=str(data), pretrain_epochs=2, kl_schedule="linear", kl_warmup_steps=4)
     holder, log = {}, []
@@ -219,7 +225,7 @@ def test_pretraining_trains_an_autoencoder_then_resets_and_restarts_the_schedule
         holder["e"] = Recorder(c, w)
         return holder["e"]
 
-    text_loop.train_and_evaluate(cfg, tmp_path / "run", factory, log=log.append)
+    run_text(cfg, tmp_path / "run", factory, log=log.append)
     e, per_epoch = holder["e"], 6
     assert e.resets == [2 * per_epoch]  # before the first step after pretraining
     weights = [c[3] for c in e.calls]
@@ -229,9 +235,8 @@ def test_pretraining_trains_an_autoencoder_then_resets_and_restarts_the_schedule
 
 
 def test_pretraining_must_leave_steps_for_the_elbo(tmp_path):
-    from vaecore import text_loop
     from vaecore.config import ConfigError
 
     cfg = config("torch", data=str(write_corpus(tmp_path / "data")), pretrain_epochs=4)
     with pytest.raises(ConfigError, match="leaves no steps"):
-        text_loop.train_and_evaluate(cfg, tmp_path / "run", Recorder)
+        run_text(cfg, tmp_path / "run", Recorder)

@@ -172,4 +172,4 @@ def load_model(cfg: RunConfig, workdir: Path):
         raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / 'checkpoints'}")
     if cfg.task == "text":
         return TextModel(engine.model()), int(meta["step"])
-    return ImageModel(engine.model), int(meta["step"])
+    return ImageModel(engine.model()), int(meta["step"])

@@ -24,6 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from torchvae.mmd import mmd
 from torchvae.posterior import PosteriorHead
+from vaecore import rng
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
 
@@ -201,12 +202,6 @@ def sentence_objective(
     return total.mean(), terms
 
 
-def eval_noise(seed: int, index: int, batch: int, latent: int) -> np.ndarray:
-    """Standard-normal eps [batch, latent] for evaluation batch ``index``: the same numbers in both
-    backends, so their evaluations of the same weights agree."""
-    return np.random.default_rng([seed, index]).standard_normal((batch, latent))
-
-
 @torch.no_grad()
 def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0,
                   keep_posteriors: bool = False) -> dict:
@@ -223,7 +218,7 @@ def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int
     means, logvars = [], []
     try:
         for i, b in enumerate(batches):
-            eps = torch.as_tensor(eval_noise(seed, i, len(b.lengths), model.config.latent_dim),
+            eps = torch.as_tensor(rng.eval_noise(seed, i, len(b.lengths), model.config.latent_dim),
                                   dtype=param.dtype, device=param.device)
             t = torch.as_tensor(b.tokens, device=param.device)
             n = torch.as_tensor(b.lengths, device=param.device)

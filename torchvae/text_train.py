@@ -1,6 +1,6 @@
 """Training engine for the sentence VAE in PyTorch; the twin of ``jaxvae/text_train.py``.
 
-The loop itself is ``vaecore.text_loop``; this file holds the numeric parts. Every draw of a step
+The loop itself is ``vaecore.driver`` with ``vaecore.text_task``; this file holds the numeric parts. Every draw of a step
 (eps, the word-dropout mask, the MMD's prior samples, and embedding dropout through torch's global
 RNG, reseeded) comes from seeds derived from ``(seed, step)``, so a resumed run draws the same.
 Checkpoints (model and Adam state) are ``torch.save`` through a temporary file and ``os.replace``.
@@ -15,7 +15,7 @@ import torch
 from torchvae import decoding, device
 from torchvae.checkpoint import Checkpoints
 from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
-from vaecore import rng, text_loop
+from vaecore import rng, rundir
 from vaecore.config import RunConfig
 from vaecore.text_config import DECODER_REINIT_MODULES, module_side
 from vaecore.text_data import TextBatch
@@ -30,7 +30,7 @@ class TorchTextEngine:
         self.cfg = cfg
         tc = cfg.train
         self.dtype = getattr(torch, tc.dtype)
-        self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
+        self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, cfg.train.keep_checkpoints)
         self.device = device.resolve(tc.device)
         torch.manual_seed(tc.seed)
         self._model = SentenceVAE(cfg.text).to(device=self.device, dtype=self.dtype)
@@ -46,7 +46,7 @@ class TorchTextEngine:
     def model(self) -> SentenceVAE:
         return self._model.eval()
 
-    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float = 1.0, *,
+    def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float, *,
                    part: str = "all", inner: int | None = None) -> dict[str, float]:
         """One Adam step of ``part``: "all" the parameters, or only the "encoder"'s or the "decoder"'s
         (``text_config.ENCODER_MODULES``/``DECODER_MODULES``): the other side's parameters and Adam
@@ -62,10 +62,10 @@ class TorchTextEngine:
         # drawn on the CPU from seeded generators, then moved: the same numbers on every device
         eps = torch.randn(shape, generator=self._generator(*noise, rng.EPS), dtype=self.dtype).to(dev)
         word_mask = (torch.rand((tokens.shape[0], tokens.shape[1] - 1),
-                                generator=self._generator(*noise, text_loop.WORD_MASK)) < mc.word_dropout).to(dev)
+                                generator=self._generator(*noise, rng.WORD_MASK)) < mc.word_dropout).to(dev)
         prior_z = (torch.randn(shape, generator=self._generator(*noise, rng.PRIOR), dtype=self.dtype).to(dev)
                    if lc.objective == "mmd" else None)
-        torch.manual_seed(rng.derived_seed(self.cfg.train.seed, *noise, text_loop.DROPOUT))  # dropout (CPU and CUDA)
+        torch.manual_seed(rng.derived_seed(self.cfg.train.seed, *noise, rng.DROPOUT))  # dropout (CPU and CUDA)
         self._model.train()
         self.opt.zero_grad(set_to_none=True)
         loss, terms = sentence_loss(self._model, tokens, lengths, eps, word_mask, kl_weight=kl_weight,
@@ -115,8 +115,3 @@ class TorchTextEngine:
         self._model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         return state["meta"]
-
-def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print,
-                       generation: text_loop.GenerationOptions | None = None) -> dict:
-    return text_loop.train_and_evaluate(cfg, workdir, TorchTextEngine, resume=resume, log=log,
-                                        generation=generation)

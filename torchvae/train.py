@@ -1,11 +1,12 @@
 """Training engine for the image VAE in PyTorch; the twin of ``jaxvae/train.py``.
 
-The loop itself is ``vaecore.loop``; this file holds the numeric parts: the step, evaluation,
+The loop itself is ``vaecore.driver`` with ``vaecore.image_task``; this file holds the numeric parts: the step, evaluation,
 pictures and checkpoints (``torch.save`` of state dicts through a temporary file and ``os.replace``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ from torchvae import device
 from torchvae.checkpoint import Checkpoints
 from torchvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from torchvae.mmd import mmd
-from vaecore import loop, rng
+from vaecore import rng, rundir
 from vaecore.config import RunConfig
+from vaecore.image_task import check_whole_model, summarize
 
 
 class TorchEngine:
@@ -26,12 +28,12 @@ class TorchEngine:
 
         self.cfg = cfg
         self.dtype = getattr(torch, cfg.train.dtype)
-        self.checkpoints = Checkpoints(Path(workdir) / "checkpoints", cfg.train.keep_checkpoints)
+        self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, cfg.train.keep_checkpoints)
         self.device = device.resolve(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
-        self.model = VAE(cfg.model).to(device=self.device, dtype=self.dtype)
+        self._model = VAE(cfg.model).to(device=self.device, dtype=self.dtype)
         tc = cfg.train
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
+        self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
 
     def _normal(self, shape: tuple[int, ...], *parts: int) -> torch.Tensor:
         """Drawn on the CPU from a seeded generator, then moved: the same numbers on every device."""
@@ -41,27 +43,43 @@ class TorchEngine:
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=self.dtype, device=self.device)
 
-    def train_step(self, x: np.ndarray, step: int) -> dict[str, float]:
+    def model(self):
+        return self._model.eval()
+
+    def train_step(self, batch: np.ndarray, step: int, kl_weight: float, lr_scale: float, *, part: str = "all",
+                   inner: int | None = None) -> dict[str, float]:
+        """One Adam step on images ``batch`` (the ``vaecore.driver.Engine`` protocol)."""
+        check_whole_model(part, inner)
+        x = batch
         shape = (len(x), self.cfg.model.latent_dim)
         eps = self._normal(shape, step, rng.EPS)
         prior_z = self._normal(shape, step, rng.PRIOR) if self.cfg.loss.objective == "mmd" else None
-        self.model.train()
+        self._model.train()
         self.opt.zero_grad(set_to_none=True)
-        loss, terms = vae_loss(self.model, self._tensor(x), eps, prior_z, self.cfg.loss)
+        loss_cfg = self.cfg.loss if kl_weight == self.cfg.loss.kl_weight else dataclasses.replace(
+            self.cfg.loss, kl_weight=kl_weight)
+        loss, terms = vae_loss(self._model, self._tensor(x), eps, prior_z, loss_cfg)
         loss.backward()
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.train.lr * lr_scale
         self.opt.step()
         return {k: float(v.detach().mean()) for k, v in terms.items()}
 
+    def evaluate(self, batches) -> dict:
+        """Per-image means of recon, kl, neg_elbo and the batch MMDs over ``batches`` (one z per
+        image), the number of images, and the posterior ``mean``, ``logvar`` (numpy [N, D])."""
+        return summarize([(len(x), self._eval_batch(x, index)) for index, x in enumerate(batches)])
+
     @torch.no_grad()
-    def eval_batch(self, x: np.ndarray, index: int) -> dict:
+    def _eval_batch(self, x: np.ndarray, index: int) -> dict:
         """Loss terms with one posterior sample per image, the MMD against as many prior samples
         (batch means, floats), and the posterior ``mean``, ``logvar`` (numpy [B, D])."""
-        self.model.eval()
+        self._model.eval()
         xt = self._tensor(x)
         shape = (len(x), self.cfg.model.latent_dim)
-        mean, logvar = self.model.encode(xt)
+        mean, logvar = self._model.encode(xt)
         z = reparameterize(mean, logvar, self._normal(shape, rng.EVAL, index, rng.EPS))
-        recon, kl = bernoulli_nll(self.model.decode(z), xt), gaussian_kl(mean, logvar)
+        recon, kl = bernoulli_nll(self._model.decode(z), xt), gaussian_kl(mean, logvar)
         lc = self.cfg.loss
         mmd_value = mmd(z, self._normal(shape, rng.EVAL, index, rng.PRIOR), kernel=lc.kernel, bandwidth=lc.bandwidth,
                         estimator=lc.estimator) if len(x) >= 2 else torch.zeros(())
@@ -70,19 +88,19 @@ class TorchEngine:
 
     @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:
-        self.model.eval()
-        return torch.sigmoid(self.model.decode(self._tensor(z))).float().cpu().numpy()
+        self._model.eval()
+        return torch.sigmoid(self._model.decode(self._tensor(z))).float().cpu().numpy()
 
     @torch.no_grad()
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Decoded posterior means: sigmoid(decode(E[z|x]))."""
-        self.model.eval()
-        mean, _ = self.model.encode(self._tensor(x))
-        return torch.sigmoid(self.model.decode(mean)).float().cpu().numpy()
+        self._model.eval()
+        mean, _ = self._model.encode(self._tensor(x))
+        return torch.sigmoid(self._model.decode(mean)).float().cpu().numpy()
 
     # --- checkpoints -------------------------------------------------------------------------
     def save(self, step: int, meta: dict) -> None:
-        self.checkpoints.save(step, {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+        self.checkpoints.save(step, {"model": self._model.state_dict(), "optimizer": self.opt.state_dict(),
                                      "torch_rng": torch.get_rng_state(), "meta": meta})
 
     def restore(self) -> dict | None:
@@ -90,11 +108,7 @@ class TorchEngine:
         state = self.checkpoints.restore_latest()
         if state is None:
             return None
-        self.model.load_state_dict(state["model"])
+        self._model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         return state["meta"]
-
-def train_and_evaluate(cfg: RunConfig, workdir: Path, *, resume: bool = False, log=print) -> dict:
-    return loop.train_and_evaluate(cfg, workdir, TorchEngine, resume=resume, log=log)
-

@@ -22,6 +22,9 @@ ESTIMATORS = ("unbiased", "biased")
 BINARIZATIONS = ("dynamic", "fixed")
 DTYPES = ("float32", "float64")
 KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")
+# Defaults that differ between the tasks (train.py's flags default to None, meaning "the task's default").
+TASK_DEFAULTS = {"mnist": {"latent_dim": 20, "batch_size": 128, "epochs": 10, "lr": 1e-3},
+                 "text": {"latent_dim": 32, "batch_size": 32, "epochs": 12, "lr": 2e-3}}
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -173,7 +176,7 @@ class TextTrainConfig:
     floor of 0.05 kept 1.94 nats and all 32 units active for 0.3 nats of -ELBO (103.82). Floors of
     0.1 and 0.2 kept 2.9 and 5.9 nats at 104.40 and 106.13.
 
-    Two training modes against posterior collapse (``vaecore.text_loop``):
+    Two training modes against posterior collapse (``vaecore.text_task``):
 
     - ``pretrain_epochs`` (Li et al. 2019): the first epochs train an autoencoder (KL weight 0);
       then the decoder (``text_config.DECODER_REINIT_MODULES``: all of it but the shared word
@@ -269,7 +272,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+        from vaecore.files import atomic_write_json
+
+        atomic_write_json(Path(path), self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -304,12 +309,3 @@ def on_any_device(cfg: RunConfig) -> RunConfig:
     """``cfg`` with ``train.device`` "auto": a run folder read later (samples, evaluation) runs
     wherever it is read, whatever device it was trained on."""
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="auto"))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and ``os.replace`` so a reader never sees half a file."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from vaecore.files import atomic_write_json
 
 DEFAULT_K = {"mnist": 5000, "text": 500}  # Burda et al. (MNIST), He et al. (text)
 AU_THRESHOLD = 0.01
@@ -287,14 +288,6 @@ def format_table(metrics: dict[str, Any]) -> str:
     head = (f"{metrics.get('split', '?')} split, {metrics['examples']} examples, {metrics.get('units', 'nats')}, "
             f"{metrics['seconds']:.1f} s")
     return "\n".join([head, *(f"  {label:<{width}}  {value:>10}" for label, value in rows)])
-
-
-def atomic_write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON through a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def merge_json(path: Path, updates: dict) -> dict:

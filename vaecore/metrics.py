@@ -9,13 +9,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vaecore import rundir
+from vaecore.files import atomic_write
+
 
 class MetricsWriter:
     """Appends ``{"step", "split", **scalars}`` to ``metrics.jsonl`` and mirrors each scalar to
     TensorBoard (``tb/``, tensorboardX) as ``split/name``."""
 
     def __init__(self, workdir: Path, tensorboard: bool = True):
-        self.path = Path(workdir) / "metrics.jsonl"
+        self.path = Path(workdir) / rundir.METRICS
         self.tb_dir = Path(workdir) / "tb"
         self._tb = self._tensorboard() if tensorboard else None
 
@@ -32,9 +35,7 @@ class MetricsWriter:
             return
         kept = [line for line in self.path.read_text().splitlines()
                 if line.strip() and _step_of(line) <= step]
-        tmp = self.path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        atomic_write(self.path, "".join(line + "\n" for line in kept))
         if self._tb is not None:
             import shutil
 

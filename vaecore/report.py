@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from vaecore import rundir
 from vaecore.evaluation import metric_rows
+from vaecore.files import atomic_write
 
 PICTURES = (
     ("samples.png", "Samples from the prior"),
@@ -140,8 +142,8 @@ def write_report(workdir: Path, metrics: dict[str, Any]) -> Path:
     returns them, plus ``split`` and ``units``), the training-time test figures, the pictures and
     text samples that exist in the folder. Returns the path."""
     workdir = Path(workdir)
-    config = json.loads((workdir / "config.json").read_text())
-    results_path = workdir / "results.json"
+    config = json.loads((workdir / rundir.CONFIG).read_text())
+    results_path = workdir / rundir.RESULTS
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     parts = [f"# Run report: {workdir.name}", "", "## Configuration", "",
              markdown_table(["setting", "value"], config_summary(config)), "",
@@ -166,17 +168,15 @@ def write_report(workdir: Path, metrics: dict[str, Any]) -> Path:
     for name in TEXT_SAMPLES:
         if (workdir / name).exists():
             parts += [f"## {name}", "", "```", (workdir / name).read_text().rstrip(), "```", ""]
-    path = workdir / "report.md"
-    tmp = workdir / ".report.md.tmp"
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
+    path = workdir / rundir.REPORT
+    atomic_write(path, "\n".join(parts))
     return path
 
 
 def run_row(workdir: Path, split: str) -> dict[str, Any]:
     """One comparison row: the run's settings and its ``eval_<split>`` metrics."""
     workdir = Path(workdir)
-    config_path = workdir / "config.json"
+    config_path = workdir / rundir.CONFIG
     if not config_path.exists():
         raise ReportError(f"{workdir}: no config.json (not a run folder)")
     config = json.loads(config_path.read_text())
@@ -194,7 +194,7 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
            "setup": setup_summary(config),
            "epochs": config.get("train", {}).get("epochs"), "latent_dim": latent}
     row.update({c: metrics.get(c) for c in COMPARE_COLUMNS if c not in row})
-    results_path = workdir / "results.json"
+    results_path = workdir / rundir.RESULTS
     if results_path.exists():  # time in training steps, all sessions (older runs: the last session's)
         results = json.loads(results_path.read_text())
         seconds = results.get("train_seconds", results.get("train_seconds_this_session"))
@@ -215,12 +215,12 @@ def compare_runs(runs: list[Path], out: Path, split: str = "test") -> tuple[Path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "comparison.md"
-    md.write_text(f"# Comparison ({split} split, nats per example)\n\n"
+    atomic_write(md, f"# Comparison ({split} split, nats per example)\n\n"
                   + markdown_table(columns, [[row.get(c) for c in columns] for row in rows]) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
     writer.writerows([["" if row.get(c) is None else row.get(c) for c in columns] for row in rows])
     path_csv = out / "comparison.csv"
-    path_csv.write_text(buffer.getvalue())
+    atomic_write(path_csv, buffer.getvalue())
     return md, path_csv

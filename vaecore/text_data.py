@@ -29,6 +29,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -171,10 +172,9 @@ class Vocab:
 
     def save(self, path: str) -> None:
         """Write the vocabulary as JSON (atomically: temporary name, then rename)."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"itos": self.itos}, f, ensure_ascii=False)
-        os.replace(tmp, path)
+        from vaecore.files import atomic_write
+
+        atomic_write(Path(path), json.dumps({"itos": self.itos}, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str) -> Vocab:

@@ -1,0 +1,184 @@
+"""The one training driver, for every task and both backends: the step loop, throughput, the NaN
+stop, validation, checkpoints and resume, metrics, results and the end-of-run outputs.
+
+What differs between tasks comes from a ``Task`` (``vaecore.image_task.ImageTask``,
+``vaecore.text_task.TextTask``): the data and its batches, the per-step hyperparameters (KL weight,
+learning-rate scale), how a step is taken (aggressive inference takes encoder-only updates first),
+what is logged, the evaluation and the outputs. The numbers come from an ``Engine``, one per task
+and backend, all implementing the same protocol.
+
+Data position: the batches of an epoch are fixed for given data and batch size, so the step alone
+says where a run is (``epoch, index = divmod(step, per_epoch)``); a resumed run replays exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from vaecore import rundir
+from vaecore.config import ConfigError, RunConfig
+from vaecore.files import atomic_write_json
+from vaecore.metrics import MetricsWriter, progress_bar
+
+PARTS = ("all", "encoder", "decoder")
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (for example the loss became NaN); checkpoints on disk are kept."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """The numeric half of a run, the same for every task and backend.
+
+    - ``train_step(batch, step, kl_weight, lr_scale, part="all", inner=None)``: one optimiser step
+      on a batch (numpy images, or a ``TextBatch``) with the KL weighted by ``kl_weight`` and the
+      learning rate ``TrainConfig.lr * lr_scale``, of every parameter or of one side only (``part``
+      "encoder" or "decoder"; only the text engines train one side); returns the batch means of the
+      loss terms as floats. Every draw is derived from ``(seed, step)`` (and ``inner``, an inner
+      encoder update's index), so a resumed run draws the same noise.
+    - ``evaluate(batches)``: one z ~ q(z|x) per example from shared numpy noise (``rng.eval_noise``),
+      no dropout: the per-example means of the terms, the counts, and the posterior ``mean`` and
+      ``logvar`` of every example (numpy [N, D]).
+    - ``model()``: the model in evaluation mode.
+    - ``save(step, meta)``: an atomic checkpoint; ``restore()``: the newest complete checkpoint's
+      ``meta``, or None when there is none.
+    """
+
+    cfg: RunConfig
+
+    def train_step(self, batch: Any, step: int, kl_weight: float, lr_scale: float, *, part: str = "all",
+                   inner: int | None = None) -> dict[str, float]: ...
+    def evaluate(self, batches: Iterable[Any]) -> dict: ...
+    def model(self) -> Any: ...
+    def save(self, step: int, meta: dict) -> None: ...
+    def restore(self) -> dict | None: ...
+
+
+class Task(Protocol):
+    """What a task supplies to ``run`` (see ``ImageTask`` and ``TextTask``)."""
+
+    cfg: RunConfig  # the run's config (a text task fills in the vocabulary size)
+    per_epoch: int
+    total_steps: int
+
+    def describe(self) -> str: ...
+    def bar_label(self) -> str: ...
+    def batches(self, start: int) -> Iterator[Any]: ...
+    def resume(self, meta: dict) -> None: ...
+    def state(self) -> dict: ...
+    def before_step(self, engine: Engine, step: int, log) -> tuple[float, float]: ...
+    def step(self, engine: Engine, batch: Any, step: int, kl_weight: float, lr_scale: float,
+             guard) -> dict[str, float]: ...
+    def size(self, batch: Any) -> int: ...
+    def count(self, batch: Any) -> int: ...
+    def log_record(self, sums: dict[str, float], batch_sums: dict[str, float], steps: int, units: int,
+                   seconds: float, kl_weight: float, lr_scale: float) -> tuple[dict, dict]: ...
+    def validate(self, engine: Engine, epoch: int, writer: MetricsWriter, step: int, log) -> None: ...
+    def test(self, engine: Engine) -> tuple[dict, dict]: ...
+    def outputs(self, engine: Engine, workdir: Path) -> None: ...
+
+
+def check_finite(terms: dict[str, float], step: int, last_checkpoint: int, workdir: Path) -> None:
+    """Raise ``TrainingError`` naming ``step`` and the last good checkpoint if a loss term is NaN/inf."""
+    if not all(math.isfinite(v) for v in terms.values()):
+        bad = {k: v for k, v in terms.items() if not math.isfinite(v)}
+        raise TrainingError(f"non-finite loss at step {step} ({bad}); stopped. The last good checkpoint "
+                            f"(step {last_checkpoint}) is kept in {Path(workdir) / rundir.CHECKPOINTS}; try a lower --lr")
+
+
+class Guard:
+    """The NaN stop of one run: ``guard(terms, step)`` raises ``TrainingError`` on a non-finite term."""
+
+    def __init__(self, workdir: Path, last_checkpoint: int):
+        self.workdir, self.last_checkpoint = workdir, last_checkpoint
+
+    def __call__(self, terms: dict[str, float], step: int) -> None:
+        check_finite(terms, step, self.last_checkpoint, self.workdir)
+
+
+def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=print) -> dict:
+    """Train ``task`` with ``engine_factory(cfg, workdir)`` in ``workdir``; write the run folder;
+    return results.json's contents."""
+    workdir = Path(workdir)
+    cfg, tc = task.cfg, task.cfg.train
+    per_epoch, total_steps = task.per_epoch, task.total_steps
+    workdir.mkdir(parents=True, exist_ok=True)
+    engine = engine_factory(cfg, workdir)
+    start, earlier_seconds = 0, 0.0  # earlier_seconds: training time of the sessions before a resume
+    if resume:
+        meta = engine.restore()
+        if meta is None:  # never start again silently: that would truncate the run's history
+            raise ConfigError(f"--resume: {workdir / rundir.CHECKPOINTS} holds no readable checkpoint (the run "
+                              f"stopped before its first one, or every one is damaged); nothing was changed. Start "
+                              f"the run again in a new --workdir")
+        if meta.get("batches_per_epoch", per_epoch) != per_epoch:
+            raise ConfigError(f"--resume: the data gives {per_epoch} batches per epoch, the checkpoint "
+                              f"{meta['batches_per_epoch']}; the data changed since the run started")
+        start, earlier_seconds = int(meta["step"]), meta.get("train_seconds", 0.0)
+        task.resume(meta)
+        log(f"resuming from the checkpoint at step {start}")
+    cfg.save(workdir / rundir.CONFIG)
+    writer = MetricsWriter(workdir)
+    writer.truncate_after(start)
+    log(f"{cfg.backend}: {task.describe()}, {per_epoch} steps per epoch, {total_steps} steps")
+
+    bar = progress_bar(total_steps, start, task.bar_label())
+    sums: dict[str, float] = {}
+    batch_sums: dict[str, float] = {}  # sums weighted by the batch size (the text task's per-token loss)
+    acc_steps, acc_units, acc_time, train_time = 0, 0, 0.0, 0.0  # seconds inside steps only
+    guard = Guard(workdir, start)
+    try:
+        for step, batch in zip(range(start, total_steps), task.batches(start)):
+            kl_weight, lr_scale = task.before_step(engine, step, log)
+            t0 = time.perf_counter()
+            out = task.step(engine, batch, step, kl_weight, lr_scale, guard)  # floats: the step has finished
+            acc_time += time.perf_counter() - t0
+            guard(out, step + 1)
+            n = task.size(batch)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + v
+                batch_sums[k] = batch_sums.get(k, 0.0) + v * n
+            acc_steps, acc_units = acc_steps + 1, acc_units + task.count(batch)
+            done = step + 1
+            if done % tc.log_every == 0 or done == total_steps:
+                train_time += acc_time
+                record, postfix = task.log_record(sums, batch_sums, acc_steps, acc_units, acc_time, kl_weight,
+                                                  lr_scale)
+                writer.write(done, "train", {**record, "epoch": done / per_epoch})
+                bar.set_postfix(**postfix)
+                sums, batch_sums, acc_steps, acc_units, acc_time = {}, {}, 0, 0, 0.0
+            if done % per_epoch == 0:
+                task.validate(engine, done // per_epoch, writer, done, log)
+            if done % tc.checkpoint_every == 0 or done == total_steps:
+                engine.save(done, {"step": done, "epoch": done // per_epoch, "batch_index": done % per_epoch,
+                                   "batches_per_epoch": per_epoch, "seed": tc.seed, "config": cfg.to_dict(),
+                                   "train_seconds": earlier_seconds + train_time + acc_time, **task.state()})
+                guard.last_checkpoint = done
+            bar.update(1)
+    finally:
+        bar.close()
+
+    results, test_record = task.test(engine)
+    results = {"split": "test", "step": total_steps, "epochs": total_steps / per_epoch, **results,
+               "train_seconds_this_session": train_time, "train_seconds": earlier_seconds + train_time,
+               "backend": cfg.backend}
+    writer.write(total_steps, "test", test_record)
+    writer.close()
+    atomic_write_json(workdir / rundir.RESULTS, results)
+    task.outputs(engine, workdir)
+    write_training_curves(workdir)
+    return results
+
+
+def write_training_curves(workdir: Path) -> None:
+    """training_curves.png: every loss term, and the validation KL, MI and active units, against steps."""
+    from vaecore.plots import save_training_curves
+    from vaecore.report import read_jsonl
+
+    save_training_curves(read_jsonl(Path(workdir) / rundir.METRICS), Path(workdir) / rundir.TRAINING_CURVES)
+

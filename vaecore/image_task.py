@@ -1,0 +1,130 @@
+"""The image task (MNIST) for ``vaecore.driver``: batches, evaluation, results and pictures.
+
+Its engines (``jaxvae.train.JaxEngine``, ``torchvae.train.TorchEngine``) add to the ``Engine``
+protocol ``decode(z) -> probs`` and ``reconstruct(x) -> probs`` (numpy) for the pictures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from vaecore import batching, rng, rundir
+from vaecore.config import RunConfig
+from vaecore.mnist import load_mnist
+
+EVAL_BATCH = 500
+TERMS = ("recon", "kl", "mmd", "neg_elbo", "total")
+SAMPLES = 64
+
+
+def check_whole_model(part: str, inner: int | None) -> None:
+    """The image engines train encoder and decoder together (aggressive inference is a text mode)."""
+    if part != "all" or inner is not None:
+        raise ValueError(f"the image engines update the whole model (part 'all', no inner updates); got part "
+                         f"{part!r}, inner {inner!r}")
+
+
+def summarize(outs: list[tuple[int, dict]]) -> dict:
+    """An image engine's ``evaluate``: from (batch size, batch means and posteriors) per batch, the
+    per-image means of recon, kl, neg_elbo, mmd (the MMD a mean over batches weighted by size),
+    ``examples`` and the posterior ``mean`` and ``logvar`` of every image."""
+    sums = dict.fromkeys(("recon", "kl", "neg_elbo", "mmd"), 0.0)
+    for n, out in outs:
+        for k in sums:
+            sums[k] += out[k] * n
+    total = sum(n for n, _ in outs)
+    return {**{k: v / total for k, v in sums.items()}, "examples": total,
+            "mean": np.concatenate([o["mean"] for _, o in outs]), "logvar": np.concatenate([o["logvar"] for _, o in outs])}
+
+
+def evaluate(engine, images: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+    """Means over a binarised split of the loss terms, in nats per image, and how much the code is
+    used: mutual information I(x; z) (aggregate posterior over batches of ``mi_batch_size``) and
+    active units, as ``evaluate.py`` computes them (``vaecore.evaluation.latent_usage``)."""
+    from vaecore.evaluation import latent_usage, metric_kernels
+
+    out = engine.evaluate(batching.eval_batches(images, EVAL_BATCH))
+    usage = latent_usage(metric_kernels(engine.cfg.backend), out["mean"], out["logvar"], seed=seed)
+    return {**{k: out[k] for k in ("recon", "kl", "neg_elbo", "mmd")},
+            **{k: usage[k] for k in ("mi", "au", "mi_batch_size")}}
+
+
+class ImageTask:
+    """The image VAE on MNIST: no per-step schedule (KL weight ``LossConfig.kl_weight``, constant
+    learning rate), dynamic or fixed binarisation, validation every epoch, pictures at the end."""
+
+    unit = "images"
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False):
+        self.cfg = cfg
+        self.data = load_mnist(cfg.data)
+        tc = cfg.train
+        self.fixed_train = batching.fixed_binarization(self.data.train) if tc.binarization == "fixed" else None
+        self.valid = batching.fixed_binarization(self.data.valid)
+        self.test_images = batching.fixed_binarization(self.data.test)
+        self.per_epoch = batching.steps_per_epoch(len(self.data.train), tc.batch_size)
+        self.total_steps = self.per_epoch * tc.epochs if tc.max_steps is None else tc.max_steps
+
+    def describe(self) -> str:
+        d = self.data
+        return f"{d.source}: {len(d.train)} train / {len(d.valid)} valid / {len(d.test)} test images"
+
+    def bar_label(self) -> str:
+        return f"{self.cfg.backend} {self.cfg.model.kind} {self.cfg.loss.objective}"
+
+    def batches(self, start: int) -> Iterator[np.ndarray]:
+        tc = self.cfg.train
+        for step in range(start, self.total_steps):
+            yield batching.train_batch(self.data.train, seed=tc.seed, step=step, batch_size=tc.batch_size,
+                                       binarization=tc.binarization, fixed=self.fixed_train)
+
+    def resume(self, meta: dict) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def before_step(self, engine, step: int, log) -> tuple[float, float]:
+        return self.cfg.loss.kl_weight, 1.0
+
+    def step(self, engine, batch, step: int, kl_weight: float, lr_scale: float, guard) -> dict[str, float]:
+        return engine.train_step(batch, step, kl_weight, lr_scale)
+
+    def size(self, batch) -> int:
+        return len(batch)
+
+    count = size
+
+    def log_record(self, sums, batch_sums, steps, units, seconds, kl_weight, lr_scale) -> tuple[dict, dict]:
+        """The means of the terms since the last point, and images per second in the steps."""
+        means, rate = {k: v / steps for k, v in sums.items()}, units / seconds
+        return {**means, "images_per_s": rate}, {"loss": f"{means['total']:.2f}", "img_s": f"{rate:.0f}"}
+
+    def validate(self, engine, epoch: int, writer, step: int, log) -> None:
+        writer.write(step, "valid", {**evaluate(engine, self.valid, seed=self.cfg.train.seed), "epoch": epoch})
+
+    def test(self, engine) -> tuple[dict, dict]:
+        figures = evaluate(engine, self.test_images, seed=self.cfg.train.seed)
+        results = {"units": "nats per image", **figures, "data": self.data.source}
+        return results, {k: figures[k] for k in ("recon", "kl", "mmd", "neg_elbo", "mi", "au")}
+
+    def outputs(self, engine, workdir: Path) -> None:
+        write_pictures(engine, self.test_images, workdir, latent_dim=self.cfg.model.latent_dim,
+                       seed=self.cfg.train.seed)
+
+
+def write_pictures(engine, test: np.ndarray, workdir: Path, *, latent_dim: int, seed: int) -> None:
+    """samples.png (decoded z ~ N(0, I)) and reconstructions.png (test images above their decoded
+    posterior means)."""
+    from vaecore.plots import save_image_grid
+
+    z = rng.output_rng(seed, rng.SAMPLES).standard_normal((SAMPLES, latent_dim)).astype(np.float32)
+    save_image_grid(engine.decode(z), workdir / rundir.SAMPLES_PNG, ncols=8)
+    originals = test[:32]
+    recon = engine.reconstruct(originals)
+    rows = np.concatenate([originals[:8], recon[:8], originals[8:16], recon[8:16],
+                           originals[16:24], recon[16:24], originals[24:32], recon[24:32]])
+    save_image_grid(rows, workdir / rundir.RECONSTRUCTIONS_PNG, ncols=8)
