@@ -131,19 +131,18 @@ def text_split(cfg: RunConfig, args: argparse.Namespace, workdir: Path) -> tuple
     the run's vocabulary, and the data source."""
     import dataclasses
 
-    from vaecore.text_data import TextDataError, Vocab
-    from vaecore.text_task import data_source, load_data
+    from vaecore.text_data import TextDataError, Vocab, load_run_data, run_data_source
 
     if args.data is not None:
         cfg = dataclasses.replace(cfg, data=args.data)
     try:
-        data = load_data(cfg, Vocab.load(str(workdir / rundir.VOCAB)))
+        data = load_run_data(cfg, Vocab.load(str(workdir / rundir.VOCAB)))
     except (TextDataError, OSError, ValueError) as e:
         raise UsageError(f"{e} (pass --data to point at the run's corpus)") from None
     split = data.splits[args.split]
     n = len(split) if args.limit is None else min(args.limit, len(split))
     order = np.argsort(split.word_counts[:n], kind="stable")  # similar lengths together: little padding
-    return [split.make_batch(order[i:i + args.batch_size]) for i in range(0, n, args.batch_size)], data_source(cfg)
+    return [split.make_batch(order[i:i + args.batch_size]) for i in range(0, n, args.batch_size)], run_data_source(cfg)
 
 
 def reconstruction_accuracy(decoding, vae, batches: list) -> float:

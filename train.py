@@ -23,16 +23,9 @@ from vaecore.config import ConfigError
 
 def engine_class(backend: str, task: str):
     """The engine of ``task`` in ``backend`` (only that backend is imported)."""
-    if backend == "jax":
-        if task == "text":
-            from jaxvae.text_train import JaxTextEngine as engine
-        else:
-            from jaxvae.train import JaxEngine as engine
-    elif task == "text":
-        from torchvae.text_train import TorchTextEngine as engine
-    else:
-        from torchvae.train import TorchEngine as engine
-    return engine
+    import importlib
+
+    return importlib.import_module(f"{backend}vae").engine(task)
 
 
 def generation_options(args):

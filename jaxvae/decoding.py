@@ -62,42 +62,6 @@ class _Stepper:
         return jax.tree.map(lambda s: s[:, index], dec_state), z[index]
 
 
-def _check_z(z) -> np.ndarray:
-    z = np.asarray(z)
-    if z.ndim != 2:
-        raise ValueError(f"z must be [batch, latent], got shape {z.shape}")
-    return z
-
-
-def greedy_decode(model: SentenceVAE, z, *, max_len: int = 50) -> list[list[int]]:
-    """The most likely next word at every step. z: [B, latent] -> B id lists."""
-    return search.greedy(_Stepper(model), _check_z(z), max_len=max_len)
-
-
-def sample_decode(model: SentenceVAE, z, *, temperature: float = 1.0, max_len: int = 50, seed: int = 0,
-                  uniforms: np.ndarray | None = None) -> list[list[int]]:
-    """Ancestral sampling from softmax(logits / temperature); see ``vaecore.decoding.sample``."""
-    return search.sample(_Stepper(model), _check_z(z), temperature=temperature, max_len=max_len, seed=seed,
-                         uniforms=uniforms)
-
-
-def beam_search(model: SentenceVAE, z, *, beam_width: int = 5, max_len: int = 50,
-                length_norm: float = 0.0) -> list[list[int]]:
-    """Beam search per row of z; see ``vaecore.decoding.beam``."""
-    return search.beam(_Stepper(model), _check_z(z), beam_width=beam_width, max_len=max_len,
-                       length_norm=length_norm)
-
-
-def decode(model: SentenceVAE, z, *, method: str = "greedy", **kwargs) -> list[list[int]]:
-    """``greedy_decode``, ``sample_decode`` or ``beam_search`` by name."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    return {"greedy": greedy_decode, "sample": sample_decode, "beam": beam_search}[method](model, z, **kwargs)
-
-
-# ------------------------------------------------------------------- from sentences, via q(z|x)
-
-
 def posterior_mean(model: SentenceVAE, tokens, lengths) -> np.ndarray:
     """The mean of q(z|x) of a batch (tokens [B, T], lengths [B]) -> [B, latent] numpy."""
     mean, _ = _encode(model, jnp.asarray(tokens), jnp.asarray(lengths))
@@ -109,17 +73,6 @@ def _encode(model: SentenceVAE, tokens: jax.Array, lengths: jax.Array):
     return model.encode(tokens, lengths)
 
 
-def reconstruct(model: SentenceVAE, tokens, lengths, *, method: str = "greedy", **kwargs) -> list[list[int]]:
-    """Encode each sentence, take the posterior mean, decode it: B id lists."""
-    return decode(model, posterior_mean(model, tokens, lengths), method=method, **kwargs)
-
-
-def interpolate(model: SentenceVAE, tokens, lengths, *, steps: int = 5, max_len: int = 50, method: str = "greedy",
-                **kwargs) -> list[list[int]]:
-    """Decodings (``method`` as in ``decode``: greedy by default, or beam / sample with their
-    options) of ``steps`` points on the line between the posterior means of the two sentences of
-    the batch (tokens [2, T], lengths [2]), from the first to the second."""
-    if np.shape(tokens)[0] != 2:
-        raise ValueError(f"interpolate needs a batch of 2 sentences, got {np.shape(tokens)[0]}")
-    m = posterior_mean(model, tokens, lengths)
-    return decode(model, search.interpolation_path(m[0], m[1], steps), method=method, max_len=max_len, **kwargs)
+_decoder = search.Decoder(_Stepper, posterior_mean, np.asarray)
+greedy_decode, sample_decode, beam_search = _decoder.greedy_decode, _decoder.sample_decode, _decoder.beam_search
+decode, reconstruct, interpolate = _decoder.decode, _decoder.reconstruct, _decoder.interpolate

@@ -22,6 +22,7 @@ from flax import nnx
 
 from jaxvae.losses import bernoulli_nll, gaussian_kl
 from vaecore import evaluation as core
+from vaecore import rundir
 from vaecore.config import RunConfig
 
 LOG_2PI = math.log(2 * math.pi)
@@ -166,18 +167,14 @@ class TextModel:
 
 def load_model(cfg: RunConfig, workdir: Path):
     """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
-    checkpoint, and that checkpoint's step. Raises FileNotFoundError when there is none readable."""
-    if cfg.task == "text":
-        from jaxvae.text_train import JaxTextEngine
+    checkpoint, and that checkpoint's step, restored through the task's engine (the public
+    ``jaxvae.engine``). Raises FileNotFoundError when there is none readable."""
+    from jaxvae import engine as engine_of
 
-        engine = JaxTextEngine(cfg, Path(workdir))
-    else:
-        from jaxvae.train import JaxEngine
-
-        engine = JaxEngine(cfg, Path(workdir))
+    engine = engine_of(cfg.task)(cfg, Path(workdir))  # the engine reads the checkpoints it writes
     meta = engine.restore()
     if meta is None:
-        raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / 'checkpoints'}")
+        raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / rundir.CHECKPOINTS}")
     if cfg.task == "text":
         return TextModel(engine.model()), int(meta["step"])
     return ImageModel(engine.model(), cfg.model.latent_dim), int(meta["step"])

@@ -27,10 +27,11 @@ from jaxvae.mmd import mmd
 from jaxvae.posterior import PosteriorHead
 from jaxvae.rnn import make_rnn
 from vaecore import rng
+from vaecore.config import LOSSES
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
 
-OBJECTIVES = ("elbo", "mmd")
+OBJECTIVES = LOSSES
 
 
 def _symmetric_uniform(bound: float, param_dtype):
@@ -233,7 +234,7 @@ def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int
                   keep_posteriors: bool = False) -> dict:
     """Summed recon and KL over a split with one z ~ q(z|x) per sentence, no dropout.
 
-    Returns ``text_eval_summary``: recon, kl, elbo (= recon + kl) per sentence, the sentence and
+    Returns ``text_eval_summary``: recon, kl, neg_elbo (= recon + kl) per sentence, the sentence and
     target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens); with
     ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D])."""
     was_training = not model.embedding_dropout.deterministic

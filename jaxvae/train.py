@@ -108,9 +108,8 @@ class JaxEngine:
             self.params, self.opt_state, self.stats, self.key, jnp.asarray(batch, self.dtype), step)
         return {k: float(v) for k, v in terms.items()}
 
-    def _eval_fn(self, params, stats, x, key):
+    def _eval_fn(self, params, stats, x, eps, prior_z):
         model = self._merge(params, stats)
-        eps, prior_z = _noise(key, (x.shape[0], self.cfg.model.latent_dim), x.dtype)
         mean, logvar = model.encode(x)
         z = reparameterize(mean, logvar, eps)
         recon, kl = bernoulli_nll(model.decode(z), x), gaussian_kl(mean, logvar)
@@ -125,8 +124,10 @@ class JaxEngine:
         image), the number of images, and the posterior ``mean``, ``logvar`` (numpy [N, D])."""
         outs = []
         for index, x in enumerate(batches):
-            key = jax.random.PRNGKey(rng.derived_seed(self.cfg.train.seed, rng.EVAL, index) % 2**31)
-            out = self._eval(self.params, self.stats, jnp.asarray(x, self.dtype), key)
+            shape = (len(x), self.cfg.model.latent_dim)
+            eps, prior_z = (jnp.asarray(rng.eval_noise(self.cfg.train.seed, index, *shape, s), self.dtype)
+                            for s in (rng.EPS, rng.PRIOR))
+            out = self._eval(self.params, self.stats, jnp.asarray(x, self.dtype), eps, prior_z)
             outs.append((len(x), {k: np.asarray(v) if k in ("mean", "logvar") else float(v) for k, v in out.items()}))
         return summarize(outs)
 

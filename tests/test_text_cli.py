@@ -207,12 +207,11 @@ def posteriors_of(work):
 
     import numpy as np
 
-    from vaecore import text_task
-    from vaecore.text_data import Vocab
+    from vaecore.text_data import Vocab, load_run_data
 
     cfg = RunConfig.load(work / "config.json")
     model, _ = importlib.import_module(f"{cfg.backend}vae.evaluation").load_model(cfg, work)
-    data = text_task.load_data(cfg, Vocab.load(str(work / "vocab.json")))
+    data = load_run_data(cfg, Vocab.load(str(work / "vocab.json")))
     out = [model.encode(model.prepare(b)) for b in data.splits["test"].batches(64, shuffle=False)]
     as_np = [[np.asarray(t.detach().numpy() if hasattr(t, "detach") else t, np.float64) for t in pair] for pair in out]
     return np.concatenate([m for m, _ in as_np]), np.concatenate([v for _, v in as_np])

@@ -17,6 +17,7 @@ import torch
 
 from torchvae.losses import bernoulli_nll, gaussian_kl
 from vaecore import evaluation as core
+from vaecore import rundir
 from vaecore.config import RunConfig
 
 LOG_2PI = math.log(2 * math.pi)
@@ -158,18 +159,14 @@ class TextModel:
 
 def load_model(cfg: RunConfig, workdir: Path):
     """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
-    checkpoint, and that checkpoint's step. Raises FileNotFoundError when there is none readable."""
-    if cfg.task == "text":
-        from torchvae.text_train import TorchTextEngine
+    checkpoint, and that checkpoint's step, restored through the task's engine (the public
+    ``torchvae.engine``). Raises FileNotFoundError when there is none readable."""
+    from torchvae import engine as engine_of
 
-        engine = TorchTextEngine(cfg, Path(workdir))
-    else:
-        from torchvae.train import TorchEngine
-
-        engine = TorchEngine(cfg, Path(workdir))
+    engine = engine_of(cfg.task)(cfg, Path(workdir))  # the engine reads the checkpoints it writes
     meta = engine.restore()
     if meta is None:
-        raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / 'checkpoints'}")
+        raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / rundir.CHECKPOINTS}")
     if cfg.task == "text":
         return TextModel(engine.model()), int(meta["step"])
     return ImageModel(engine.model()), int(meta["step"])

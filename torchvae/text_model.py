@@ -25,10 +25,11 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torchvae.mmd import mmd
 from torchvae.posterior import PosteriorHead
 from vaecore import rng
+from vaecore.config import LOSSES
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
 
-OBJECTIVES = ("elbo", "mmd")
+OBJECTIVES = LOSSES
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
@@ -207,7 +208,7 @@ def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int
                   keep_posteriors: bool = False) -> dict:
     """Summed recon and KL over a split with one z ~ q(z|x) per sentence, no dropout.
 
-    Returns ``text_eval_summary``: recon, kl, elbo (= recon + kl) per sentence, the sentence and
+    Returns ``text_eval_summary``: recon, kl, neg_elbo (= recon + kl) per sentence, the sentence and
     target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens); with
     ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D])."""
     was_training = model.training

@@ -78,10 +78,11 @@ class TorchEngine:
         xt = self._tensor(x)
         shape = (len(x), self.cfg.model.latent_dim)
         mean, logvar = self._model.encode(xt)
-        z = reparameterize(mean, logvar, self._normal(shape, rng.EVAL, index, rng.EPS))
+        seed = self.cfg.train.seed
+        z = reparameterize(mean, logvar, self._tensor(rng.eval_noise(seed, index, *shape)))
         recon, kl = bernoulli_nll(self._model.decode(z), xt), gaussian_kl(mean, logvar)
         lc = self.cfg.loss
-        mmd_value = mmd(z, self._normal(shape, rng.EVAL, index, rng.PRIOR), kernel=lc.kernel, bandwidth=lc.bandwidth,
+        mmd_value = mmd(z, self._tensor(rng.eval_noise(seed, index, *shape, rng.PRIOR)), kernel=lc.kernel, bandwidth=lc.bandwidth,
                         estimator=lc.estimator) if len(x) >= 2 else torch.zeros(())
         return {"recon": float(recon.mean()), "kl": float(kl.mean()), "neg_elbo": float((recon + kl).mean()),
                 "mmd": float(mmd_value), "mean": mean.detach().cpu().numpy(), "logvar": logvar.detach().cpu().numpy()}

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaecore.mmd_args import ESTIMATORS, KERNELS
+
 BACKENDS = ("jax", "torch")
 TASKS = ("mnist", "text")
 IMAGE_MODELS = ("mlp", "conv")
 LOSSES = ("elbo", "mmd")
-KERNELS = ("rbf", "imq")
-ESTIMATORS = ("unbiased", "biased")
 BINARIZATIONS = ("dynamic", "fixed")
 DTYPES = ("float32", "float64")
 KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")

@@ -132,3 +132,61 @@ def interpolation_path(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
         raise ValueError(f"interpolation needs steps >= 2, got {steps}")
     w = np.linspace(0.0, 1.0, steps)[:, None]
     return (1.0 - w) * a + w * b
+
+
+class Decoder:
+    """The decoding functions of one backend, from its two numeric parts: ``stepper(model)`` (a
+    ``Stepper``) and ``posterior_mean(model, tokens, lengths) -> [B, latent]`` numpy; ``as_numpy``
+    turns the backend's arrays into numpy. Every function takes latent codes ``z`` [B, latent]
+    (numpy or the backend's arrays) and returns one list of word ids per row, without <bos> and
+    <eos>; a sentence without <eos> after ``max_len`` steps is cut there."""
+
+    def __init__(self, stepper: Callable, posterior_mean: Callable, as_numpy: Callable = np.asarray):
+        self.stepper, self.posterior_mean, self.as_numpy = stepper, posterior_mean, as_numpy
+
+    def check_z(self, z) -> np.ndarray:
+        z = self.as_numpy(z)
+        if z.ndim != 2:
+            raise ValueError(f"z must be [batch, latent], got shape {z.shape}")
+        return z
+
+    def greedy_decode(self, model, z, *, max_len: int = 50) -> list[list[int]]:
+        """The most likely next word at every step. z: [B, latent] -> B id lists."""
+        return greedy(self.stepper(model), self.check_z(z), max_len=max_len)
+
+
+    def sample_decode(self, model, z, *, temperature: float = 1.0, max_len: int = 50, seed: int = 0,
+                      uniforms: np.ndarray | None = None) -> list[list[int]]:
+        """Ancestral sampling from softmax(logits / temperature); see ``vaecore.decoding.sample``."""
+        return sample(self.stepper(model), self.check_z(z), temperature=temperature, max_len=max_len, seed=seed,
+                             uniforms=uniforms)
+
+
+    def beam_search(self, model, z, *, beam_width: int = 5, max_len: int = 50,
+                    length_norm: float = 0.0) -> list[list[int]]:
+        """Beam search per row of z; see ``vaecore.decoding.beam``."""
+        return beam(self.stepper(model), self.check_z(z), beam_width=beam_width, max_len=max_len,
+                           length_norm=length_norm)
+
+
+    def decode(self, model, z, *, method: str = "greedy", **kwargs) -> list[list[int]]:
+        """``greedy_decode``, ``sample_decode`` or ``beam_search`` by name."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        return {"greedy": self.greedy_decode, "sample": self.sample_decode, "beam": self.beam_search}[method](
+            model, z, **kwargs)
+
+    def reconstruct(self, model, tokens, lengths, *, method: str = "greedy", **kwargs) -> list[list[int]]:
+        """Encode each sentence, take the posterior mean, decode it: B id lists."""
+        return self.decode(model, self.posterior_mean(model, tokens, lengths), method=method, **kwargs)
+
+
+    def interpolate(self, model, tokens, lengths, *, steps: int = 5, max_len: int = 50, method: str = "greedy",
+                    **kwargs) -> list[list[int]]:
+        """Decodings (``method`` as in ``decode``: greedy by default, or beam / sample with their
+        options) of ``steps`` points on the line between the posterior means of the two sentences of
+        the batch (tokens [2, T], lengths [2]), from the first to the second."""
+        if np.shape(tokens)[0] != 2:
+            raise ValueError(f"interpolate needs a batch of 2 sentences, got {np.shape(tokens)[0]}")
+        m = self.posterior_mean(model, tokens, lengths)
+        return self.decode(model, interpolation_path(m[0], m[1], steps), method=method, max_len=max_len, **kwargs)

