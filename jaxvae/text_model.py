@@ -55,7 +55,7 @@ class SentenceVAE(nnx.Module):
     every step). ``param_dtype``: float32, or float64 under ``jax.enable_x64``."""
 
     def __init__(self, config: TextModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
-        c = self.config = config
+        c = self.config = config.built()
         # tied: the scale of an untied output layer (see TextModelConfig)
         embedding_init = (_symmetric_uniform(1.0 / math.sqrt(c.embed_dim), param_dtype) if c.tie_embeddings
                           else nnx.initializers.normal(1.0))

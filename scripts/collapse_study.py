@@ -36,7 +36,8 @@ ROWS = {
     "delta-0.15": ["--delta-rate", "0.15"],
     "delta-0.3": ["--delta-rate", "0.3"],
     "bn-0.7": ["--bn-gamma", "0.7"],
-    "pretrain-fb": ["--pretrain-ae-epochs", "2", "--free-bits", "0.25"],
+    # 2 epochs of autoencoder on top of the 12 of the ELBO, the decay after the ELBO's 8th, as the others
+    "pretrain-fb": ["--pretrain-ae-epochs", "2", "--epochs", "14", "--lr-decay-start", "10", "--free-bits", "0.25"],
     "aggressive": ["--aggressive"],
     "infovae": ["--loss", "mmd", "--alpha", "0.5", "--lambda", "10"],
 }

@@ -39,7 +39,7 @@ class SentenceVAE(nn.Module):
 
     def __init__(self, config: TextModelConfig):
         super().__init__()
-        c = self.config = config
+        c = self.config = config.built()
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim)
         self.embedding_dropout = nn.Dropout(c.embedding_dropout)
         self.encoder_rnn = RNNS[c.rnn](c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,

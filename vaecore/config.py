@@ -258,15 +258,22 @@ class RunConfig:
     backend: str = "torch"
     task: str = "mnist"
     data: str | None = None
-    model: ImageModelConfig = field(default_factory=ImageModelConfig)
+    model: ImageModelConfig | None = field(default_factory=ImageModelConfig)  # task "mnist" only
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    text: Any = None  # vaecore.text_config.TextModelConfig for task "text"
-    text_train: TextTrainConfig | None = None  # for task "text"
+    text: Any = None  # vaecore.text_config.TextModelConfig: task "text" only
+    text_train: TextTrainConfig | None = None  # task "text" only
 
     def __post_init__(self) -> None:
+        """A config holds its own task's sections only: a text config has no image model (None)."""
         check_choice("backend", self.backend, BACKENDS)
         check_choice("task", self.task, TASKS)
+        if self.task == "text":
+            if self.text is None or self.text_train is None:
+                raise ConfigError("a text run's config needs its text and text_train sections")
+            object.__setattr__(self, "model", None)
+        elif self.model is None or self.text is not None or self.text_train is not None:
+            raise ConfigError("an mnist run's config has an image model and no text sections")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -291,7 +298,8 @@ class RunConfig:
             backend=d["backend"],
             task=d["task"],
             data=d.get("data"),
-            model=ImageModelConfig(**tuples(d["model"])),
+            # a text run saved before configs were typed by task carries an unused image section
+            model=ImageModelConfig(**tuples(d["model"])) if d["task"] == "mnist" else None,
             loss=LossConfig(**tuples(d["loss"])),
             train=TrainConfig(**d["train"]),
             text=text,

@@ -30,8 +30,6 @@ TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "w
              "max_vocab", "kl_schedule", "kl_warmup_steps", "kl_logistic_k", "kl_logistic_x0", "kl_cycles", "kl_cycle_ratio", "free_bits",
              "lr_decay_start", "lr_decay", "pretrain_ae_epochs", "aggressive",
              "aggressive_max_inner", "num_samples", "beam_width", "temperature", "interp_steps"}
-# The vocabulary size is known once the data is read: vaecore.text_task.TextTask fills it in.
-PENDING_VOCAB_SIZE = 5
 
 
 def text_configs(args: argparse.Namespace, latent_dim: int):
@@ -40,7 +38,7 @@ def text_configs(args: argparse.Namespace, latent_dim: int):
 
     try:
         model = TextModelConfig(
-            vocab_size=PENDING_VOCAB_SIZE, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
+            vocab_size=None, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
             latent_dim=latent_dim, rnn=args.rnn, num_layers=args.num_layers, bidirectional=args.bidirectional,
             embedding_dropout=args.embedding_dropout, word_dropout=args.word_dropout, output_dropout=args.output_dropout,
             z_every_step=args.z_every_step, decoder_init_tanh=args.decoder_init_tanh,
@@ -64,13 +62,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     epochs = defaults["epochs"] if args.epochs is None else args.epochs
     lr = defaults["lr"] if args.lr is None else args.lr
     text, text_train = text_configs(args, latent_dim) if args.task == "text" else (None, None)
-    image_latent = latent_dim if args.task == "mnist" else ImageModelConfig().latent_dim
+    image = (ImageModelConfig(kind=args.model, latent_dim=latent_dim, hidden_sizes=tuple(args.hidden_sizes),
+                              conv_channels=tuple(args.conv_channels), conv_dense=args.conv_dense,
+                              delta_rate=args.delta_rate, bn_gamma=args.bn_gamma)
+             if args.task == "mnist" else None)
     return RunConfig(
-        backend=args.backend, task=args.task, data=args.data, text=text, text_train=text_train,
-        model=ImageModelConfig(kind=args.model, latent_dim=image_latent, hidden_sizes=tuple(args.hidden_sizes),
-                               conv_channels=tuple(args.conv_channels), conv_dense=args.conv_dense,
-                               **({"delta_rate": args.delta_rate, "bn_gamma": args.bn_gamma}
-                                  if args.task == "mnist" else {})),
+        backend=args.backend, task=args.task, data=args.data, text=text, text_train=text_train, model=image,
         loss=LossConfig(objective=args.loss, alpha=args.alpha, lam=args.lam, kernel=args.mmd_kernel,
                         bandwidth=args.mmd_bandwidth, estimator=args.mmd_estimator, kl_weight=args.kl_weight),
         train=TrainConfig(epochs=epochs, max_steps=args.max_steps, batch_size=batch_size, lr=lr,

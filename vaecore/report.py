@@ -120,7 +120,7 @@ def remedy_summary(config: dict) -> str:
 
 def config_summary(config: dict) -> list[list[Any]]:
     """The settings a reader of a report looks for first, as (setting, value) rows."""
-    model, loss, train = config.get("model", {}), config.get("loss", {}), config.get("train", {})
+    model, loss, train = config.get("model") or {}, config.get("loss", {}), config.get("train", {})
     rows = [["backend", config.get("backend")], ["task", config.get("task")], ["data", config.get("data")]]
     if config.get("task") == "text" and config.get("text"):
         text = config["text"]
@@ -188,7 +188,7 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
     if config.get("task") == "text" and config.get("text"):
         model, latent = f"{config['text'].get('rnn')}", config["text"].get("latent_dim")
     else:
-        model, latent = config.get("model", {}).get("kind"), config.get("model", {}).get("latent_dim")
+        model, latent = (config.get("model") or {}).get("kind"), (config.get("model") or {}).get("latent_dim")
     row = {"run": workdir.name, "backend": config.get("backend"), "task": config.get("task"), "model": model,
            "objective": config.get("loss", {}).get("objective"), "remedy": remedy_summary(config),
            "setup": setup_summary(config),

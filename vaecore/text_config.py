@@ -73,7 +73,7 @@ class TextModelConfig:
       config.json saved before the option existed loads untied, as that run trained.
     """
 
-    vocab_size: int
+    vocab_size: int | None  # None until the corpus is read (vaecore.text_task.TextTask fills it in)
     embed_dim: int = 256
     hidden_dim: int = 256
     latent_dim: int = 32
@@ -90,12 +90,20 @@ class TextModelConfig:
     bn_gamma: float = 0.0
     use_latent: bool = True
 
+    def built(self) -> TextModelConfig:
+        """This config, for building a model: its vocabulary size must be known."""
+        if self.vocab_size is None:
+            raise ValueError("vocab_size is not known until the corpus is read (vaecore.text_task.TextTask sets it)")
+        return self
+
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim", "num_layers"):
             value = getattr(self, name)
+            if name == "vocab_size" and value is None:  # not known until the corpus is read
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.vocab_size < 5:
+        if self.vocab_size is not None and self.vocab_size < 5:
             raise ValueError(f"vocab_size must be >= 5 (4 special tokens and a word), got {self.vocab_size}")
         if not self.use_latent and (self.delta_rate > 0 or self.bn_gamma > 0):
             raise ValueError("the language-model baseline (use_latent false) has no posterior: delta_rate and "
