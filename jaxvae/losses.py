@@ -7,6 +7,8 @@ terms ``[batch]``: ``recon`` (-log p(x|z), summed over pixels), ``kl`` (analytic
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -50,9 +52,26 @@ def combine(recon: jax.Array, kl: jax.Array, z: jax.Array, prior_z: jax.Array | 
     return total.mean(), terms
 
 
+def iwae_loss(model, x: jax.Array, eps: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The importance-weighted bound (Burda et al. 2015) with k = eps.shape[0] samples of q(z|x);
+    see ``torchvae.losses.iwae_loss``. x: [batch, 784]; eps: [k, batch, latent]."""
+    mean, logvar = model.encode(x)
+    z = mean + jnp.exp(0.5 * logvar) * eps  # [k, B, D]
+    k, b, d = z.shape
+    recon_k = bernoulli_nll(model.decode(z.reshape(k * b, d)).reshape(k, b, -1), x[None])  # [k, B]
+    log_w = -recon_k + 0.5 * (eps * eps - z * z + logvar).sum(-1)
+    total = -(jax.nn.logsumexp(log_w, axis=0) - math.log(k))
+    recon, kl = recon_k.mean(0), gaussian_kl(mean, logvar)
+    terms = {"recon": recon, "kl": kl, "mmd": jnp.zeros_like(recon), "neg_elbo": recon + kl, "total": total}
+    return total.mean(), terms
+
+
 def vae_loss(model, x: jax.Array, eps: jax.Array, prior_z: jax.Array | None,
              cfg: LossConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """x: [batch, 784] in {0, 1}; eps, prior_z: [batch, latent] standard-normal draws."""
+    """x: [batch, 784] in {0, 1}; eps, prior_z: [batch, latent] standard-normal draws (eps
+    [k, batch, latent] for the objective "iwae")."""
+    if cfg.objective == "iwae":
+        return iwae_loss(model, x, eps)
     mean, logvar = model.encode(x)
     z = reparameterize(mean, logvar, eps)
     logits = model.decode(z)

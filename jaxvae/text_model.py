@@ -27,11 +27,11 @@ from jaxvae.mmd import mmd
 from jaxvae.posterior import PosteriorHead
 from jaxvae.rnn import make_rnn
 from vaecore import rng
-from vaecore.config import LOSSES
+from vaecore.config import TEXT_LOSSES
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
 
-OBJECTIVES = LOSSES
+OBJECTIVES = TEXT_LOSSES
 
 
 def _symmetric_uniform(bound: float, param_dtype):

@@ -38,7 +38,10 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, loss_cfg: LossCo
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params, opt_state, stats, key, x, step):
-        eps, prior_z = _noise(jax.random.fold_in(key, step), (x.shape[0], latent_dim), x.dtype)
+        shape = (x.shape[0], latent_dim)
+        if loss_cfg.objective == "iwae":  # k posterior samples per image
+            shape = (loss_cfg.iw_samples, *shape)
+        eps, prior_z = _noise(jax.random.fold_in(key, step), shape, x.dtype)
 
         def loss_fn(p):
             model = nnx.merge(graphdef, p, stats)

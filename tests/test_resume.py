@@ -18,7 +18,7 @@ ARGS = ["--max-steps", "300", "--checkpoint-every", "40", "--log-every", "20", "
 
 
 # BN-VAE adds running averages to what a checkpoint must restore
-MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"]}
+MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"], "iwae": ["--loss", "iwae", "--iw-samples", "3"]}
 
 
 def train(backend, work, *extra):

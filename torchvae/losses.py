@@ -7,6 +7,8 @@ terms ``[batch]``: ``recon`` (-log p(x|z), summed over pixels), ``kl`` (analytic
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from torchvae.mmd import mmd
@@ -49,9 +51,29 @@ def combine(recon: torch.Tensor, kl: torch.Tensor, z: torch.Tensor, prior_z: tor
     return total.mean(), terms
 
 
+def iwae_loss(model, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The importance-weighted bound (Burda et al. 2015) with k = eps.shape[0] samples of q(z|x):
+    total = -(logsumexp_i log w_i - log k), log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x).
+    With z = mean + sigma eps, log p(z) - log q(z|x) = sum_d (eps^2 - z^2 + logvar) / 2 (the 2 pi
+    terms cancel). Terms per example: total, recon (mean over the k samples), the analytic kl, and
+    neg_elbo = recon + kl. x: [batch, 784]; eps: [k, batch, latent]."""
+    mean, logvar = model.encode(x)
+    z = mean + torch.exp(0.5 * logvar) * eps  # [k, B, D]
+    k, b, d = z.shape
+    recon_k = bernoulli_nll(model.decode(z.reshape(k * b, d)).reshape(k, b, -1), x.expand(k, -1, -1))  # [k, B]
+    log_w = -recon_k + 0.5 * (eps * eps - z * z + logvar).sum(-1)
+    total = -(torch.logsumexp(log_w, 0) - math.log(k))
+    recon, kl = recon_k.mean(0), gaussian_kl(mean, logvar)
+    terms = {"recon": recon, "kl": kl, "mmd": torch.zeros_like(recon), "neg_elbo": recon + kl, "total": total}
+    return total.mean(), terms
+
+
 def vae_loss(model, x: torch.Tensor, eps: torch.Tensor, prior_z: torch.Tensor | None,
              cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """x: [batch, 784] in {0, 1}; eps, prior_z: [batch, latent] standard-normal draws."""
+    """x: [batch, 784] in {0, 1}; eps, prior_z: [batch, latent] standard-normal draws (eps
+    [k, batch, latent] for the objective "iwae")."""
+    if cfg.objective == "iwae":
+        return iwae_loss(model, x, eps)
     mean, logvar = model.encode(x)
     z = reparameterize(mean, logvar, eps)
     logits = model.decode(z)

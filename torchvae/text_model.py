@@ -25,11 +25,11 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torchvae.mmd import mmd
 from torchvae.posterior import PosteriorHead
 from vaecore import rng
-from vaecore.config import LOSSES
+from vaecore.config import TEXT_LOSSES
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
 
-OBJECTIVES = LOSSES
+OBJECTIVES = TEXT_LOSSES
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 

@@ -52,6 +52,8 @@ class TorchEngine:
         check_whole_model(part, inner)
         x = batch
         shape = (len(x), self.cfg.model.latent_dim)
+        if self.cfg.loss.objective == "iwae":  # k posterior samples per image
+            shape = (self.cfg.loss.iw_samples, *shape)
         eps = self._normal(shape, step, rng.EPS)
         prior_z = self._normal(shape, step, rng.PRIOR) if self.cfg.loss.objective == "mmd" else None
         self._model.train()

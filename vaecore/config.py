@@ -18,7 +18,9 @@ from vaecore.mmd_args import ESTIMATORS, KERNELS
 BACKENDS = ("jax", "torch")
 TASKS = ("mnist", "text")
 IMAGE_MODELS = ("mlp", "conv")
-LOSSES = ("elbo", "mmd")
+# The objectives: the ELBO, InfoVAE's, and the importance-weighted bound (Burda et al. 2015; image task).
+TEXT_LOSSES = ("elbo", "mmd")
+LOSSES = (*TEXT_LOSSES, "iwae")
 BINARIZATIONS = ("dynamic", "fixed")
 DTYPES = ("float32", "float64")
 KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")
@@ -100,8 +102,10 @@ class ImageModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """ELBO, or InfoVAE's general objective
-    ``recon + (1 - alpha) * KL + (alpha + lam - 1) * MMD(q(z), p(z))``."""
+    """The objective: the ELBO; InfoVAE's general objective
+    ``recon + (1 - alpha) * KL + (alpha + lam - 1) * MMD(q(z), p(z))``; or the importance-weighted
+    bound of Burda et al. 2015, ``-log (1/k) sum_i p(x, z_i) / q(z_i | x)`` over ``iw_samples`` = k
+    samples of q(z|x) (k = 1: the ELBO with a sampled KL)."""
 
     objective: str = "elbo"
     alpha: float = 0.0
@@ -110,9 +114,16 @@ class LossConfig:
     bandwidth: str | float | tuple[float, ...] = "2d"
     estimator: str = "unbiased"
     kl_weight: float = 1.0
+    iw_samples: int = 1
 
     def __post_init__(self) -> None:
         check_choice("loss", self.objective, LOSSES)
+        if isinstance(self.iw_samples, bool) or not isinstance(self.iw_samples, int) or self.iw_samples < 1:
+            raise ConfigError(f"--iw-samples must be a positive integer; got {self.iw_samples!r}")
+        if self.iw_samples > 1 and self.objective != "iwae":
+            raise ConfigError(f"--iw-samples applies to --loss iwae; this run optimises the {self.objective}")
+        if self.objective == "iwae" and self.kl_weight != 1.0:
+            raise ConfigError("--kl-weight does not apply to --loss iwae (the bound weighs p(z) / q(z|x) as it is)")
         check_choice("mmd_kernel", self.kernel, KERNELS)
         check_choice("mmd_estimator", self.estimator, ESTIMATORS)
         object.__setattr__(self, "bandwidth", parse_bandwidth(self.bandwidth))
@@ -268,6 +279,9 @@ class RunConfig:
         """A config holds its own task's sections only: a text config has no image model (None)."""
         check_choice("backend", self.backend, BACKENDS)
         check_choice("task", self.task, TASKS)
+        if self.task == "text" and self.loss.objective not in TEXT_LOSSES:
+            raise ConfigError(f"--loss {self.loss.objective} is built for --task mnist; the sentence VAE trains "
+                              f"with {' or '.join(TEXT_LOSSES)}")
         if self.task == "text":
             if self.text is None or self.text_train is None:
                 raise ConfigError("a text run's config needs its text and text_train sections")

@@ -23,7 +23,7 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "device"}
 
 
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
-IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization"}
+IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization", "iw_samples"}
 TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "word_dropout", "embedding_dropout",
              "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "no_latent", "max_len",
              "min_freq",
@@ -69,7 +69,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         backend=args.backend, task=args.task, data=args.data, text=text, text_train=text_train, model=image,
         loss=LossConfig(objective=args.loss, alpha=args.alpha, lam=args.lam, kernel=args.mmd_kernel,
-                        bandwidth=args.mmd_bandwidth, estimator=args.mmd_estimator, kl_weight=args.kl_weight),
+                        bandwidth=args.mmd_bandwidth, estimator=args.mmd_estimator, kl_weight=args.kl_weight,
+                        iw_samples=args.iw_samples),
         train=TrainConfig(epochs=epochs, max_steps=args.max_steps, batch_size=batch_size, lr=lr,
                           seed=args.seed, binarization=args.binarization, dtype=args.dtype, device=args.device,
                           checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,

@@ -76,6 +76,8 @@ def setup_summary(config: dict) -> str:
     loss, parts = config.get("loss", {}), []
     if loss.get("objective") == "mmd":
         parts.append(f"alpha {_g(loss.get('alpha'))}, lambda {_g(loss.get('lam'))}, {loss.get('kernel')}")
+    if loss.get("objective") == "iwae":
+        parts.append(f"k {loss.get('iw_samples')}")
     if loss.get("kl_weight", 1.0) != 1.0:
         parts.append(f"KL weight {_g(loss.get('kl_weight'))}")
     text_train = config.get("text_train") if config.get("task") == "text" else None
