@@ -177,15 +177,9 @@ class TextTrainConfig:
     becomes data (``max_len``: words kept per sentence in every split, None keeps all; ``min_freq``
     and ``max_vocab`` shape the vocabulary built on the train split), and the learning-rate decay:
     the first ``lr_decay_start`` epochs train at ``TrainConfig.lr``, and every epoch after them
-    multiplies it by ``lr_decay`` (1 keeps it constant). The defaults, 8 epochs then x0.6 per epoch,
-    go with the text task's 12 epochs: measured on the full PTB (README, "Sentence VAE"). A
-    config.json saved before the decay existed loads as a constant rate, which is what those runs did
-    (``RunConfig.from_dict``).
-
-    Free bits 0.05 nats per dimension by default: with tied embeddings and lr 2e-3 the plain ELBO's
-    KL sank to 0.17 nats with 2 active units by epoch 8 (valid -ELBO 103.51, jax on an H200); the
-    floor of 0.05 kept 1.94 nats and all 32 units active for 0.3 nats of -ELBO (103.82). Floors of
-    0.1 and 0.2 kept 2.9 and 5.9 nats at 104.40 and 106.13.
+    multiplies it by ``lr_decay`` (1 keeps it constant). A config.json saved before the decay
+    existed loads as a constant rate, which is what those runs did (``RunConfig.from_dict``).
+    How the defaults were chosen: ``docs/2026-11-26-ptb-defaults-history.md``.
 
     Two training modes against posterior collapse (``vaecore.text_task``):
 

@@ -37,40 +37,14 @@ class TextModelConfig:
     mapped by two linears to the posterior mean and log-variance; a unidirectional RNN decoder
     whose initial state (``h`` and, for an LSTM, ``c`` of every layer) is a linear map of z
     (``decoder_init_tanh`` adds a tanh), optionally with z concatenated to every decoder input
-    (``z_every_step``); a projection to the vocabulary, by default tied to the word embedding.
+    (``z_every_step``); a projection to the vocabulary, by default tied to the word embedding
+    (``tie_embeddings``: logits = P(h) @ E^T + b, P the linear ``output_projection`` when hidden and
+    embedding sizes differ and the identity when they are equal, ``output_bias`` zero-initialised,
+    the embedding initialised uniform in +-1/sqrt(embed_dim)).
 
-    Defaults, and why:
-
-    - ``rnn="lstm"``, ``num_layers=1``, unidirectional: Bowman et al.'s model.
-    - ``embed_dim=256, hidden_dim=256``: in the range of the common PTB setups (Bowman's tuned
-      model used 353/191, public PyTorch versions 300/256). On PTB (10k words) the vocabulary
-      projection ``hidden_dim x vocab`` dominates the cost, so 256 keeps a full epoch (about
-      930k target tokens) practical on a 2-core CPU; see ``BENCHMARKS.md``.
-    - ``latent_dim=32``: the usual 16-32; 32 leaves room for the MMD objective and free bits,
-      where more of the latent space is used than with the plain ELBO.
-    - ``word_dropout=0.0``, ``embedding_dropout=0.25``: measured on the full PTB (jax, 2 epochs,
-      validation -ELBO per sentence): word dropout 0.25 with embedding dropout 0.5 gave 117.9, no word
-      dropout with 0.5 gave 115.6, no word dropout with 0.25 gave 113.5, the KL staying clearly above
-      zero (4.5 nats) without word dropout thanks to the logistic KL annealing. Word dropout (Bowman
-      et al.'s technique, ``--word-dropout``) trades likelihood for a more informative code; it also
-      teaches the decoder to read ``<unk>`` inputs (greedy decodings of the 0.25 runs often looped on ``<unk>``).
-      Embedding dropout is on the decoder's input embeddings only (the decoder is the part that
-      overfits PTB; the encoder sees clean input).
-    - ``output_dropout=0.25``: dropout on the decoder's RNN outputs before the vocabulary projection
-      (Zaremba et al.'s non-recurrent dropout). Without it the decoder overfits PTB within a few
-      epochs; with 0.25 on both the input embeddings and the outputs, 256/256 kept improving over
-      12 epochs and matched the 300/512 settings we measured at about half the cost per epoch (README,
-      "Sentence VAE"). A config.json saved before it existed loads with 0, as that run trained.
-    - ``decoder_init_tanh=False``: Bowman et al. map z to the decoder state with a plain linear.
-    - ``tie_embeddings=True``: the vocabulary projection reuses the word embedding (Press and Wolf
-      2017; Inan et al. 2017): logits = P(h) @ E^T + b, where P is ``output_projection`` (a linear
-      from hidden to embedding size) when the two sizes differ and the identity when they are equal
-      (the default 256/256). ``output.weight`` and ``output.bias`` are then replaced by
-      ``output_bias`` (zeros at init), and the embedding is initialised uniform in
-      +-1/sqrt(embed_dim), the scale of an untied output layer, instead of N(0, 1). Measured on the
-      full PTB (jax on an H200, validation -ELBO after 8 epochs): 104.14 tied against 106.77 untied,
-      at the same cost per step; with the text task's learning rate 2e-3 (``train.py``) 103.51. A
-      config.json saved before the option existed loads untied, as that run trained.
+    How each default was chosen, with the measurements:
+    ``docs/2026-11-26-ptb-defaults-history.md``. A config.json saved before ``output_dropout`` or
+    ``tie_embeddings`` existed loads with neither (0, untied), as those runs trained.
     """
 
     vocab_size: int | None  # None until the corpus is read (vaecore.text_task.TextTask fills it in)
