@@ -219,6 +219,10 @@ def test_setup_summary_tells_the_runs_of_a_comparison_apart():
     assert setup_summary(text).endswith("word dropout 0.25; output dropout 0.5; lr x0.5 per epoch after 6")
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 1.0}}) == "-"
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 0.5}}) == "KL weight 0.5"
+    text["text"]["use_latent"] = False  # the language-model baseline: no KL schedule or free bits to show
+    assert setup_summary(text) == "alpha 1, lambda 10, imq; word dropout 0.25; output dropout 0.5; lr x0.5 per epoch after 6"
+    iwae = {"task": "mnist", "loss": {"objective": "iwae", "iw_samples": 5, "kl_weight": 1.0}}
+    assert setup_summary(iwae) == "k 5"
 
 
 @pytest.mark.parametrize("flag", [["--k", "7"], ["--limit", "5"], ["--seed", "3"], ["--data", "x"], ["--no-pictures"]])

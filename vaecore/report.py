@@ -81,7 +81,8 @@ def setup_summary(config: dict) -> str:
     if loss.get("kl_weight", 1.0) != 1.0:
         parts.append(f"KL weight {_g(loss.get('kl_weight'))}")
     text_train = config.get("text_train") if config.get("task") == "text" else None
-    if text_train:
+    no_code = (config.get("text") or {}).get("use_latent") is False  # the LM baseline: no KL to shape
+    if text_train and not no_code:
         schedule = text_train.get("kl_schedule")
         detail = {"linear": f" ({_g(text_train.get('kl_warmup_steps'))} steps)",
                   "logistic": f" (k {_g(text_train.get('kl_logistic_k'))}, x0 {_g(text_train.get('kl_logistic_x0'))})",
@@ -90,6 +91,7 @@ def setup_summary(config: dict) -> str:
         parts.append(f"{schedule} KL{detail}")
         if text_train.get("free_bits"):
             parts.append(f"free bits {_g(text_train['free_bits'])}")
+    if text_train:
         text = config.get("text") or {}
         for name in ("word_dropout", "output_dropout"):
             if text.get(name):
