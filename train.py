@@ -46,9 +46,13 @@ def generate(args, given: set[str]) -> None:
 
 
 def train(args, given: set[str]) -> dict:
+    import importlib
+
     from vaecore import driver, options
 
     cfg, workdir = options.resolve(args, given)
+    parallel = importlib.import_module(f"{cfg.backend}vae.parallel")  # several devices or processes
+    layout = parallel.start(cfg)
     if cfg.task == "text":
         from vaecore.text_task import TextTask
 
@@ -57,7 +61,12 @@ def train(args, given: set[str]) -> dict:
         from vaecore.image_task import ImageTask
 
         task = ImageTask(cfg, resume=args.resume)
-    results = driver.run(task, engine_class(cfg.backend, cfg.task), workdir, resume=args.resume)
+    try:
+        results = driver.run(task, engine_class(cfg.backend, cfg.task), workdir, resume=args.resume, layout=layout)
+    finally:
+        parallel.stop()
+    if not layout.main:
+        return results
     if cfg.task == "text":
         print("test: " + ", ".join(f"{k} {results[k]:.2f}" for k in ("neg_elbo", "recon", "kl", "ppl_bound"))
               + f" (nats per sentence; {results['sentences']} sentences, {results['tokens']} tokens); "

@@ -231,12 +231,14 @@ def _eval_terms(model: SentenceVAE, tokens, lengths, eps):
 
 
 def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0,
-                  keep_posteriors: bool = False) -> dict:
+                  keep_posteriors: bool = False, shard=None) -> dict:
     """Summed recon and KL over a split with one z ~ q(z|x) per sentence, no dropout.
 
     Returns ``text_eval_summary``: recon, kl, neg_elbo (= recon + kl) per sentence, the sentence and
     target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens); with
-    ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D])."""
+    ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D]).
+    ``shard``: a ``jaxvae.parallel.Sharder`` that splits each batch across the devices."""
+    rows, fetch = (shard.rows, shard.fetch) if shard is not None else (jnp.asarray, np.asarray)
     was_training = not model.embedding_dropout.deterministic
     model.eval()
     recon = kl = 0.0
@@ -245,13 +247,13 @@ def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int
     dtype = model.to_mean.kernel[...].dtype
     try:
         for i, b in enumerate(batches):
-            eps = jnp.asarray(rng.eval_noise(seed, i, len(b.lengths), model.config.latent_dim), dtype)
-            r, k, mean, logvar = _eval_terms(model, jnp.asarray(b.tokens), jnp.asarray(b.lengths), eps)
+            eps = rows(np.asarray(rng.eval_noise(seed, i, len(b.lengths), model.config.latent_dim), dtype))
+            r, k, mean, logvar = _eval_terms(model, rows(b.tokens), rows(b.lengths), eps)
             recon, kl = recon + float(r), kl + float(k)
             sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets
             if keep_posteriors:
-                means.append(np.asarray(mean))
-                logvars.append(np.asarray(logvar))
+                means.append(fetch(mean))
+                logvars.append(fetch(logvar))
     finally:
         if was_training:
             model.train()

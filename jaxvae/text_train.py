@@ -21,6 +21,7 @@ from flax import nnx
 
 from jaxvae import decoding
 from jaxvae.checkpoint import Checkpoints
+from jaxvae.parallel import Sharder
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from jaxvae.train import adam_update
 from vaecore import rng, rundir
@@ -118,7 +119,13 @@ class JaxTextEngine:
         # aggressive training updates one side at a time: one Adam state per side
         self.sided = cfg.text_train.aggressive
         self.opt_state = self._init_opt_state()
+        self.shard = Sharder()  # data parallel over every device (``jaxvae.parallel``)
+        self._replicate()
         self._steps = {}
+
+    def _replicate(self) -> None:
+        self.params, self.opt_state, self.stats, self.rest, self.key = self.shard.replicate(
+            (self.params, self.opt_state, self.stats, self.rest, self.key))
 
     def _init_opt_state(self):
         if self.sided:
@@ -135,16 +142,20 @@ class JaxTextEngine:
                                                        inner=inner, sided=self.sided)
         return self._steps[part, inner]
 
-    def model(self) -> SentenceVAE:
-        model = nnx.merge(self.graphdef, self.params, self.stats, self.rest)
+    def _merged(self, params, stats, rest) -> SentenceVAE:
+        model = nnx.merge(self.graphdef, params, stats, rest)
         model.eval()
         return model
+
+    def model(self) -> SentenceVAE:
+        """The model in evaluation mode, on this process's devices (for decoding)."""
+        return self._merged(*self.shard.local((self.params, self.stats, self.rest)))
 
     def train_step(self, batch: TextBatch, step: int, kl_weight: float, lr_scale: float, *,
                    part: str = "all", inner: int | None = None) -> dict[str, float]:
         """One Adam step of ``part`` ("all", "encoder", "decoder"); see ``torchvae.text_train``."""
-        args = (self.params, self.opt_state, self.stats, self.rest, self.key, jnp.asarray(batch.tokens),
-                jnp.asarray(batch.lengths), step, jnp.asarray(kl_weight, self.dtype), jnp.asarray(lr_scale, self.dtype))
+        args = (self.params, self.opt_state, self.stats, self.rest, self.key, self.shard.rows(batch.tokens),
+                self.shard.rows(batch.lengths), step, jnp.asarray(kl_weight, self.dtype), jnp.asarray(lr_scale, self.dtype))
         fn = self._step_fn(part, inner is not None)
         out = fn(*args) if inner is None else fn(*args, inner)
         self.params, self.opt_state, self.stats, terms = out
@@ -158,9 +169,11 @@ class JaxTextEngine:
                                            nnx.Param))
         self.params = {**self.params, **{k: v for k, v in fresh.items() if k in DECODER_REINIT_MODULES}}
         self.opt_state = self._init_opt_state()
+        self._replicate()
 
     def evaluate(self, batches) -> dict:
-        return evaluate_text(self.model(), batches, seed=self.cfg.train.seed, keep_posteriors=True)
+        return evaluate_text(self._merged(self.params, self.stats, self.rest), batches, seed=self.cfg.train.seed,
+                             keep_posteriors=True, shard=self.shard)
 
     # --- checkpoints -------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -178,4 +191,5 @@ class JaxTextEngine:
         state, meta = restored
         self.params, self.opt_state = state["params"], state["opt_state"]
         self.stats = state.get("batch_stats", self.stats)
+        self._replicate()  # a checkpoint holds no layout: it resumes on any number of devices
         return meta

@@ -21,6 +21,7 @@ from flax import nnx
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from jaxvae.mmd import mmd
+from jaxvae.parallel import Sharder
 from vaecore import rng, rundir
 from vaecore.config import LossConfig, RunConfig
 from vaecore.image_task import check_whole_model, summarize
@@ -85,9 +86,15 @@ class JaxEngine:
         self.stats = jax.tree.map(lambda a: a.astype(self.dtype), nnx.to_pure_dict(stats))
         self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
         self.opt_state = self.tx.init(self.params)
+        self.shard = Sharder()  # data parallel over every device (``jaxvae.parallel``)
+        self._replicate()
         self._steps = {}  # compiled steps by (kl_weight, lr_scale): the image task keeps both constant
         self._eval = jax.jit(self._eval_fn)
         self._decode = jax.jit(lambda p, s, z: jax.nn.sigmoid(self._merge(p, s).decode(z)))
+
+    def _replicate(self) -> None:
+        self.params, self.opt_state, self.stats, self.key = self.shard.replicate(
+            (self.params, self.opt_state, self.stats, self.key))
 
     def _merge(self, params, stats):
         """The model in evaluation mode (BN-VAE: the running averages)."""
@@ -96,7 +103,7 @@ class JaxEngine:
         return model
 
     def model(self):
-        return self._merge(self.params, self.stats)
+        return self._merge(*self.shard.local((self.params, self.stats)))
 
     def train_step(self, batch: np.ndarray, step: int, kl_weight: float, lr_scale: float, *, part: str = "all",
                    inner: int | None = None) -> dict[str, float]:
@@ -108,7 +115,7 @@ class JaxEngine:
             loss_cfg = dataclasses.replace(self.cfg.loss, kl_weight=key[0])
             self._steps[key] = make_train_step(self.graphdef, self.tx, loss_cfg, self.cfg.model.latent_dim, key[1])
         self.params, self.opt_state, self.stats, terms = self._steps[key](
-            self.params, self.opt_state, self.stats, self.key, jnp.asarray(batch, self.dtype), step)
+            self.params, self.opt_state, self.stats, self.key, self.shard.rows(batch, self.dtype), step)
         return {k: float(v) for k, v in terms.items()}
 
     def _eval_fn(self, params, stats, x, eps, prior_z):
@@ -128,14 +135,16 @@ class JaxEngine:
         outs = []
         for index, x in enumerate(batches):
             shape = (len(x), self.cfg.model.latent_dim)
-            eps, prior_z = (jnp.asarray(rng.eval_noise(self.cfg.train.seed, index, *shape, s), self.dtype)
+            eps, prior_z = (self.shard.rows(rng.eval_noise(self.cfg.train.seed, index, *shape, s), self.dtype)
                             for s in (rng.EPS, rng.PRIOR))
-            out = self._eval(self.params, self.stats, jnp.asarray(x, self.dtype), eps, prior_z)
-            outs.append((len(x), {k: np.asarray(v) if k in ("mean", "logvar") else float(v) for k, v in out.items()}))
+            out = self._eval(self.params, self.stats, self.shard.rows(x, self.dtype), eps, prior_z)
+            outs.append((len(x), {k: self.shard.fetch(v) if k in ("mean", "logvar") else float(v)
+                                  for k, v in out.items()}))
         return summarize(outs)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        return np.asarray(self._decode(self.params, self.stats, jnp.asarray(z, self.dtype)), np.float32)
+        params, stats = self.shard.local((self.params, self.stats))
+        return np.asarray(self._decode(params, stats, jnp.asarray(z, self.dtype)), np.float32)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         mean, _ = self.model().encode(jnp.asarray(x, self.dtype))
@@ -157,4 +166,5 @@ class JaxEngine:
         state, meta = restored
         self.params, self.opt_state, self.key = state["params"], state["opt_state"], state["key"]
         self.stats = state.get("batch_stats", self.stats)
+        self._replicate()  # a checkpoint holds no layout: it resumes on any number of devices
         return meta

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from torchvae import parallel
 from torchvae.mmd import mmd
 from vaecore.config import LossConfig
 
@@ -39,12 +40,14 @@ def combine(recon: torch.Tensor, kl: torch.Tensor, z: torch.Tensor, prior_z: tor
     """The objective from per-example ``recon`` and ``kl`` and the posterior samples ``z``.
 
     elbo: recon + kl_weight * kl.  mmd (InfoVAE): recon + kl_weight (1 - alpha) kl + (alpha + lam - 1) MMD(z, prior_z),
-    where z are samples of q(z|x), so the encoder stays stochastic."""
+    where z are samples of q(z|x), so the encoder stays stochastic. In a data-parallel run ``z`` is
+    this process's shard and ``prior_z`` the global batch's draws: the MMD is the global batch's."""
     if cfg.objective == "elbo":
         mmd_value = torch.zeros((), dtype=recon.dtype)
         total = recon + cfg.kl_weight * kl
     else:
-        mmd_value = mmd(z, prior_z, kernel=cfg.kernel, bandwidth=cfg.bandwidth, estimator=cfg.estimator)
+        mmd_value = mmd(parallel.gather_rows(z), prior_z, kernel=cfg.kernel, bandwidth=cfg.bandwidth,
+                        estimator=cfg.estimator)
         total = recon + cfg.kl_weight * (1.0 - cfg.alpha) * kl + (cfg.alpha + cfg.lam - 1.0) * mmd_value
     terms = {"recon": recon, "kl": kl, "mmd": mmd_value.expand_as(recon), "neg_elbo": recon + kl,
              "total": total}
@@ -57,10 +60,9 @@ def iwae_loss(model, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, 
     With z = mean + sigma eps, log p(z) - log q(z|x) = sum_d (eps^2 - z^2 + logvar) / 2 (the 2 pi
     terms cancel). Terms per example: total, recon (mean over the k samples), the analytic kl, and
     neg_elbo = recon + kl. x: [batch, 784]; eps: [k, batch, latent]."""
-    mean, logvar = model.encode(x)
-    z = mean + torch.exp(0.5 * logvar) * eps  # [k, B, D]
-    k, b, d = z.shape
-    recon_k = bernoulli_nll(model.decode(z.reshape(k * b, d)).reshape(k, b, -1), x.expand(k, -1, -1))  # [k, B]
+    logits, mean, logvar, z = model(x, eps)  # z [k, B, D], logits [k, B, 784]
+    k = z.shape[0]
+    recon_k = bernoulli_nll(logits, x.expand(k, -1, -1))  # [k, B]
     log_w = -recon_k + 0.5 * (eps * eps - z * z + logvar).sum(-1)
     total = -(torch.logsumexp(log_w, 0) - math.log(k))
     recon, kl = recon_k.mean(0), gaussian_kl(mean, logvar)
@@ -74,7 +76,5 @@ def vae_loss(model, x: torch.Tensor, eps: torch.Tensor, prior_z: torch.Tensor | 
     [k, batch, latent] for the objective "iwae")."""
     if cfg.objective == "iwae":
         return iwae_loss(model, x, eps)
-    mean, logvar = model.encode(x)
-    z = reparameterize(mean, logvar, eps)
-    logits = model.decode(z)
+    logits, mean, logvar, z = model(x, eps)  # through forward, so a DistributedDataParallel wrapper sees the step
     return combine(bernoulli_nll(logits, x), gaussian_kl(mean, logvar), z, prior_z, cfg)

@@ -133,3 +133,11 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor):
+        """x [B, 784], eps [..., B, latent] -> (logits [..., B, 784], mean, logvar [B, latent], z [..., B, latent])
+        with z = mean + exp(logvar / 2) * eps (eps [k, B, latent]: k samples per image)."""
+        mean, logvar = self.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * eps
+        logits = self.decode(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:-1], -1)
+        return logits, mean, logvar, z

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from torchvae import parallel
 from vaecore.posterior import BN_EPS, BN_MOMENTUM, delta_logvar_bounds
 
 
@@ -29,9 +30,13 @@ class MeanBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, D] -> [B, D]."""
         if self.training:
-            mean, var = x.mean(0), x.var(0, unbiased=False)
+            if parallel.active():  # the global batch's statistics (``torchvae.parallel``)
+                n = parallel.global_rows(x.shape[0])
+                mean = parallel.global_sum(x.sum(0)) / n
+                var = parallel.global_sum(((x - mean) ** 2).sum(0)) / n
+            else:
+                n, mean, var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
             with torch.no_grad():
-                n = x.shape[0]
                 self.running_mean.mul_(1 - BN_MOMENTUM).add_(BN_MOMENTUM * mean.detach())
                 self.running_var.mul_(1 - BN_MOMENTUM).add_(BN_MOMENTUM * var.detach() * n / max(n - 1, 1))
         else:

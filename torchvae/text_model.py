@@ -8,8 +8,10 @@ are described in ``vaecore.text_config``; the batch format (``tokens`` [B, T] = 
 so padding never reaches its final state; the decoder runs unpacked (its outputs past a sentence's
 end are masked out of the loss and cannot influence earlier positions).
 
-Randomness is explicit: ``eps``, ``word_mask`` and ``prior_z`` are inputs; only embedding and output
-dropout draw from torch's RNG (parity tests run the model in eval mode).
+Randomness is explicit: ``eps``, ``word_mask``, ``prior_z`` and, in training, the embedding and
+output dropout masks (``dropout_masks``) are inputs, so the training engine draws them for the
+global batch and a data-parallel shard takes its rows. Without masks, dropout draws from torch's
+RNG (parity tests run the model in evaluation mode).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from torchvae import parallel
 from torchvae.mmd import mmd
 from torchvae.posterior import PosteriorHead
 from vaecore import rng
@@ -102,15 +105,20 @@ class SentenceVAE(nn.Module):
         z = self._code(z)
         return torch.cat([emb, z[:, None, :].expand(*emb.shape[:2], z.shape[-1])], dim=-1)
 
-    def decode(self, inputs: torch.Tensor, z: torch.Tensor, word_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, inputs: torch.Tensor, z: torch.Tensor, word_mask: torch.Tensor | None = None,
+               dropout_masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Teacher-forced decoder. inputs: [B, T_dec] (= tokens[:, :-1]), z: [B, latent],
-        word_mask: [B, T_dec] bool, True -> the input word becomes <unk> (never <bos>).
+        word_mask: [B, T_dec] bool, True -> the input word becomes <unk> (never <bos>);
+        dropout_masks: in training, the multipliers (0 or 1 / (1 - p)) of embedding dropout
+        [B, T_dec, embed] and output dropout [B, T_dec, hidden], else torch's dropout.
         Returns logits [B, T_dec, vocab]."""
         if word_mask is not None:
             inputs = torch.where(word_mask & (inputs != BOS_ID), torch.full_like(inputs, UNK_ID), inputs)
-        emb = self.embedding_dropout(self.embedding(inputs))
+        emb = self.embedding(inputs)
+        explicit = dropout_masks is not None and self.training
+        emb = emb * dropout_masks[0] if explicit else self.embedding_dropout(emb)
         out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), self.initial_state(z))
-        return self.vocab_logits(self.output_dropout(out))
+        return self.vocab_logits(out * dropout_masks[1] if explicit else self.output_dropout(out))
 
     def decoder_step(self, token: torch.Tensor, state, z: torch.Tensor):
         """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""
@@ -119,11 +127,11 @@ class SentenceVAE(nn.Module):
         return self.vocab_logits(out[:, 0]), state
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor,
-                word_mask: torch.Tensor | None = None):
+                word_mask: torch.Tensor | None = None, dropout_masks=None):
         """-> (logits [B, T-1, vocab], mean, logvar, z: [B, latent]); z = mean + exp(logvar/2) * eps."""
         mean, logvar = self.encode(tokens, lengths)
         z = mean + torch.exp(0.5 * logvar) * eps
-        return self.decode(tokens[:, :-1], z, word_mask), mean, logvar, z
+        return self.decode(tokens[:, :-1], z, word_mask, dropout_masks), mean, logvar, z
 
 
 def token_nll(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -149,7 +157,11 @@ def free_bits_kl(kl_dims: torch.Tensor, free_bits: float) -> torch.Tensor:
     every example (a constant: no gradient), so the batch mean is sum_d max(mean_b KL_bd, free_bits)."""
     if free_bits <= 0.0:
         return kl_dims.sum(1)
-    below = kl_dims.mean(0, keepdim=True) < free_bits
+    if parallel.active():  # the global batch's mean (``torchvae.parallel``)
+        batch_mean = parallel.global_sum(kl_dims.detach().sum(0, keepdim=True)) / parallel.global_rows(len(kl_dims))
+    else:
+        batch_mean = kl_dims.mean(0, keepdim=True)
+    below = batch_mean < free_bits
     return torch.where(below, torch.full_like(kl_dims, free_bits), kl_dims).sum(1)
 
 
@@ -157,7 +169,7 @@ def sentence_loss(
     model: SentenceVAE, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor,
     word_mask: torch.Tensor | None = None, *, kl_weight: float = 1.0, free_bits: float = 0.0,
     objective: str = "elbo", alpha: float = 0.0, lam: float = 1.0, prior_z: torch.Tensor | None = None,
-    mmd_kwargs: dict | None = None,
+    mmd_kwargs: dict | None = None, dropout_masks: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The sentence VAE's objective -> (batch-mean loss, per-example terms [B]).
 
@@ -174,7 +186,7 @@ def sentence_loss(
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
-    logits, mean, logvar, z = model(tokens, lengths, eps, word_mask)
+    logits, mean, logvar, z = model(tokens, lengths, eps, word_mask, dropout_masks)
     return sentence_objective(logits, mean, logvar, z, tokens, lengths, kl_weight=kl_weight, free_bits=free_bits,
                               objective=objective, alpha=alpha, lam=lam, prior_z=prior_z, mmd_kwargs=mmd_kwargs)
 
@@ -197,7 +209,7 @@ def sentence_objective(
     else:
         if prior_z is None:
             raise ValueError("objective 'mmd' needs prior_z, samples of the prior [M, latent]")
-        mmd_value = mmd(z, prior_z, **(mmd_kwargs or {}))
+        mmd_value = mmd(parallel.gather_rows(z), prior_z, **(mmd_kwargs or {}))  # the global batch's z
         total = recon + kl_weight * (1.0 - alpha) * kl_term + (alpha + lam - 1.0) * mmd_value
     terms = {"recon": recon, "kl": kl, "mmd": mmd_value.expand_as(recon), "total": total}
     return total.mean(), terms
@@ -210,7 +222,11 @@ def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int
 
     Returns ``text_eval_summary``: recon, kl, neg_elbo (= recon + kl) per sentence, the sentence and
     target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens); with
-    ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D])."""
+    ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D]).
+    In a data-parallel run each process evaluates its rows of every batch and the figures are
+    gathered (every process returns the whole split's)."""
+    if parallel.active():
+        return _evaluate_text_sharded(model, batches, seed=seed, keep_posteriors=keep_posteriors)
     was_training = model.training
     model.eval()
     param = model.to_mean.weight
@@ -235,4 +251,37 @@ def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int
     out = text_eval_summary(recon, kl, sentences, tokens)
     if keep_posteriors:
         out.update(mean=np.concatenate(means), logvar=np.concatenate(logvars))
+    return out
+
+
+def _evaluate_text_sharded(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int,
+                           keep_posteriors: bool) -> dict:
+    """``evaluate_text`` in a process group: this process's rows of each batch (the global batch's
+    noise rows), then every process's per-sentence figures gathered in the batches' order."""
+    was_training = model.training
+    model.eval()
+    param = model.to_mean.weight
+    latent = model.config.latent_dim
+    parts, sentences, tokens = [], 0, 0  # per batch: (recon [b], kl [b], mean [b, D], logvar [b, D])
+    try:
+        for i, b in enumerate(batches):
+            eps = parallel.my_rows(rng.eval_noise(seed, i, len(b.lengths), latent))
+            tok, lens = parallel.my_rows(b.tokens), parallel.my_rows(b.lengths)
+            sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets
+            if len(lens) == 0:  # a batch shorter than the number of processes
+                empty = np.zeros((0, latent), np.float64)
+                parts.append((np.zeros(0), np.zeros(0), empty, empty))
+                continue
+            t, n = torch.as_tensor(tok, device=param.device), torch.as_tensor(lens, device=param.device)
+            logits, mean, logvar, _ = model(t, n, torch.as_tensor(eps, dtype=param.dtype, device=param.device))
+            parts.append(tuple(a.detach().cpu().numpy() for a in (
+                token_nll(logits, t, n), gaussian_kl_per_dim(mean, logvar).sum(1), mean, logvar)))
+    finally:
+        model.train(was_training)
+    ranks = parallel.gather_objects(parts)
+    columns = [[np.concatenate([rank[i][c] for rank in ranks]) for i in range(len(parts))] for c in range(4)]
+    recon, kl = (float(sum(a.sum() for a in col)) for col in columns[:2])
+    out = text_eval_summary(recon, kl, sentences, tokens)
+    if keep_posteriors:
+        out.update(mean=np.concatenate(columns[2]), logvar=np.concatenate(columns[3]))
     return out

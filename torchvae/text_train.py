@@ -1,8 +1,9 @@
 """Training engine for the sentence VAE in PyTorch; the twin of ``jaxvae/text_train.py``.
 
 The loop itself is ``vaecore.driver`` with ``vaecore.text_task``; this file holds the numeric parts. Every draw of a step
-(eps, the word-dropout mask, the MMD's prior samples, and embedding dropout through torch's global
-RNG, reseeded) comes from seeds derived from ``(seed, step)``, so a resumed run draws the same.
+(eps, the word-dropout mask, the MMD's prior samples, the embedding and output dropout masks) comes
+from generators seeded from ``(seed, step)`` and is drawn for the global batch, so a resumed run
+draws the same and a data-parallel process (``torchvae.parallel``) takes its rows of the same draws.
 Checkpoints (model and Adam state) are ``torch.save`` through a temporary file and ``os.replace``.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from torchvae import decoding, device
+from torchvae import decoding, device, parallel
 from torchvae.checkpoint import Checkpoints
 from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from vaecore import rng, rundir
@@ -31,10 +32,12 @@ class TorchTextEngine:
         tc = cfg.train
         self.dtype = getattr(torch, tc.dtype)
         self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, cfg.train.keep_checkpoints)
-        self.device = device.resolve(tc.device)
+        self.device = device.resolve(parallel.device_name(tc.device))
         torch.manual_seed(tc.seed)
         self._model = SentenceVAE(cfg.text).to(device=self.device, dtype=self.dtype)
         self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
+        # the language model leaves the encoder unused
+        self._train_model = parallel.ddp(self._model, find_unused=not cfg.text.use_latent)
 
     def _generator(self, *parts: int) -> torch.Generator:
         return torch.Generator().manual_seed(rng.derived_seed(self.cfg.train.seed, *parts))
@@ -55,24 +58,27 @@ class TorchTextEngine:
         if part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}; got {part!r}")
         mc, lc = self.cfg.text, self.cfg.loss
-        dev = self.device
-        tokens, lengths = torch.as_tensor(batch.tokens, device=dev), torch.as_tensor(batch.lengths, device=dev)
-        shape = (tokens.shape[0], mc.latent_dim)
+        dev, rows = self.device, parallel.my_rows
+        tokens = torch.as_tensor(rows(batch.tokens), device=dev)
+        lengths = torch.as_tensor(rows(batch.lengths), device=dev)
+        size, steps = batch.tokens.shape[0], batch.tokens.shape[1] - 1  # the global batch's
+        shape = (size, mc.latent_dim)
         noise = self._noise_id(step, inner)
-        # drawn on the CPU from seeded generators, then moved: the same numbers on every device
-        eps = torch.randn(shape, generator=self._generator(*noise, rng.EPS), dtype=self.dtype).to(dev)
-        word_mask = (torch.rand((tokens.shape[0], tokens.shape[1] - 1),
-                                generator=self._generator(*noise, rng.WORD_MASK)) < mc.word_dropout).to(dev)
+        # drawn on the CPU from seeded generators for the global batch, then this process's rows moved:
+        # the same numbers on every device and for every number of processes
+        eps = rows(torch.randn(shape, generator=self._generator(*noise, rng.EPS), dtype=self.dtype)).to(dev)
+        word_mask = rows(torch.rand((size, steps), generator=self._generator(*noise, rng.WORD_MASK))
+                         < mc.word_dropout).to(dev)
         prior_z = (torch.randn(shape, generator=self._generator(*noise, rng.PRIOR), dtype=self.dtype).to(dev)
                    if lc.objective == "mmd" else None)
-        torch.manual_seed(rng.derived_seed(self.cfg.train.seed, *noise, rng.DROPOUT))  # dropout (CPU and CUDA)
         self._model.train()
         self.opt.zero_grad(set_to_none=True)
-        loss, terms = sentence_loss(self._model, tokens, lengths, eps, word_mask, kl_weight=kl_weight,
+        loss, terms = sentence_loss(self._train_model, tokens, lengths, eps, word_mask, kl_weight=kl_weight,
                                     free_bits=self.cfg.text_train.free_bits, objective=lc.objective, alpha=lc.alpha,
                                     lam=lc.lam, prior_z=prior_z,
                                     mmd_kwargs={"kernel": lc.kernel, "bandwidth": lc.bandwidth,
-                                                "estimator": lc.estimator})
+                                                "estimator": lc.estimator},
+                                    dropout_masks=self._dropout_masks(noise, size, steps))
         loss.backward()
         if part != "all":  # Adam skips a parameter without a gradient: value and moments stay as they are
             for name, p in self._model.named_parameters():
@@ -81,7 +87,20 @@ class TorchTextEngine:
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.train.lr * lr_scale
         self.opt.step()
-        return {k: float(v.detach().mean()) for k, v in terms.items()}
+        return parallel.mean_terms({k: float(v.detach().mean()) for k, v in terms.items()})
+
+    def _dropout_masks(self, noise: tuple[int, ...], size: int, steps: int):
+        """The multipliers of embedding and output dropout (0 or 1 / (1 - p)) for this process's rows
+        of the global batch [size, steps, features]; None when both rates are 0."""
+        mc = self.cfg.text
+        if mc.embedding_dropout == 0.0 and mc.output_dropout == 0.0:
+            return None
+        g = self._generator(*noise, rng.DROPOUT)
+        masks = []
+        for rate, features in ((mc.embedding_dropout, mc.embed_dim), (mc.output_dropout, mc.hidden_dim)):
+            keep = torch.rand((size, steps, features), generator=g) >= rate
+            masks.append(parallel.my_rows(keep.to(self.dtype) / (1.0 - rate)).to(self.device))
+        return tuple(masks)
 
     def reset_decoder(self) -> None:
         """Re-initialise the decoder (``DECODER_REINIT_MODULES``) from a seed of its own and start a
@@ -104,8 +123,10 @@ class TorchTextEngine:
 
     # --- checkpoints -------------------------------------------------------------------------
     def save(self, step: int, meta: dict) -> None:
-        self.checkpoints.save(step, {"model": self._model.state_dict(), "optimizer": self.opt.state_dict(),
-                                     "meta": meta})
+        if parallel.world()[1] == 0:  # every process holds the same state: the main one writes it
+            self.checkpoints.save(step, {"model": self._model.state_dict(), "optimizer": self.opt.state_dict(),
+                                         "meta": meta})
+        parallel.barrier()
 
     def restore(self) -> dict | None:
         """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""

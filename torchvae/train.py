@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torchvae import device
+from torchvae import device, parallel
 from torchvae.checkpoint import Checkpoints
 from torchvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from torchvae.mmd import mmd
@@ -29,16 +29,22 @@ class TorchEngine:
         self.cfg = cfg
         self.dtype = getattr(torch, cfg.train.dtype)
         self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, cfg.train.keep_checkpoints)
-        self.device = device.resolve(cfg.train.device)
+        self.device = device.resolve(parallel.device_name(cfg.train.device))
         torch.manual_seed(cfg.train.seed)
         self._model = VAE(cfg.model).to(device=self.device, dtype=self.dtype)
         tc = cfg.train
         self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
+        self._train_model = parallel.ddp(self._model)  # DistributedDataParallel under torchrun
 
-    def _normal(self, shape: tuple[int, ...], *parts: int) -> torch.Tensor:
-        """Drawn on the CPU from a seeded generator, then moved: the same numbers on every device."""
+    def _normal(self, shape: tuple[int, ...], *parts: int, rows: bool = True) -> torch.Tensor:
+        """Drawn on the CPU from a seeded generator for the global batch (rows on axis ``-2``), then
+        this process's rows moved (all of them with ``rows=False``): the same numbers on every device
+        and for every number of processes."""
         g = torch.Generator().manual_seed(rng.derived_seed(self.cfg.train.seed, *parts))
-        return torch.randn(shape, generator=g, dtype=self.dtype).to(self.device)
+        draw = torch.randn(shape, generator=g, dtype=self.dtype)
+        if rows and parallel.active():
+            draw = parallel.my_rows(draw.movedim(-2, 0)).movedim(0, -2)
+        return draw.to(self.device)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=self.dtype, device=self.device)
@@ -50,22 +56,23 @@ class TorchEngine:
                    inner: int | None = None) -> dict[str, float]:
         """One Adam step on images ``batch`` (the ``vaecore.driver.Engine`` protocol)."""
         check_whole_model(part, inner)
-        x = batch
-        shape = (len(x), self.cfg.model.latent_dim)
+        x = parallel.my_rows(batch)  # this process's shard of the global batch
+        shape = (len(batch), self.cfg.model.latent_dim)
         if self.cfg.loss.objective == "iwae":  # k posterior samples per image
             shape = (self.cfg.loss.iw_samples, *shape)
         eps = self._normal(shape, step, rng.EPS)
-        prior_z = self._normal(shape, step, rng.PRIOR) if self.cfg.loss.objective == "mmd" else None
+        # the MMD compares the global batch's z with all the prior draws
+        prior_z = self._normal(shape, step, rng.PRIOR, rows=False) if self.cfg.loss.objective == "mmd" else None
         self._model.train()
         self.opt.zero_grad(set_to_none=True)
         loss_cfg = self.cfg.loss if kl_weight == self.cfg.loss.kl_weight else dataclasses.replace(
             self.cfg.loss, kl_weight=kl_weight)
-        loss, terms = vae_loss(self._model, self._tensor(x), eps, prior_z, loss_cfg)
+        loss, terms = vae_loss(self._train_model, self._tensor(x), eps, prior_z, loss_cfg)
         loss.backward()
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.train.lr * lr_scale
         self.opt.step()
-        return {k: float(v.detach().mean()) for k, v in terms.items()}
+        return parallel.mean_terms({k: float(v.detach().mean()) for k, v in terms.items()})
 
     def evaluate(self, batches) -> dict:
         """Per-image means of recon, kl, neg_elbo and the batch MMDs over ``batches`` (one z per
@@ -74,6 +81,31 @@ class TorchEngine:
 
     @torch.no_grad()
     def _eval_batch(self, x: np.ndarray, index: int) -> dict:
+        if parallel.active():
+            return self._eval_batch_sharded(x, index)
+        return self._eval_batch_whole(x, index)
+
+    @torch.no_grad()
+    def _eval_batch_sharded(self, x: np.ndarray, index: int) -> dict:
+        """``_eval_batch`` in a process group: this process's rows (the global batch's noise rows),
+        the per-image figures and z of every process gathered, the MMD of the global batch's z."""
+        self._model.eval()
+        seed, shape = self.cfg.train.seed, (len(x), self.cfg.model.latent_dim)
+        xt = self._tensor(parallel.my_rows(x))
+        mean, logvar = self._model.encode(xt)
+        z = reparameterize(mean, logvar, self._tensor(parallel.my_rows(rng.eval_noise(seed, index, *shape))))
+        recon, kl = bernoulli_nll(self._model.decode(z), xt), gaussian_kl(mean, logvar)
+        ranks = parallel.gather_objects([a.detach().cpu().numpy() for a in (recon, kl, mean, logvar, z)])
+        recon, kl, mean, logvar, z = (parallel.concat_rows([r[c] for r in ranks]) for c in range(5))
+        lc = self.cfg.loss
+        prior_z = torch.as_tensor(rng.eval_noise(seed, index, *shape, rng.PRIOR), dtype=self.dtype)
+        mmd_value = mmd(torch.as_tensor(z), prior_z, kernel=lc.kernel, bandwidth=lc.bandwidth,
+                        estimator=lc.estimator) if len(x) >= 2 else 0.0
+        return {"recon": float(recon.mean()), "kl": float(kl.mean()), "neg_elbo": float((recon + kl).mean()),
+                "mmd": float(mmd_value), "mean": mean, "logvar": logvar}
+
+    @torch.no_grad()
+    def _eval_batch_whole(self, x: np.ndarray, index: int) -> dict:
         """Loss terms with one posterior sample per image, the MMD against as many prior samples
         (batch means, floats), and the posterior ``mean``, ``logvar`` (numpy [B, D])."""
         self._model.eval()
@@ -103,8 +135,10 @@ class TorchEngine:
 
     # --- checkpoints -------------------------------------------------------------------------
     def save(self, step: int, meta: dict) -> None:
-        self.checkpoints.save(step, {"model": self._model.state_dict(), "optimizer": self.opt.state_dict(),
-                                     "torch_rng": torch.get_rng_state(), "meta": meta})
+        if parallel.world()[1] == 0:  # every process holds the same state: the main one writes it
+            self.checkpoints.save(step, {"model": self._model.state_dict(), "optimizer": self.opt.state_dict(),
+                                         "torch_rng": torch.get_rng_state(), "meta": meta})
+        parallel.barrier()
 
     def restore(self) -> dict | None:
         """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""

@@ -23,6 +23,7 @@ from vaecore import rundir
 from vaecore.config import ConfigError, RunConfig
 from vaecore.files import atomic_write_json
 from vaecore.metrics import MetricsWriter, progress_bar
+from vaecore.parallel import SINGLE, Layout
 
 PARTS = ("all", "encoder", "decoder")
 
@@ -68,6 +69,7 @@ class Task(Protocol):
 
     def describe(self) -> str: ...
     def bar_label(self) -> str: ...
+    def prepare(self, workdir: Path) -> None: ...
     def batches(self, start: int) -> Iterator[Any]: ...
     def resume(self, meta: dict) -> None: ...
     def state(self) -> dict: ...
@@ -101,12 +103,35 @@ class Guard:
         check_finite(terms, step, self.last_checkpoint, self.workdir)
 
 
-def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=print) -> dict:
+class NullWriter:
+    """The metrics writer of a process that does not write the run folder."""
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+    def write(self, step: int, split: str, scalars: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=print,
+        layout: Layout = SINGLE) -> dict:
     """Train ``task`` with ``engine_factory(cfg, workdir)`` in ``workdir``; write the run folder;
-    return results.json's contents."""
+    return results.json's contents.
+
+    ``layout``: the devices and processes of a data-parallel run (``vaecore.parallel``). Every
+    process takes every step, validation and test (the engines exchange what spans processes);
+    only the main one logs and writes the run folder."""
     workdir = Path(workdir)
     cfg, tc = task.cfg, task.cfg.train
     per_epoch, total_steps = task.per_epoch, task.total_steps
+    layout.check_batch(tc.batch_size)
+    main = layout.main
+    if not main:
+        def log(*_):
+            pass
     workdir.mkdir(parents=True, exist_ok=True)
     engine = engine_factory(cfg, workdir)
     start, earlier_seconds = 0, 0.0  # earlier_seconds: training time of the sessions before a resume
@@ -122,12 +147,15 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
         start, earlier_seconds = int(meta["step"]), meta.get("train_seconds", 0.0)
         task.resume(meta)
         log(f"resuming from the checkpoint at step {start}")
-    cfg.save(workdir / rundir.CONFIG)
-    writer = MetricsWriter(workdir)
+    writer = NullWriter()
+    if main:  # the layout is recorded beside the config (a run resumes on any layout)
+        atomic_write_json(workdir / rundir.CONFIG, {**cfg.to_dict(), "layout": layout.to_dict()})
+        task.prepare(workdir)
+        writer = MetricsWriter(workdir)
     writer.truncate_after(start)
-    log(f"{cfg.backend}: {task.describe()}, {per_epoch} steps per epoch, {total_steps} steps")
+    log(f"{cfg.backend} on {layout.describe()}: {task.describe()}, {per_epoch} steps per epoch, {total_steps} steps")
 
-    bar = progress_bar(total_steps, start, task.bar_label())
+    bar = progress_bar(total_steps, start, task.bar_label(), disable=not main)
     sums: dict[str, float] = {}
     batch_sums: dict[str, float] = {}  # sums weighted by the batch size (the text task's per-token loss)
     acc_steps, acc_units, acc_time, train_time = 0, 0, 0.0, 0.0  # seconds inside steps only
@@ -166,12 +194,13 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
     results, test_record = task.test(engine)
     results = {"split": "test", "step": total_steps, "epochs": total_steps / per_epoch, **results,
                "train_seconds_this_session": train_time, "train_seconds": earlier_seconds + train_time,
-               "backend": cfg.backend}
+               "backend": cfg.backend, "devices": layout.devices, "processes": layout.processes}
     writer.write(total_steps, "test", test_record)
     writer.close()
-    atomic_write_json(workdir / rundir.RESULTS, results)
-    task.outputs(engine, workdir)
-    write_training_curves(workdir)
+    if main:
+        atomic_write_json(workdir / rundir.RESULTS, results)
+        task.outputs(engine, workdir)
+        write_training_curves(workdir)
     return results
 
 

@@ -75,6 +75,9 @@ class ImageTask:
     def bar_label(self) -> str:
         return f"{self.cfg.backend} {self.cfg.model.kind} {self.cfg.loss.objective}"
 
+    def prepare(self, workdir: Path) -> None:
+        pass
+
     def batches(self, start: int) -> Iterator[np.ndarray]:
         tc = self.cfg.train
         for step in range(start, self.total_steps):

@@ -78,7 +78,8 @@ def _jsonable(v):
     return v
 
 
-def progress_bar(total: int, initial: int, desc: str) -> tqdm:
-    """A tqdm bar over training steps on stderr; ``bar.set_postfix`` shows loss and throughput."""
+def progress_bar(total: int, initial: int, desc: str, *, disable: bool = False) -> tqdm:
+    """A tqdm bar over training steps on stderr; ``bar.set_postfix`` shows loss and throughput.
+    Shown on a terminal only, and never with ``disable``."""
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, mininterval=1.0,
-                file=sys.stderr, disable=None)
+                file=sys.stderr, disable=True if disable else None)

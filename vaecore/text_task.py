@@ -111,8 +111,10 @@ class TextTask:
     def bar_label(self) -> str:
         return f"{self.cfg.backend} {self.cfg.text.rnn} {self.cfg.loss.objective}"
 
+    def prepare(self, workdir: Path) -> None:
+        self.data.vocab.save(str(self.vocab_path))
+
     def batches(self, start: int) -> Iterator[TextBatch]:
-        self.data.vocab.save(str(self.vocab_path))  # the run folder exists now
         return train_batches(self.train, self.cfg.train.batch_size, self.cfg.train.seed, start)
 
     def resume(self, meta: dict) -> None:

@@ -1,0 +1,65 @@
+"""How a run is laid out over devices and processes, framework-free.
+
+A data-parallel run splits every global batch (``--batch-size``) into equal shards, one per device:
+JAX over every device it sees (``jaxvae.parallel``), torch over the processes ``torchrun`` starts
+(``torchvae.parallel``, DistributedDataParallel). The batches themselves, every random draw and the
+checkpoints are the same as on one device: noise is drawn for the global batch and each shard takes
+its rows, so a draw is a function of the global example index, never of the rank. Only the main
+process writes the run folder (logs, metrics, config, results, pictures, text); checkpoints hold no
+trace of the layout, so a run resumes on any device count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from vaecore.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """``devices``: how many shards each global batch is split into; ``processes``: how many
+    processes take part (torch: one per device; JAX: one per host); ``process_index``: this one's."""
+
+    devices: int = 1
+    processes: int = 1
+    process_index: int = 0
+    platform: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run folder."""
+        return self.process_index == 0
+
+    @property
+    def parallel(self) -> bool:
+        return self.devices > 1
+
+    def to_dict(self) -> dict:
+        """What config.json records of the layout."""
+        return {"devices": self.devices, "processes": self.processes, "platform": self.platform}
+
+    def describe(self) -> str:
+        if not self.parallel:
+            return f"1 {self.platform} device"
+        return (f"data parallel over {self.devices} {self.platform} devices in {self.processes} "
+                f"process{'es' if self.processes > 1 else ''}")
+
+    def check_batch(self, batch_size: int) -> None:
+        """A global batch must split into equal shards."""
+        if batch_size % self.devices:
+            lower = batch_size - batch_size % self.devices
+            raise ConfigError(f"--batch-size {batch_size} does not split evenly across {self.devices} devices; use a "
+                              f"multiple of {self.devices} (for example {max(lower, self.devices)})")
+
+
+SINGLE = Layout()
+
+
+def shard_rows(n: int, shards: int, index: int) -> slice:
+    """The rows of shard ``index`` of ``n`` rows split into ``shards`` contiguous parts (the first
+    ``n % shards`` parts one row longer, as ``numpy.array_split``)."""
+    bounds = np.cumsum([0] + [n // shards + (i < n % shards) for i in range(shards)])
+    return slice(int(bounds[index]), int(bounds[index + 1]))
