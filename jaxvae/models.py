@@ -17,6 +17,7 @@ from jaxvae.layers import ConvTranspose2d
 from jaxvae.posterior import PosteriorHead
 from vaecore.config import ImageModelConfig
 
+ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}  # the MLP's hidden layers
 IMAGE_SIDE = 28
 IMAGE_DIM = IMAGE_SIDE * IMAGE_SIDE
 
@@ -27,12 +28,13 @@ class MLPEncoder(nnx.Module):
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in pairwise(sizes)])
         self.mean = nnx.Linear(sizes[-1], cfg.latent_dim, rngs=rngs)
         self.logvar = nnx.Linear(sizes[-1], cfg.latent_dim, rngs=rngs)
+        self.activation_name = cfg.activation
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x: [batch, 784] -> (mean, logvar): [batch, latent]."""
         h = x
         for layer in self.layers:
-            h = jax.nn.relu(layer(h))
+            h = ACTIVATIONS[self.activation_name](layer(h))
         return self.mean(h), self.logvar(h)
 
 
@@ -41,12 +43,13 @@ class MLPDecoder(nnx.Module):
         sizes = (cfg.latent_dim, *reversed(cfg.hidden_sizes))
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in pairwise(sizes)])
         self.out = nnx.Linear(sizes[-1], IMAGE_DIM, rngs=rngs)
+        self.activation_name = cfg.activation
 
     def __call__(self, z: jax.Array) -> jax.Array:
         """z: [batch, latent] -> logits [batch, 784]."""
         h = z
         for layer in self.layers:
-            h = jax.nn.relu(layer(h))
+            h = ACTIVATIONS[self.activation_name](layer(h))
         return self.out(h)
 
 

@@ -33,6 +33,7 @@ MODELS = {
     "mlp": ImageModelConfig(kind="mlp", latent_dim=6, hidden_sizes=(32, 16)),
     "conv": ImageModelConfig(kind="conv", latent_dim=6, conv_channels=(4, 8), conv_dense=32),
     "mlp-delta": ImageModelConfig(kind="mlp", latent_dim=6, hidden_sizes=(32, 16), delta_rate=0.2),
+    "mlp-tanh": ImageModelConfig(kind="mlp", latent_dim=6, hidden_sizes=(32, 16), activation="tanh"),  # Burda's
 }
 LOSSES = {
     "elbo": LossConfig(objective="elbo", kl_weight=0.7),

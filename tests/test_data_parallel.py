@@ -193,8 +193,8 @@ def test_bad_launches_get_one_line_errors(corpus, tmp_path):
     proc = launch("torch", 1, ["--task", "mnist", "--max-steps", "2"], tmp_path / "c",
                   env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
     assert proc.returncode == 2 and error_lines(proc) == [
-        "train.py: error: WORLD_SIZE is set but MASTER_ADDR is not: start several processes with torchrun "
-        "--nproc_per_node=N train.py ... (which sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)"]
+        ("train.py: error: WORLD_SIZE is set but MASTER_ADDR is not: start several processes with torchrun "
+        "--nproc_per_node=N train.py ... (which sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)")]
     assert len(proc.stderr.strip().splitlines()) == 1
     # JAX under torchrun would run the whole job once per process
     proc = launch("jax", 1, ["--task", "mnist", "--max-steps", "2"], tmp_path / "d", env={"WORLD_SIZE": "2"})
@@ -204,8 +204,8 @@ def test_bad_launches_get_one_line_errors(corpus, tmp_path):
     proc = launch("jax", 1, ["--task", "mnist", "--max-steps", "2"], tmp_path / "e",
                   env={"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234"})
     assert proc.returncode == 2 and error_lines(proc) == [
-        "train.py: error: a multi-process JAX run needs JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID "
-        "in the environment; JAX_NUM_PROCESSES is not set (or unset them all for one process)"]
+        ("train.py: error: a multi-process JAX run needs JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID "
+        "in the environment; JAX_NUM_PROCESSES is not set (or unset them all for one process)")]
     proc = launch("jax", 1, ["--task", "mnist", "--max-steps", "2"], tmp_path / "f",
                   env={"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"})
     assert proc.returncode == 2 and error_lines(proc) == [

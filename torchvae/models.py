@@ -40,6 +40,7 @@ def init_like_flax(module: nn.Module) -> None:
             continue
         nn.init.zeros_(m.bias)
 
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}  # the MLP's hidden layers
 IMAGE_SIDE = 28
 IMAGE_DIM = IMAGE_SIDE * IMAGE_SIDE
 
@@ -51,12 +52,13 @@ class MLPEncoder(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         self.mean = nn.Linear(sizes[-1], cfg.latent_dim)
         self.logvar = nn.Linear(sizes[-1], cfg.latent_dim)
+        self.activation = ACTIVATIONS[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [batch, 784] -> (mean, logvar): [batch, latent]."""
         h = x
         for layer in self.layers:
-            h = torch.relu(layer(h))
+            h = self.activation(layer(h))
         return self.mean(h), self.logvar(h)
 
 
@@ -66,12 +68,13 @@ class MLPDecoder(nn.Module):
         sizes = (cfg.latent_dim, *reversed(cfg.hidden_sizes))
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         self.out = nn.Linear(sizes[-1], IMAGE_DIM)
+        self.activation = ACTIVATIONS[cfg.activation]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: [batch, latent] -> logits [batch, 784]."""
         h = z
         for layer in self.layers:
-            h = torch.relu(layer(h))
+            h = self.activation(layer(h))
         return self.out(h)
 
 

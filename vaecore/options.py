@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vaecore import rundir
 from vaecore.config import (
+    PRESETS,
     TASK_DEFAULTS,
     ConfigError,
     ImageModelConfig,
@@ -23,7 +24,8 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "device"}
 
 
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
-IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization", "iw_samples"}
+IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization", "iw_samples", "activation",
+              "lr_schedule", "preset"}
 TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "word_dropout", "embedding_dropout",
              "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "no_latent", "max_len",
              "min_freq",
@@ -64,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     text, text_train = text_configs(args, latent_dim) if args.task == "text" else (None, None)
     image = (ImageModelConfig(kind=args.model, latent_dim=latent_dim, hidden_sizes=tuple(args.hidden_sizes),
                               conv_channels=tuple(args.conv_channels), conv_dense=args.conv_dense,
-                              delta_rate=args.delta_rate, bn_gamma=args.bn_gamma)
+                              delta_rate=args.delta_rate, bn_gamma=args.bn_gamma, activation=args.activation)
              if args.task == "mnist" else None)
     return RunConfig(
         backend=args.backend, task=args.task, data=args.data, text=text, text_train=text_train, model=image,
@@ -74,7 +76,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         train=TrainConfig(epochs=epochs, max_steps=args.max_steps, batch_size=batch_size, lr=lr,
                           seed=args.seed, binarization=args.binarization, dtype=args.dtype, device=args.device,
                           checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-                          log_every=args.log_every),
+                          log_every=args.log_every, eps=args.adam_eps, lr_schedule=args.lr_schedule),
     )
 
 
@@ -129,7 +131,7 @@ def check_schedule_flags(cfg: RunConfig, given: set[str]) -> None:
 
 def check_model_flags(cfg: RunConfig, given: set[str]) -> None:
     """The image model's flags of the other kind (MLP sizes on a conv model, and the reverse) would be ignored."""
-    other = {"mlp": {"conv_channels", "conv_dense"}, "conv": {"hidden_sizes"}}[cfg.model.kind]
+    other = {"mlp": {"conv_channels", "conv_dense"}, "conv": {"hidden_sizes", "activation"}}[cfg.model.kind]
     wrong = sorted(given & other)
     if wrong:
         raise ConfigError(f"--{wrong[0].replace('_', '-')} applies to --model "
@@ -150,9 +152,19 @@ def default_workdir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.task}-{cfg.backend}-{kind}-{cfg.loss.objective}"
 
 
+def apply_preset(args: argparse.Namespace, given: set[str]) -> argparse.Namespace:
+    """``--preset NAME``: its values (``config.PRESETS``) for every flag not given beside it."""
+    if args.preset is None:
+        return args
+    if args.task != "mnist":
+        raise ConfigError(f"--preset {args.preset} applies to --task mnist only (this run is --task {args.task})")
+    return argparse.Namespace(**{**vars(args), **{k: v for k, v in PRESETS[args.preset].items() if k not in given}})
+
+
 def resolve(args: argparse.Namespace, given: set[str]) -> tuple[RunConfig, Path]:
     """The run's config and folder from the parsed flags (``given``: the flags typed): a new run's
     config, or the saved one on ``--resume``; every flag the run would ignore is a ``ConfigError``."""
+    args = apply_preset(args, given)
     cfg = config_from_args(args)
     workdir = args.workdir or default_workdir(cfg)
     if args.resume:

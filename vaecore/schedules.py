@@ -12,6 +12,9 @@
   After ``total_steps`` it stays at ``max_weight``.
 
 ``make_schedule(name, **kwargs)`` builds one by name (``constant|linear|logistic|cyclical``).
+
+The image task's learning-rate schedule ``burda`` (``burda_lr_scale``) is Burda et al.'s (2015):
+stage i = 0..7 lasts 3^i epochs at ``lr * 10^(-i / 7)``, 3,280 epochs in all (the last rate after).
 """
 
 from __future__ import annotations
@@ -117,3 +120,22 @@ def make_schedule(name: str, **kwargs: Any) -> Schedule:
         return SCHEDULES[name](**kwargs)
     except TypeError as e:
         raise ValueError(f"schedule {name!r}: {e}") from None
+
+
+BURDA_STAGES = 8
+BURDA_EPOCHS = (3 ** BURDA_STAGES - 1) // 2  # 3,280: 1 + 3 + ... + 3^7
+
+
+def burda_stage(epoch: int) -> int:
+    """The stage i of 0-based ``epoch`` in Burda et al.'s schedule: epochs (3^i - 1) / 2 to
+    (3^(i+1) - 3) / 2 are stage i; from epoch 3,280 on, the last stage (7)."""
+    _check(epoch >= 0, f"epoch must be >= 0, got {epoch}")
+    stage, end = 0, 1
+    while epoch >= end and stage < BURDA_STAGES - 1:
+        stage, end = stage + 1, end + 3 ** (stage + 1)
+    return stage
+
+
+def burda_lr_scale(epoch: int) -> float:
+    """The factor 10^(-i / 7) on the learning rate in stage i (``burda_stage``) of Burda et al."""
+    return 10.0 ** (-burda_stage(epoch) / 7.0)
