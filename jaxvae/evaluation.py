@@ -67,11 +67,15 @@ def importance_terms(model, x, eps_chunks: Iterable[np.ndarray]) -> dict[str, np
     samples z = mean + sigma * eps for each chunk ``eps`` [k_i, B, D] of ``eps_chunks`` (K = sum k_i).
 
     Returns numpy arrays: ``log_px`` [B] (logmeanexp_k log w_k, float64 across chunks), ``recon`` [B]
-    (mean over the K samples of -log p(x|z)), ``kl`` [B] (analytic), ``mean``, ``logvar`` [B, D]."""
+    (mean over the K samples of -log p(x|z)), ``kl`` [B] (analytic), ``mean``, ``logvar`` [B, D].
+    With several devices the batch and its noise are split across them (``jaxvae.parallel``)."""
+    shard = _sharder()
+    if shard.devices > 1:
+        x = jax.tree.map(lambda a: shard.rows(np.asarray(a)), x)
     mean, logvar, kl = _encode(model, x)
     lse, recon, k = None, None, 0
     for eps in eps_chunks:
-        c_lse, c_recon = _chunk(model, x, mean, logvar, jnp.asarray(eps, mean.dtype))
+        c_lse, c_recon = _chunk(model, x, mean, logvar, shard.rows(eps, mean.dtype, axis=1))
         c_lse, c_recon = np.asarray(c_lse, np.float64), np.asarray(c_recon, np.float64)
         lse = c_lse if lse is None else np.logaddexp(lse, c_lse)
         recon = c_recon if recon is None else recon + c_recon
@@ -80,6 +84,18 @@ def importance_terms(model, x, eps_chunks: Iterable[np.ndarray]) -> dict[str, np
         raise ValueError("importance_terms needs at least one importance sample")
     return {"log_px": lse - math.log(k), "recon": recon / k, "kl": np.asarray(kl, np.float64),
             "mean": np.asarray(mean), "logvar": np.asarray(logvar)}
+
+
+_SHARDER = []
+
+
+def _sharder():
+    """The mesh over every device (made once, when first used)."""
+    if not _SHARDER:
+        from jaxvae.parallel import Sharder
+
+        _SHARDER.append(Sharder())
+    return _SHARDER[0]
 
 
 @jax.jit

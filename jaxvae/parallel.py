@@ -89,19 +89,21 @@ class Sharder:
                                             impl=jax.random.key_impl(a))
         return jax.make_array_from_process_local_data(self.replicated, np.asarray(a))
 
-    def rows(self, x, dtype=None) -> jax.Array:
-        """A global batch (numpy) split on its first axis across the devices; replicated when it
-        does not split evenly (the short last batch of an evaluation). Each process puts only its
-        own rows on its devices."""
+    def rows(self, x, dtype=None, axis: int = 0) -> jax.Array:
+        """A global batch (numpy) split on its examples' axis (``axis``) across the devices;
+        replicated when it does not split evenly (the short last batch of an evaluation). Each
+        process puts only its own rows on its devices."""
         x = np.asarray(x, dtype)
         if self.devices == 1:
             return jnp.asarray(x)
-        if x.shape[0] % self.devices:
+        if x.shape[axis] % self.devices:
             return self.whole(x)
+        sharding = self.batch if axis == 0 else NamedSharding(self.mesh, P(*[None] * axis, "data"))
         if jax.process_count() == 1:
-            return jax.device_put(x, self.batch)
-        local = x[shard_rows(len(x), jax.process_count(), jax.process_index())]
-        return jax.make_array_from_process_local_data(self.batch, local, x.shape)
+            return jax.device_put(x, sharding)
+        local = np.take(x, range(x.shape[axis])[shard_rows(x.shape[axis], jax.process_count(), jax.process_index())],
+                        axis=axis)
+        return jax.make_array_from_process_local_data(sharding, local, x.shape)
 
     def whole(self, x) -> jax.Array:
         """An array every device holds whole."""

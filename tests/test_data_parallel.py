@@ -221,3 +221,24 @@ def test_shard_rows_and_layout():
         Layout(devices=4).check_batch(6)
     assert Layout().describe() == "1 cpu device" and Layout().main
     assert not Layout(devices=2, processes=2, process_index=1).main
+
+
+def test_jax_evaluate_on_several_devices(corpus, tmp_path, tmp_path_factory):
+    """evaluate.py (IW-NLL, KL, MI, AU) with each batch and its importance noise split across 2
+    JAX devices gives the one-device figures."""
+    import shutil
+
+    one = reference("jax", "mnist-mmd", corpus, tmp_path_factory)
+    figures = {}
+    for devices in (1, 2):
+        work = tmp_path / f"run{devices}"
+        shutil.copytree(one, work)
+        env = {**BASE_ENV, **({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"} if devices > 1 else {})}
+        proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--workdir", str(work), "--k", "20",
+                               "--no-pictures"], env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        figures[devices] = json.loads((work / "eval_test.json").read_text())
+    checked = [k for k, v in figures[1].items() if isinstance(v, float) and k != "seconds"]
+    assert {"nll", "kl", "mi", "recon"} <= set(checked)
+    for k in checked:
+        assert math.isclose(figures[1][k], figures[2][k], rel_tol=1e-10, abs_tol=1e-10), (k, figures[1][k], figures[2][k])
