@@ -141,9 +141,16 @@ class SentenceVAE(nnx.Module):
 
     def __call__(self, tokens: jax.Array, lengths: jax.Array, eps: jax.Array,
                  word_mask: jax.Array | None = None):
-        """-> (logits [B, T-1, vocab], mean, logvar, z: [B, latent]); z = mean + exp(logvar/2) * eps."""
+        """-> (logits [B, T-1, vocab], mean, logvar, z: [B, latent]); z = mean + exp(logvar/2) * eps.
+        With eps [k, B, latent] (k samples per sentence, the IWAE): z [k, B, latent] and the decoder
+        reads every sentence k times, logits [k * B, T-1, vocab] (sample-major rows)."""
         mean, logvar = self.encode(tokens, lengths)
         z = mean + jnp.exp(0.5 * logvar) * eps
+        if z.ndim == 3:
+            k = z.shape[0]
+            word_mask = jnp.tile(word_mask, (k, 1)) if word_mask is not None else None
+            logits = self.decode(jnp.tile(tokens[:, :-1], (k, 1)), z.reshape(-1, z.shape[-1]), word_mask)
+            return logits, mean, logvar, z
         return self.decode(tokens[:, :-1], z, word_mask), mean, logvar, z
 
 
@@ -196,6 +203,8 @@ def sentence_loss(
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     logits, mean, logvar, z = model(tokens, lengths, eps, word_mask)
+    if objective == "iwae":
+        return sentence_iwae(logits, mean, logvar, z, eps, tokens, lengths)
     return sentence_objective(logits, mean, logvar, z, tokens, lengths, kl_weight=kl_weight, free_bits=free_bits,
                               objective=objective, alpha=alpha, lam=lam, prior_z=prior_z, mmd_kwargs=mmd_kwargs)
 
@@ -221,6 +230,20 @@ def sentence_objective(
         mmd_value = mmd(z, prior_z, **(mmd_kwargs or {}))
         total = recon + kl_weight * (1.0 - alpha) * kl_term + (alpha + lam - 1.0) * mmd_value
     terms = {"recon": recon, "kl": kl, "mmd": jnp.broadcast_to(mmd_value, recon.shape), "total": total}
+    return jnp.mean(total), terms
+
+
+def sentence_iwae(logits: jax.Array, mean: jax.Array, logvar: jax.Array, z: jax.Array, eps: jax.Array,
+                  tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The importance-weighted bound of each sentence over k = eps.shape[0] samples; see
+    ``torchvae.text_model.sentence_iwae``."""
+    k, b = z.shape[0], z.shape[1]
+    recon_k = token_nll(logits, jnp.tile(tokens, (k, 1)), jnp.tile(lengths, k)).reshape(k, b)
+    log_w = -recon_k + 0.5 * jnp.sum(eps * eps - z * z + logvar, axis=-1)
+    total = -(jax.nn.logsumexp(log_w, axis=0) - math.log(k))
+    recon = jnp.mean(recon_k, axis=0)
+    terms = {"recon": recon, "kl": jnp.sum(gaussian_kl_per_dim(mean, logvar), axis=1), "mmd": jnp.zeros_like(recon),
+             "total": total}
     return jnp.mean(total), terms
 
 

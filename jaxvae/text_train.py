@@ -58,7 +58,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, 
             key = jax.random.fold_in(jax.random.fold_in(key, rng.INNER), inner_index)
         k_eps, k_mask, k_prior, k_dropout = jax.random.split(key, 4)
         shape = (tokens.shape[0], mc.latent_dim)
-        eps = jax.random.normal(k_eps, shape, dtype)
+        # the IWAE: k posterior samples per sentence
+        eps = jax.random.normal(k_eps, (lc.iw_samples, *shape) if lc.objective == "iwae" else shape, dtype)
         word_mask = jax.random.bernoulli(k_mask, mc.word_dropout, (tokens.shape[0], tokens.shape[1] - 1))
         prior_z = jax.random.normal(k_prior, shape, dtype) if lc.objective == "mmd" else None
 

@@ -38,6 +38,8 @@ CASES = {
                   "--checkpoint-every", "10"],  # free bits 0.05 by default: a batch-mean KL per dimension
     # float32: a few steps (reassociation in float32 grows over a long run like any rounding change)
     "mnist-mmd-short": ["--task", "mnist", "--max-steps", "6", "--log-every", "1", "--loss", "mmd"],
+    "text-iwae": ["--task", "text", "--batch-size", "8", "--max-steps", "30", "--log-every", "5", "--loss", "iwae",
+                  "--iw-samples", "3"],  # torch: k noise rows and dropout masks per sentence, on the examples' axis
     "text-mmd": ["--task", "text", "--batch-size", "8", "--max-steps", "30", "--log-every", "5", "--loss", "mmd",
                  "--alpha", "0.5", "--lambda", "10"],
 }
@@ -120,7 +122,7 @@ def reference(backend: str, case: str, corpus: Path, tmp_path_factory, dtype: st
 @pytest.mark.parametrize("backend,devices,case", [
     ("jax", 2, "mnist-elbo"), ("jax", 4, "mnist-mmd"), ("jax", 2, "text-elbo"), ("jax", 4, "text-mmd"),
     ("torch", 2, "mnist-elbo"), ("torch", 2, "mnist-mmd"), ("torch", 2, "mnist-bn"), ("torch", 2, "text-elbo"),
-    ("torch", 2, "text-mmd"),
+    ("torch", 2, "text-mmd"), ("torch", 2, "text-iwae"), ("jax", 2, "text-iwae"),
 ])
 def test_data_parallel_matches_one_device_float64(backend, devices, case, corpus, tmp_path, tmp_path_factory):
     one = reference(backend, case, corpus, tmp_path_factory)

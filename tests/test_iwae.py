@@ -10,7 +10,7 @@ import torch
 
 import torchvae.losses as tl
 import torchvae.models as tm
-from vaecore.config import ConfigError, ImageModelConfig, LossConfig, RunConfig
+from vaecore.config import ConfigError, ImageModelConfig, LossConfig
 
 CFG = ImageModelConfig(kind="mlp", latent_dim=3, hidden_sizes=(16,))
 
@@ -89,9 +89,25 @@ def test_iwae_config_rules():
         LossConfig(objective="iwae", kl_weight=0.5)
     with pytest.raises(ConfigError, match="positive integer"):
         LossConfig(objective="iwae", iw_samples=0)
-    from vaecore.config import TextTrainConfig
-    from vaecore.text_config import TextModelConfig
 
-    with pytest.raises(ConfigError, match="built for --task mnist"):
-        RunConfig(task="text", loss=LossConfig(objective="iwae"), text=TextModelConfig(vocab_size=None),
-                  text_train=TextTrainConfig())
+
+
+def test_text_iwae_config_rules(tmp_path):
+    """The sentence IWAE: no KL schedule and no free bits (set to constant and 0, refused when
+    given), no pretraining without the KL, no language model (it has no code)."""
+    from vaecore.cli import build_parser, explicit_flags
+    from vaecore.options import resolve
+
+    def resolved(*argv):
+        parser = build_parser()
+        argv = ["--task", "text", "--loss", "iwae", "--workdir", str(tmp_path / "w"), *argv]
+        return resolve(parser.parse_args(argv), explicit_flags(parser, argv))[0]
+
+    cfg = resolved("--iw-samples", "5")
+    assert (cfg.loss.iw_samples, cfg.text_train.free_bits, cfg.text_train.kl_schedule) == (5, 0.0, "constant")
+    for flags in (["--free-bits", "0.1"], ["--kl-schedule", "linear"], ["--kl-logistic-k", "0.01"],
+                  ["--pretrain-ae-epochs", "1"], ["--no-latent"]):
+        with pytest.raises(ConfigError, match=f"{flags[0]} does not apply to --loss iwae"):
+            resolved(*flags)
+    with pytest.raises(ConfigError, match="kl-weight does not apply"):
+        resolved("--kl-weight", "0.5")

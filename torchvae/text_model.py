@@ -16,6 +16,7 @@ RNG (parity tests run the model in evaluation mode).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -128,9 +129,17 @@ class SentenceVAE(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor,
                 word_mask: torch.Tensor | None = None, dropout_masks=None):
-        """-> (logits [B, T-1, vocab], mean, logvar, z: [B, latent]); z = mean + exp(logvar/2) * eps."""
+        """-> (logits [B, T-1, vocab], mean, logvar, z: [B, latent]); z = mean + exp(logvar/2) * eps.
+        With eps [k, B, latent] (k samples per sentence, the IWAE): z [k, B, latent] and the decoder
+        reads every sentence k times, logits [k * B, T-1, vocab] (sample-major rows; ``dropout_masks``
+        then [k * B, ...])."""
         mean, logvar = self.encode(tokens, lengths)
         z = mean + torch.exp(0.5 * logvar) * eps
+        if z.dim() == 3:
+            k = z.shape[0]
+            word_mask = word_mask.repeat(k, 1) if word_mask is not None else None
+            logits = self.decode(tokens[:, :-1].repeat(k, 1), z.reshape(-1, z.shape[-1]), word_mask, dropout_masks)
+            return logits, mean, logvar, z
         return self.decode(tokens[:, :-1], z, word_mask, dropout_masks), mean, logvar, z
 
 
@@ -187,6 +196,8 @@ def sentence_loss(
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     logits, mean, logvar, z = model(tokens, lengths, eps, word_mask, dropout_masks)
+    if objective == "iwae":
+        return sentence_iwae(logits, mean, logvar, z, eps, tokens, lengths)
     return sentence_objective(logits, mean, logvar, z, tokens, lengths, kl_weight=kl_weight, free_bits=free_bits,
                               objective=objective, alpha=alpha, lam=lam, prior_z=prior_z, mmd_kwargs=mmd_kwargs)
 
@@ -212,6 +223,23 @@ def sentence_objective(
         mmd_value = mmd(parallel.gather_rows(z), prior_z, **(mmd_kwargs or {}))  # the global batch's z
         total = recon + kl_weight * (1.0 - alpha) * kl_term + (alpha + lam - 1.0) * mmd_value
     terms = {"recon": recon, "kl": kl, "mmd": mmd_value.expand_as(recon), "total": total}
+    return total.mean(), terms
+
+
+def sentence_iwae(logits: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, eps: torch.Tensor,
+                  tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The importance-weighted bound (Burda et al. 2015) of each sentence from k = eps.shape[0]
+    samples of q(z|x): total = -(logsumexp_i log w_i - log k), log w_i = log p(x|z_i) + log p(z_i)
+    - log q(z_i|x) = -recon_i + sum_d (eps^2 - z^2 + logvar) / 2. Terms per sentence: total, recon
+    (the mean over the k samples), the analytic kl, mmd 0. logits [k * B, T-1, vocab], z and eps
+    [k, B, latent]."""
+    k, b = z.shape[0], z.shape[1]
+    recon_k = token_nll(logits, tokens.repeat(k, 1), lengths.repeat(k)).reshape(k, b)
+    log_w = -recon_k + 0.5 * (eps * eps - z * z + logvar).sum(-1)
+    total = -(torch.logsumexp(log_w, 0) - math.log(k))
+    recon = recon_k.mean(0)
+    terms = {"recon": recon, "kl": gaussian_kl_per_dim(mean, logvar).sum(1), "mmd": torch.zeros_like(recon),
+             "total": total}
     return total.mean(), terms
 
 

@@ -63,10 +63,13 @@ class TorchTextEngine:
         lengths = torch.as_tensor(rows(batch.lengths), device=dev)
         size, steps = batch.tokens.shape[0], batch.tokens.shape[1] - 1  # the global batch's
         shape = (size, mc.latent_dim)
+        samples = lc.iw_samples if lc.objective == "iwae" else None  # k posterior samples per sentence
         noise = self._noise_id(step, inner)
         # drawn on the CPU from seeded generators for the global batch, then this process's rows moved:
         # the same numbers on every device and for every number of processes
-        eps = rows(torch.randn(shape, generator=self._generator(*noise, rng.EPS), dtype=self.dtype)).to(dev)
+        eps = torch.randn(shape if samples is None else (samples, *shape), generator=self._generator(*noise, rng.EPS),
+                          dtype=self.dtype)
+        eps = (rows(eps) if samples is None else rows(eps.transpose(0, 1)).transpose(0, 1)).to(dev)
         word_mask = rows(torch.rand((size, steps), generator=self._generator(*noise, rng.WORD_MASK))
                          < mc.word_dropout).to(dev)
         prior_z = (torch.randn(shape, generator=self._generator(*noise, rng.PRIOR), dtype=self.dtype).to(dev)
@@ -78,7 +81,7 @@ class TorchTextEngine:
                                     lam=lc.lam, prior_z=prior_z,
                                     mmd_kwargs={"kernel": lc.kernel, "bandwidth": lc.bandwidth,
                                                 "estimator": lc.estimator},
-                                    dropout_masks=self._dropout_masks(noise, size, steps))
+                                    dropout_masks=self._dropout_masks(noise, size, steps, samples))
         loss.backward()
         if part != "all":  # Adam skips a parameter without a gradient: value and moments stay as they are
             for name, p in self._model.named_parameters():
@@ -89,17 +92,22 @@ class TorchTextEngine:
         self.opt.step()
         return parallel.mean_terms({k: float(v.detach().mean()) for k, v in terms.items()})
 
-    def _dropout_masks(self, noise: tuple[int, ...], size: int, steps: int):
+    def _dropout_masks(self, noise: tuple[int, ...], size: int, steps: int, samples: int | None = None):
         """The multipliers of embedding and output dropout (0 or 1 / (1 - p)) for this process's rows
-        of the global batch [size, steps, features]; None when both rates are 0."""
+        of the global batch [size, steps, features] (IWAE: [samples * rows, steps, features], one
+        mask per sample and sentence); None when both rates are 0."""
         mc = self.cfg.text
         if mc.embedding_dropout == 0.0 and mc.output_dropout == 0.0:
             return None
         g = self._generator(*noise, rng.DROPOUT)
         masks = []
         for rate, features in ((mc.embedding_dropout, mc.embed_dim), (mc.output_dropout, mc.hidden_dim)):
-            keep = torch.rand((size, steps, features), generator=g) >= rate
-            masks.append(parallel.my_rows(keep.to(self.dtype) / (1.0 - rate)).to(self.device))
+            if samples is None:
+                keep = parallel.my_rows(torch.rand((size, steps, features), generator=g) >= rate)
+            else:
+                keep = torch.rand((size, samples, steps, features), generator=g) >= rate
+                keep = parallel.my_rows(keep).transpose(0, 1).reshape(-1, steps, features)  # sample-major rows
+            masks.append((keep.to(self.dtype) / (1.0 - rate)).to(self.device))
         return tuple(masks)
 
     def reset_decoder(self) -> None:

@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=BACKENDS, default="torch", help="framework that runs the model")
     g.add_argument("--task", choices=TASKS, default="mnist", help="mnist: image VAE; text: sentence VAE")
     g.add_argument("--loss", choices=LOSSES, default=d_loss.objective,
-                   help="elbo: the ELBO; mmd: InfoVAE recon + (1-alpha) KL + (alpha+lambda-1) MMD; iwae (--task "
-                        "mnist): the importance-weighted bound of Burda et al. over --iw-samples samples of q(z|x)")
+                   help="elbo: the ELBO; mmd: InfoVAE recon + (1-alpha) KL + (alpha+lambda-1) MMD; iwae: the "
+                        "importance-weighted bound of Burda et al. over --iw-samples samples of q(z|x)")
     g.add_argument("--model", choices=IMAGE_MODELS, default=d_model.kind, help="image encoder/decoder")
     g.add_argument("--preset", choices=PRESETS, default=None,
                    help="mnist: burda: Burda et al. (2015)'s protocol, exactly as the paper states it: tanh MLP "
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("objective")
     g.add_argument("--iw-samples", type=int, default=d_loss.iw_samples,
-                   help="--loss iwae: samples k of q(z|x) per image in the bound (k = 1 is the ELBO with a sampled KL)")
+                   help="--loss iwae: samples k of q(z|x) per example in the bound (k = 1 is the ELBO with a sampled KL)")
     g.add_argument("--kl-weight", type=float, default=d_loss.kl_weight, help="weight of the KL in the ELBO (beta)")
     g.add_argument("--alpha", type=float, default=d_loss.alpha, help="InfoVAE alpha (KL weight is 1 - alpha)")
     g.add_argument("--lambda", dest="lam", type=float, default=d_loss.lam,

@@ -27,9 +27,9 @@ PRESETS = {
     "burda": {"model": "mlp", "hidden_sizes": (200, 200), "latent_dim": 50, "activation": "tanh", "batch_size": 20,
               "lr": 1e-3, "adam_eps": 1e-4, "lr_schedule": "burda", "epochs": 3280},
 }
-# The objectives: the ELBO, InfoVAE's, and the importance-weighted bound (Burda et al. 2015; image task).
-TEXT_LOSSES = ("elbo", "mmd")
-LOSSES = (*TEXT_LOSSES, "iwae")
+# The objectives, of both tasks: the ELBO, InfoVAE's, and the importance-weighted bound (Burda et al. 2015).
+LOSSES = ("elbo", "mmd", "iwae")
+TEXT_LOSSES = LOSSES
 BINARIZATIONS = ("dynamic", "fixed")
 DTYPES = ("float32", "float64")
 KL_SCHEDULES = ("constant", "linear", "logistic", "cyclical")

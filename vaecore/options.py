@@ -24,7 +24,7 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "device"}
 
 
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
-IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization", "iw_samples", "activation",
+IMAGE_ONLY = {"model", "hidden_sizes", "conv_channels", "conv_dense", "binarization", "activation",
               "lr_schedule", "preset"}
 TEXT_ONLY = {"rnn", "num_layers", "bidirectional", "embed_dim", "hidden_dim", "word_dropout", "embedding_dropout",
              "output_dropout", "z_every_step", "decoder_init_tanh", "tie_embeddings", "no_latent", "max_len",
@@ -49,9 +49,9 @@ def text_configs(args: argparse.Namespace, latent_dim: int):
     except ValueError as e:
         raise ConfigError(str(e)) from None
     train = TextTrainConfig(
-        kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps, kl_logistic_k=args.kl_logistic_k,
+        kl_schedule="constant" if args.loss == "iwae" else args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps, kl_logistic_k=args.kl_logistic_k,
         kl_logistic_x0=args.kl_logistic_x0, kl_cycles=args.kl_cycles, kl_cycle_ratio=args.kl_cycle_ratio,
-        free_bits=0.0 if args.no_latent else args.free_bits, max_len=args.max_len, min_freq=args.min_freq, max_vocab=args.max_vocab,
+        free_bits=0.0 if args.no_latent or args.loss == "iwae" else args.free_bits, max_len=args.max_len, min_freq=args.min_freq, max_vocab=args.max_vocab,
         lr_decay_start=args.lr_decay_start, lr_decay=args.lr_decay, pretrain_epochs=args.pretrain_ae_epochs,
         aggressive=args.aggressive, aggressive_max_inner=args.aggressive_max_inner)
     return model, train
@@ -129,6 +129,16 @@ def check_schedule_flags(cfg: RunConfig, given: set[str]) -> None:
                           f"drop it")
 
 
+def check_text_iwae_flags(given: set[str]) -> None:
+    """The sentence IWAE weighs p(z) / q(z|x) as the bound has it: no KL schedule, no free bits, no
+    KL-free pretraining, and it needs a code."""
+    wrong = sorted(given & {"kl_schedule", "free_bits", "pretrain_ae_epochs", "no_latent",
+                            *set().union(*SCHEDULE_FLAGS.values())})
+    if wrong:
+        raise ConfigError(f"--{wrong[0].replace('_', '-')} does not apply to --loss iwae (the bound weighs "
+                          f"p(z) / q(z|x) as it is); drop it or use --loss elbo")
+
+
 def check_model_flags(cfg: RunConfig, given: set[str]) -> None:
     """The image model's flags of the other kind (MLP sizes on a conv model, and the reverse) would be ignored."""
     other = {"mlp": {"conv_channels", "conv_dense"}, "conv": {"hidden_sizes", "activation"}}[cfg.model.kind]
@@ -181,6 +191,8 @@ def resolve(args: argparse.Namespace, given: set[str]) -> tuple[RunConfig, Path]
     if mmd_only and cfg.loss.objective != "mmd":
         flag = "--lambda" if mmd_only[0] == "lam" else "--" + mmd_only[0].replace("_", "-")
         raise ConfigError(f"{flag} applies to --loss mmd (InfoVAE); this run optimises the {cfg.loss.objective}")
+    if cfg.task == "text" and cfg.loss.objective == "iwae":
+        check_text_iwae_flags(given)
     if cfg.task == "text":
         check_schedule_flags(cfg, given)
     else:
