@@ -33,7 +33,7 @@ ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 def start(cfg=None) -> Layout:
     """Join the multi-process run the environment names (``ENV``), if any; the run's layout."""
     given = {name: os.environ.get(name, "") for name in ENV}
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and not any(given.values()):
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and not any(given.values()):
         raise ConfigError("--backend jax runs one process per host over all its devices, not one per device under "
                           "torchrun; start python train.py once per host (see the README's 'Several devices and "
                           "hosts')")

@@ -198,6 +198,9 @@ def test_bad_launches_get_one_line_errors(corpus, tmp_path):
         ("train.py: error: WORLD_SIZE is set but MASTER_ADDR is not: start several processes with torchrun "
         "--nproc_per_node=N train.py ... (which sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)")]
     assert len(proc.stderr.strip().splitlines()) == 1
+    proc = launch("torch", 1, ["--task", "mnist", "--max-steps", "2"], tmp_path / "c2", env={"WORLD_SIZE": "two"})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "WORLD_SIZE, RANK and LOCAL_RANK must be integers" in proc.stderr
     # JAX under torchrun would run the whole job once per process
     proc = launch("jax", 1, ["--task", "mnist", "--max-steps", "2"], tmp_path / "d", env={"WORLD_SIZE": "2"})
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

@@ -39,13 +39,18 @@ def start(cfg) -> Layout:
     """Join the process group ``torchrun`` describes in the environment (``ENV``), if any; the
     run's layout (``cfg``: the ``RunConfig``; its ``train.device``)."""
     device = cfg.train.device
-    if "WORLD_SIZE" not in os.environ or int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+    try:
+        numbers = {name: int(os.environ[name]) for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK") if os.environ.get(name)}
+    except ValueError:
+        raise ConfigError("WORLD_SIZE, RANK and LOCAL_RANK must be integers; start several processes with "
+                          "torchrun --nproc_per_node=N train.py ...") from None
+    if numbers.get("WORLD_SIZE", 1) <= 1:
         return SINGLE if device == "cpu" or not torch.cuda.is_available() else Layout(platform="cuda")
     missing = [name for name in ENV if not os.environ.get(name)]
     if missing:
         raise ConfigError(f"WORLD_SIZE is set but {missing[0]} is not: start several processes with "
                           f"torchrun --nproc_per_node=N train.py ... (which sets {', '.join(ENV)})")
-    world, rank, local_rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    world, rank, local_rank = numbers["WORLD_SIZE"], numbers["RANK"], numbers["LOCAL_RANK"]
     cuda = device != "cpu" and torch.cuda.is_available()
     if device.startswith("cuda:"):
         raise ConfigError(f"--device {device}: under torchrun each process takes the GPU cuda:LOCAL_RANK; "
