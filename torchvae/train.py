@@ -74,6 +74,11 @@ class TorchEngine:
         self.opt.step()
         return parallel.mean_terms({k: float(v.detach().mean()) for k, v in terms.items()})
 
+    def train_steps(self, batches: np.ndarray, first: int, kl_weight: float, lr_scale: float) -> list[dict[str, float]]:
+        """``train_step`` on each of ``batches`` ([n, batch, 784]) as steps ``first, first + 1, ...``
+        (torch runs step by step; the JAX engine compiles the loop)."""
+        return [self.train_step(x, first + i, kl_weight, lr_scale) for i, x in enumerate(batches)]
+
     def evaluate(self, batches) -> dict:
         """Per-image means of recon, kl, neg_elbo and the batch MMDs over ``batches`` (one z per
         image), the number of images, and the posterior ``mean``, ``logvar`` (numpy [N, D])."""

@@ -7,6 +7,8 @@ step itself (``epoch = s // steps_per_epoch``, ``index = s % steps_per_epoch``).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 EVAL_BINARIZATION_SEED = 0  # evaluation splits are binarised once, the same way for every run
@@ -20,9 +22,13 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size
 
 
+@lru_cache(maxsize=2)
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The permutation of the training set used in ``epoch``."""
-    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+    """The permutation of the training set used in ``epoch`` (read-only; kept for the epoch's steps:
+    drawing it costs more than a small batch's whole preparation)."""
+    order = np.random.default_rng([seed, epoch, 0]).permutation(n)
+    order.flags.writeable = False
+    return order
 
 
 def binarize(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -66,6 +66,10 @@ class Task(Protocol):
     cfg: RunConfig  # the run's config (a text task fills in the vocabulary size)
     per_epoch: int
     total_steps: int
+    # optional: how many steps one engine call may take (default 1); a task with more implements
+    # ``steps(engine, batches, step, kl_weight, lr_scale) -> [terms per step]``, and keeps its
+    # hyperparameters constant between the driver's log, epoch and checkpoint points
+    steps_per_call: int
 
     def describe(self) -> str: ...
     def bar_label(self) -> str: ...
@@ -160,19 +164,31 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
     batch_sums: dict[str, float] = {}  # sums weighted by the batch size (the text task's per-token loss)
     acc_steps, acc_units, acc_time, train_time = 0, 0, 0.0, 0.0  # seconds inside steps only
     guard = Guard(workdir, start)
+    per_call = getattr(task, "steps_per_call", 1)
+    batches = task.batches(start)
+    step = start
     try:
-        for step, batch in zip(range(start, total_steps), task.batches(start)):
+        while step < total_steps:
+            # one call takes up to ``per_call`` steps and ends where a log point, an epoch or a
+            # checkpoint falls (a function of the step alone: a resumed run makes the same calls)
+            end = call_end(step, total_steps, per_call, (tc.log_every, per_epoch, tc.checkpoint_every))
+            chunk = [next(batches) for _ in range(end - step)]
             kl_weight, lr_scale = task.before_step(engine, step, log)
             t0 = time.perf_counter()
-            out = task.step(engine, batch, step, kl_weight, lr_scale, guard)  # floats: the step has finished
-            acc_time += time.perf_counter() - t0
-            guard(out, step + 1)
-            n = task.size(batch)
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + v
-                batch_sums[k] = batch_sums.get(k, 0.0) + v * n
-            acc_steps, acc_units = acc_steps + 1, acc_units + task.count(batch)
-            done = step + 1
+            if len(chunk) == 1:
+                outs = [task.step(engine, chunk[0], step, kl_weight, lr_scale, guard)]
+            else:  # a task with steps_per_call > 1 keeps its hyperparameters between these points
+                outs = task.steps(engine, chunk, step, kl_weight, lr_scale)
+            acc_time += time.perf_counter() - t0  # the outs are floats: the steps have finished
+            for batch, out in zip(chunk, outs):
+                guard(out, step + 1)
+                n = task.size(batch)
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    batch_sums[k] = batch_sums.get(k, 0.0) + v * n
+                acc_steps, acc_units = acc_steps + 1, acc_units + task.count(batch)
+                step += 1
+            done = step
             if done % tc.log_every == 0 or done == total_steps:
                 train_time += acc_time
                 record, postfix = task.log_record(sums, batch_sums, acc_steps, acc_units, acc_time, kl_weight,
@@ -187,7 +203,7 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
                                    "batches_per_epoch": per_epoch, "seed": tc.seed, "config": cfg.to_dict(),
                                    "train_seconds": earlier_seconds + train_time + acc_time, **task.state()})
                 guard.last_checkpoint = done
-            bar.update(1)
+            bar.update(len(chunk))
     finally:
         bar.close()
 
@@ -202,6 +218,16 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
         task.outputs(engine, workdir)
         write_training_curves(workdir)
     return results
+
+
+def call_end(step: int, total: int, per_call: int, periods: tuple[int, ...]) -> int:
+    """The step after the last of the steps one engine call takes from ``step``: at most ``per_call``
+    of them, never past ``total`` nor past a multiple of any of ``periods`` (where the driver logs,
+    validates or saves)."""
+    end = min(total, step + per_call)
+    for period in periods:
+        end = min(end, (step // period + 1) * period)
+    return end
 
 
 def write_training_curves(workdir: Path) -> None:

@@ -81,6 +81,7 @@ class TextTask:
     after pretraining), the learning rate ``TextTrainConfig.lr_scale``."""
 
     unit = "tokens"
+    steps_per_call = 1  # every step has its own KL weight, and aggressive inference its inner updates
 
     def __init__(self, cfg: RunConfig, workdir: Path, *, resume: bool = False, generation=None):
         self.generation = generation or GenerationOptions()
