@@ -1,7 +1,8 @@
 """Training throughput of the sentence VAE, both backends, LSTM and GRU, on real PTB batches.
 
     python -m bench.text_throughput [--batch-size 32] [--steps 30] [--data DIR] [--embed-dim E] [--hidden-dim H]
-                                    [--no-tie-embeddings] [--device auto|cpu|cuda]   (from the repo root)
+                                    [--no-tie-embeddings] [--device auto|cpu|cuda] [--threads N] [--no-peak]
+                                    [--backends torch,jax] [--rnns lstm,gru]   (from the repo root)
 
 Tokens are target tokens (words + <eos>, what the reconstruction sums over). Each (backend, rnn)
 runs in its own process (JAX's and torch's CPU thread pools slow each other down when they share
@@ -12,19 +13,24 @@ batches of the epoch are timed. JAX runs one jitted train step (``nnx.value_and_
 Adam through ``nnx.Optimizer``); torch runs eager forward/backward + ``torch.optim.Adam``, on
 ``--device`` (as ``train.py --device``: auto takes the GPU when torch sees one). JAX runs on its
 default backend (the GPU where jax has one). The device column names what each ran on.
+
+The same invocation measures each backend's 2048 matmul rate on that device (``bench/peak.py``, same
+``--threads``; ``--no-peak`` skips it) and prints "fraction of the limit" = tokens/s * training FLOP
+per target token (``bench.peak.flops_text_token``) / that rate. The FLOP count is of the target tokens
+only: the padding the steps also compute is not counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench import peak
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import load_text_data
 
@@ -118,11 +124,18 @@ def sizes(args):
     return {k: v for k, v in given if v is not None}
 
 
+def token_flops(cfg: TextModelConfig) -> int:
+    """Training FLOP per target token of ``cfg``'s model (``bench.peak.flops_text_token``)."""
+    return peak.flops_text_token(cfg.embed_dim, cfg.hidden_dim, cfg.vocab_size, rnn=cfg.rnn, latent_dim=cfg.latent_dim,
+                                 num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
+                                 z_every_step=cfg.z_every_step, tie_embeddings=cfg.tie_embeddings)
+
+
 def one(args):
     vocab_size, warm, timed = batches(args)
     cfg = TextModelConfig(vocab_size=vocab_size, rnn=args.rnn, **sizes(args))
     result = (run_jax if args.backend == "jax" else run_torch)(args, cfg, warm, timed)
-    print(json.dumps({"backend": args.backend, "rnn": args.rnn, **result}))
+    print(json.dumps({"backend": args.backend, "rnn": args.rnn, "flops_per_token": token_flops(cfg), **result}))
 
 
 def main() -> None:
@@ -135,6 +148,11 @@ def main() -> None:
     p.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
                    help="tie the vocabulary projection to the embedding (default: TextModelConfig's)")
     p.add_argument("--device", default="auto", help="torch: auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--threads", type=peak.threads_arg, default=None,
+                   help="CPUs per process, for the steps and the peak (default: all in the affinity)")
+    p.add_argument("--no-peak", action="store_true", help="skip the matmul peak and the fraction of the limit")
+    p.add_argument("--backends", default="torch,jax")
+    p.add_argument("--rnns", default="lstm,gru")
     p.add_argument("--backend", choices=("jax", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--rnn", choices=("lstm", "gru"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -145,19 +163,28 @@ def main() -> None:
     print(f"sentence VAE training throughput, PTB train batches, batch {args.batch_size}, {args.steps} timed steps; "
           f"embed {cfg.embed_dim}, hidden {cfg.hidden_dim}, latent {cfg.latent_dim}, vocab 10002, "
           f"{'tied' if cfg.tie_embeddings else 'untied'} output embedding")
-    print("| backend | device | rnn  | tokens/s | ms/step | warm-up s (distinct T) |")
-    print("|---------|--------|------|---------:|--------:|-----------------------:|")
-    for backend in ("torch", "jax"):
-        for rnn in ("lstm", "gru"):
+    print(f"machine: {peak.machine()}; load average {peak.load()}; threads {args.threads or 'all'}")
+    backends = args.backends.split(",")
+    peaks = {} if args.no_peak else {b: peak.measure(b, args.threads, device=args.device) for b in backends}
+    for r in peaks.values():
+        print(f"peak: {peak.describe(r)}")
+    limit = ("", "") if args.no_peak else (" fraction of the limit |", "----------------------:|")
+    print(f"| backend | device | rnn  | tokens/s | ms/step | warm-up s (distinct T) | MFLOP/token |{limit[0]}")
+    print(f"|---------|--------|------|---------:|--------:|-----------------------:|------------:|{limit[1]}")
+    for backend in backends:
+        for rnn in args.rnns.split(","):
             cmd = [sys.executable, "-m", "bench.text_throughput", "--backend", backend, "--rnn", rnn, "--batch-size", str(args.batch_size),
                    "--steps", str(args.steps), "--device", args.device] + (["--data", args.data] if args.data else [])
             for k, v in sizes(args).items():  # the same flags for the child process
                 flag = k.replace("_", "-")
                 cmd += [f"--{'' if v else 'no-'}{flag}"] if isinstance(v, bool) else [f"--{flag}", str(v)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
-            r = json.loads(out.strip().splitlines()[-1])
-            print(f"| {backend:7} | {r['device']:6} | {rnn:4} | {r['tokens_per_s']:8.0f} | {r['ms_per_step']:7.1f} | "
-                  f"{r['warmup_s']:8.1f} ({r['warmup_batches']}) |", flush=True)
+            r = peak.run_child(cmd, args.threads)
+            row = (f"| {backend:7} | {r['device']:6} | {rnn:4} | {r['tokens_per_s']:8.0f} | {r['ms_per_step']:7.1f} | "
+                   f"{r['warmup_s']:8.1f} ({r['warmup_batches']}) | {r['flops_per_token'] / 1e6:11.2f} |")
+            if peaks:
+                row += f" {peak.fraction(r['tokens_per_s'], r['flops_per_token'], peaks[backend]):21.3f} |"
+            print(row, flush=True)
+    print(f"load average after: {peak.load()}")
 
 
 if __name__ == "__main__":
