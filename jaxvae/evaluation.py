@@ -172,13 +172,13 @@ class TextModel:
 
     def log_likelihood(self, x: tuple[jax.Array, jax.Array], z: jax.Array) -> jax.Array:
         """log p(tokens|z) for z: [k, B, D] -> [k, B]."""
-        from jaxvae.text_model import token_nll
+        from jaxvae.text_model import tiled_token_nll
 
         tokens, lengths = x
         k, b, d = z.shape
         tokens_k, lengths_k = jnp.tile(tokens, (k, 1)), jnp.tile(lengths, k)
-        logits = self.vae.decode(tokens_k[:, :-1], z.reshape(k * b, d))
-        return -token_nll(logits, tokens_k, lengths_k).reshape(k, b)
+        states = self.vae.decoder_states(tokens_k[:, :-1], z.reshape(k * b, d))
+        return -tiled_token_nll(self.vae, states, tokens_k, lengths_k).reshape(k, b)
 
 
 def load_model(cfg: RunConfig, workdir: Path):

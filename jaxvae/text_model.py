@@ -91,6 +91,21 @@ class SentenceVAE(nnx.Module):
             h = self.output_projection(h)
         return h @ self.embedding.embedding[...].T + self.output_bias[...]
 
+    def vocab_layer(self, h: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``vocab_logits`` as (features [..., F], weight [vocab, F], bias [vocab]), logits =
+        features @ weight^T + bias: what ``tiled_token_nll`` needs to compute the logits in tiles."""
+        if not self.config.tie_embeddings:
+            return h, self.output.kernel[...].T, self.output.bias[...]
+        if self.config.hidden_dim != self.config.embed_dim:
+            h = self.output_projection(h)
+        return h, self.embedding.embedding[...], self.output_bias[...]
+
+    def decoder_states(self, inputs: jax.Array, z: jax.Array) -> jax.Array:
+        """The teacher-forced decoder's outputs before the vocabulary layer, without dropout (evaluation):
+        inputs [B, T_dec], z [B, latent] -> [B, T_dec, hidden]."""
+        out, _ = self.decoder_rnn(self._decoder_inputs(self.embedding(inputs), z), None, self.initial_state(z))
+        return out
+
     def encode(self, tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
         """tokens: [B, T], lengths: [B] -> (mean, logvar): [B, latent]. Reads w1..wn <eos>.
         The language-model baseline (``use_latent`` false) returns the prior, mean 0 and logvar 0."""
@@ -162,6 +177,31 @@ def token_nll(logits: jax.Array, tokens: jax.Array, lengths: jax.Array) -> jax.A
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[:, :, None], axis=-1)[:, :, 0]
     mask = jnp.arange(targets.shape[1])[None, :] < (lengths - 1)[:, None]
+    return jnp.sum(jnp.where(mask, nll, 0.0), axis=1)
+
+
+EVAL_TILE = 256  # positions per vocabulary tile in ``tiled_token_nll``: [256, 10002] logits, 10 MB
+
+
+def tiled_token_nll(vae: SentenceVAE, states: jax.Array, tokens: jax.Array, lengths: jax.Array,
+                    tile: int = EVAL_TILE) -> jax.Array:
+    """``token_nll(vae.vocab_logits(states), tokens, lengths)`` without the [B, T-1, vocab] logits
+    (evaluation; no gradient is taken through it): -log p(target) = logsumexp(logits) - logit[target],
+    the logsumexp over ``tile`` positions at a time (``lax.map``), so each tile's logits stay in the
+    cache; the target's logit is its weight row dotted with the features. The order of the sums
+    differs from ``token_nll``'s: equal to float32 rounding (a few 1e-6 relative).
+
+    states: [B, T-1, hidden] (``decoder_states``), tokens: [B, T], lengths: [B] -> [B]."""
+    feats, weight, bias = vae.vocab_layer(states)
+    targets = tokens[:, 1:]
+    b, t, f = feats.shape
+    flat = feats.reshape(b * t, f)
+    pad = (-(b * t)) % tile
+    tiles = jnp.pad(flat, ((0, pad), (0, 0))).reshape(-1, tile, f)
+    lse = jax.lax.map(lambda x: jax.nn.logsumexp(x @ weight.T + bias, axis=-1), tiles).reshape(-1)[:b * t]
+    target_logit = jnp.sum(flat * weight[targets.reshape(-1)], axis=-1) + bias[targets.reshape(-1)]
+    nll = (lse - target_logit).reshape(b, t)
+    mask = jnp.arange(t)[None, :] < (lengths - 1)[:, None]
     return jnp.sum(jnp.where(mask, nll, 0.0), axis=1)
 
 

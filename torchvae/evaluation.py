@@ -148,13 +148,13 @@ class TextModel:
 
     def log_likelihood(self, x: tuple[torch.Tensor, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         """log p(tokens|z) for z: [k, B, D] -> [k, B]."""
-        from torchvae.text_model import token_nll
+        from torchvae.text_model import tiled_token_nll
 
         tokens, lengths = x
         k, b, d = z.shape
         tokens_k, lengths_k = tokens.repeat(k, 1), lengths.repeat(k)
-        logits = self.vae.decode(tokens_k[:, :-1], z.reshape(k * b, d))
-        return -token_nll(logits, tokens_k, lengths_k).reshape(k, b)
+        states = self.vae.decoder_states(tokens_k[:, :-1], z.reshape(k * b, d))
+        return -tiled_token_nll(self.vae, states, tokens_k, lengths_k).reshape(k, b)
 
 
 def load_model(cfg: RunConfig, workdir: Path):

@@ -121,6 +121,21 @@ class SentenceVAE(nn.Module):
         out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), self.initial_state(z))
         return self.vocab_logits(out * dropout_masks[1] if explicit else self.output_dropout(out))
 
+    def vocab_layer(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``vocab_logits`` as (features [..., F], weight [vocab, F], bias [vocab]), logits =
+        features @ weight^T + bias: what ``tiled_token_nll`` needs to compute the logits in tiles."""
+        if not self.config.tie_embeddings:
+            return h, self.output.weight, self.output.bias
+        if self.config.hidden_dim != self.config.embed_dim:
+            h = self.output_projection(h)
+        return h, self.embedding.weight, self.output_bias
+
+    def decoder_states(self, inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The teacher-forced decoder's outputs before the vocabulary layer, without dropout (evaluation):
+        inputs [B, T_dec], z [B, latent] -> [B, T_dec, hidden]."""
+        out, _ = self.decoder_rnn(self._decoder_inputs(self.embedding(inputs), z), self.initial_state(z))
+        return out
+
     def decoder_step(self, token: torch.Tensor, state, z: torch.Tensor):
         """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""
         emb = self.embedding(token[:, None])
@@ -152,6 +167,31 @@ def token_nll(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor)
     nll = -torch.gather(logp, -1, targets[:, :, None].long())[:, :, 0]
     mask = torch.arange(targets.shape[1], device=tokens.device)[None, :] < (lengths - 1)[:, None]
     return torch.where(mask, nll, torch.zeros_like(nll)).sum(1)
+
+
+EVAL_TILE = 256  # positions per vocabulary tile in ``tiled_token_nll``: [256, 10002] logits, 10 MB
+
+
+def tiled_token_nll(vae: SentenceVAE, states: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
+                    tile: int = EVAL_TILE) -> torch.Tensor:
+    """``token_nll(vae.vocab_logits(states), tokens, lengths)`` without the [B, T-1, vocab] logits
+    (evaluation, under ``no_grad``): -log p(target) = logsumexp(logits) - logit[target] at the target
+    positions only (padding is skipped), the logsumexp over ``tile`` positions at a time so that each
+    tile's logits stay in the cache; the target's logit is its weight row dotted with the features.
+    The order of the sums differs from ``token_nll``'s: equal to float32 rounding (a few 1e-6 relative).
+
+    states: [B, T-1, hidden] (``decoder_states``), tokens: [B, T], lengths: [B] -> [B]."""
+    targets = tokens[:, 1:]
+    b, t = targets.shape
+    mask = torch.arange(t, device=tokens.device)[None, :] < (lengths - 1)[:, None]
+    feats, weight, bias = vae.vocab_layer(states[mask])  # [N, F]: the target positions
+    picked = targets[mask].long()
+    lse = torch.cat([torch.logsumexp(F.linear(feats[i:i + tile], weight, bias), dim=-1)
+                     for i in range(0, len(feats), tile)]) if len(feats) else feats.new_zeros(0)
+    nll = lse - ((feats * weight[picked]).sum(-1) + bias[picked])
+    out = torch.zeros(b, t, dtype=nll.dtype, device=nll.device)
+    out[mask] = nll
+    return out.sum(1)
 
 
 def gaussian_kl_per_dim(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
