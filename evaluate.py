@@ -1,14 +1,17 @@
 """Evaluate a finished run as the papers do, or compare several evaluated runs.
 
     python evaluate.py --workdir RUN [--k 5000] [--split test] [--batch-size 100] [--limit N]
-    python evaluate.py --compare RUN1 RUN2 ... --out DIR [--split test]
+    python evaluate.py --compare RUN1 RUN2 ... [DIR/comparison.csv] --out DIR [--split test]
 
 The first loads ``RUN/config.json`` and the newest checkpoint with the run's backend (only that one is
 imported), computes the importance-sampled NLL, negative ELBO, KL, mutual information and active
 units on the split (``vaecore/evaluation.py`` says how), writes ``RUN/eval_<split>.json``, merges it
 into ``RUN/results.json`` under ``eval_<split>`` (atomically, every other key kept), draws the pictures
 (MNIST: interpolations, latent space; the training curves if training did not draw them), writes ``RUN/report.md`` and prints a table.
-It only adds files to the run folder. Bad input prints one line and exits with status 2.
+It only adds files to the run folder. The second writes ``DIR/comparison.md`` and ``DIR/comparison.csv``,
+one row per run; an earlier ``comparison.csv`` among the runs keeps its rows (a run folder of the same
+name replaces its row), so a study's table grows without its older run folders.
+Bad input prints one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Evaluate a run (IW-NLL, ELBO, KL, MI, active units) or compare runs.",
                      allow_abbrev=False)
     p.add_argument("--workdir", help="run folder to evaluate (config.json and checkpoints/)")
-    p.add_argument("--compare", nargs="+", metavar="RUN", help="evaluated run folders to put in one table")
+    p.add_argument("--compare", nargs="+", metavar="RUN", help="evaluated run folders to put in one table, and earlier comparison.csv files whose rows to keep")
     p.add_argument("--out", help="with --compare: folder for comparison.md and comparison.csv")
     p.add_argument("--split", default="test", choices=("test", "valid"), help="split to evaluate (default test)")
     p.add_argument("--k", type=int, default=None,

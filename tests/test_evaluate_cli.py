@@ -238,3 +238,35 @@ def test_out_without_compare_is_refused(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--workdir", str(tmp_path), "--out",
                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and "--out applies to --compare" in out.stderr
+
+
+def test_compare_keeps_the_rows_of_an_earlier_table(evaluated, tmp_path):
+    """An earlier comparison.csv among the runs keeps its rows (values and types), a run folder of the
+    same name replaces its row, and the output may be that same csv."""
+    workdir, _, _ = evaluated
+    out_dir = tmp_path / "cmp"
+    assert run("evaluate.py", "--compare", str(workdir), "--out", str(out_dir)).returncode == 0
+    table = out_dir / "comparison.csv"
+    rows = list(csv.DictReader(table.open()))
+    rows[0]["run"], rows[0]["nll"] = "lost-run", "123.456"  # a row whose folder is gone
+    with table.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = run("evaluate.py", "--compare", str(table), str(workdir), "--out", str(out_dir))
+    assert out.returncode == 0, out.stderr
+    merged = list(csv.DictReader(table.open()))
+    metrics = json.loads((workdir / "eval_test.json").read_text())
+    assert [r["run"] for r in merged] == ["lost-run", workdir.name]
+    assert merged[0]["nll"] == "123.456" and float(merged[1]["nll"]) == pytest.approx(metrics["nll"])
+    assert merged[0]["au"] == merged[1]["au"] == str(metrics["au"])
+    md = (out_dir / "comparison.md").read_text()
+    assert "| lost-run |" in md and "| 123.456 |" in md
+    # the folder replaces a csv row of its own name
+    out = run("evaluate.py", "--compare", str(table), str(workdir), "--out", str(out_dir))
+    assert [r["run"] for r in csv.DictReader(table.open())] == ["lost-run", workdir.name]
+    # a csv of another split is refused in one line
+    bad = tmp_path / "valid.csv"
+    bad.write_text(table.read_text().replace(",test,", ",valid,"))
+    out = run("evaluate.py", "--compare", str(bad), str(workdir), "--out", str(out_dir))
+    assert out.returncode == 2 and "valid split" in out.stderr and len(out.stderr.strip().splitlines()) == 1

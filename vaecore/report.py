@@ -206,15 +206,46 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
     return row
 
 
+def _csv_value(text: str) -> Any:
+    """A cell of a comparison.csv back to what ``run_row`` made it: None, int, float or text."""
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def table_rows(path: Path, split: str) -> list[dict[str, Any]]:
+    """The rows of an earlier ``comparison.csv`` (of the same ``split``), as ``run_row`` dicts."""
+    with open(path, newline="") as f:
+        rows = [{k: _csv_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    if not rows or "run" not in rows[0]:
+        raise ReportError(f"{path}: not a comparison.csv (no rows, or no 'run' column)")
+    other = {row.get("split") for row in rows} - {split, None}
+    if other:
+        raise ReportError(f"{path}: rows of the {'/'.join(sorted(other))} split; this table is of the {split} split")
+    return rows
+
+
 def compare_runs(runs: list[Path], out: Path, split: str = "test") -> tuple[Path, Path]:
     """Write ``out/comparison.md`` and ``out/comparison.csv``: one row per run, the same metrics
     (columns without any value are left out). A run is named by its folder's name, or by its path
-    where two folders share a name. Returns both paths."""
-    rows = [run_row(r, split) for r in runs]
+    where two folders share a name. A ``.csv`` file among ``runs`` (an earlier comparison.csv, the
+    output itself included) contributes its rows, so a table can grow without its older run folders;
+    a run folder given by name replaces a CSV row of the same name. Returns both paths."""
+    folders = [r for r in runs if not (Path(r).suffix == ".csv" and Path(r).is_file())]
+    rows = [run_row(r, split) for r in folders]
     names = [row["run"] for row in rows]
     if len(set(names)) < len(names):  # folders of the same name: tell them apart by their paths
-        for row, run in zip(rows, runs):
+        for row, run in zip(rows, folders):
             row["run"] = str(run)
+    kept = []
+    for table in (r for r in runs if r not in folders):
+        kept += [row for row in table_rows(Path(table), split) if row["run"] not in {r["run"] for r in rows + kept}]
+    rows = kept + rows
     columns = [c for c in COMPARE_COLUMNS if any(row.get(c) is not None for row in rows)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
