@@ -10,7 +10,10 @@ only evaluated when it has finished), so the script can be stopped and started a
 Up to ``--jobs`` runs train at once; on a CPU each is pinned to one core (``taskset``, one thread),
 on a GPU they share it. Then every finished run without ``eval_test.json`` at this K is evaluated
 (``evaluate.py --k K``, also ``--jobs`` at a time), and ``evaluate.py --compare`` writes
-``OUT/comparison.md`` and ``.csv`` over every finished, evaluated row. ``--train-args`` adds flags to
+``OUT/comparison.md`` and ``.csv`` over every finished, evaluated row. With ``--out``, each evaluated
+run's small files (config, results, evaluation, texts, curves; no checkpoints) are copied to
+``OUT/<run>/`` and the table is built from those copies, keeping the rows of an earlier
+``OUT/comparison.csv``: the table survives the run folders. ``--train-args`` adds flags to
 every run (for a quick check: ``--train-args "--max-steps 40 --data DIR"``).
 """
 
@@ -54,6 +57,24 @@ def finished(folder: Path) -> bool:
 def evaluated(folder: Path, k: int) -> bool:
     path = folder / "eval_test.json"
     return path.exists() and json.loads(path.read_text()).get("k") == k and "token_acc" in json.loads(path.read_text())
+
+
+RECORD_FILES = ("config.json", "results.json", "eval_test.json", "samples.txt", "reconstructions.txt",
+                "interpolations.txt", "training_curves.png")
+
+
+def keep_record(folder: Path, out: Path) -> Path:
+    """Copy what a table row and a reader need of an evaluated run (``RECORD_FILES``: no checkpoints)
+    to ``OUT/<run>/``, and return that copy: the table can be rebuilt from ``OUT`` alone after the run
+    folders are gone."""
+    import shutil
+
+    record = out / folder.name
+    record.mkdir(parents=True, exist_ok=True)
+    for name in RECORD_FILES:
+        if (folder / name).exists():
+            shutil.copy2(folder / name, record / name)
+    return record
 
 
 def pinned(cmd: list[str], core: int | None) -> tuple[list[str], dict]:
@@ -131,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     done = [run_dir(args.runs, r, args.backend) for r in rows if evaluated(run_dir(args.runs, r, args.backend), args.k)]
     if done:
         out = args.out or args.runs
-        subprocess.run([sys.executable, "evaluate.py", "--compare", *map(str, done), "--out", str(out)], cwd=ROOT,
-                       check=True)
+        records = [keep_record(folder, out) for folder in done] if args.out else done
+        earlier = [out / "comparison.csv"] if (out / "comparison.csv").exists() else []
+        subprocess.run([sys.executable, "evaluate.py", "--compare", *map(str, earlier + records), "--out", str(out)],
+                       cwd=ROOT, check=True)
     missing = [r for r in rows if run_dir(args.runs, r, args.backend) not in done]
     if missing:
         print(f"not finished or not evaluated yet: {', '.join(missing)}")

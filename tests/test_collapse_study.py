@@ -35,3 +35,15 @@ def test_study_trains_evaluates_and_compares(tmp_path):
     assert int(bn["k"]) == 3 and int(bn["examples"]) == 10
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
     assert again.returncode == 0 and "started" not in again.stdout  # nothing left to train or evaluate
+    # --out: records of the runs (no checkpoints) and a table that keeps the rows of the earlier one
+    out_dir = tmp_path / "results"
+    out_dir.mkdir()
+    (out_dir / "comparison.csv").write_text((tmp_path / "runs" / "comparison.csv").read_text().replace("lm-torch", "old-row"))
+    recorded = subprocess.run(cmd + ["--out", str(out_dir)], capture_output=True, text=True, timeout=900, env=env,
+                              cwd=ROOT, check=False)
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    rows = [row["run"] for row in csv.DictReader((out_dir / "comparison.csv").open())]
+    assert rows == ["old-row", "lm-torch", "bn-0.7-torch"]
+    assert sorted(p.name for p in (out_dir / "bn-0.7-torch").iterdir()) == sorted(
+        ["config.json", "results.json", "eval_test.json", "samples.txt", "reconstructions.txt", "interpolations.txt",
+         "training_curves.png"])
