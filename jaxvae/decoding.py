@@ -18,7 +18,7 @@ from flax import nnx
 
 from jaxvae.text_model import SentenceVAE
 from vaecore import decoding as search
-from vaecore.text_data import BOS_ID, EOS_ID
+from vaecore.text_data import BOS_ID
 
 METHODS = search.METHODS
 
@@ -100,16 +100,11 @@ class _Stepper:
         index = np.concatenate([np.asarray(index, np.int32), np.arange(self.rows, z.shape[0], dtype=np.int32)])
         return self._reorder(dec_state, z, jnp.asarray(index))
 
-    def greedy(self, z: np.ndarray, max_len: int) -> list[list[int]]:
-        """``vaecore.decoding.greedy`` in one compiled loop (the same ids: the same argmax of the same
-        log-probs, cut at the first <eos>)."""
+    def greedy_tokens(self, z: np.ndarray, max_len: int) -> np.ndarray:
+        """The greedy choice at each of ``max_len`` steps in one compiled loop, <eos> or not: [B, max_len]
+        (the same argmax of the same log-probs as ``step``; ``vaecore.decoding.greedy`` cuts at <eos>)."""
         z = self.padded_z(z)
-        tokens = np.asarray(self._greedy(self.params, z, max_len)).T[:self.rows]  # [B, max_len]
-        out = []
-        for row in tokens:
-            ends = np.flatnonzero(row == EOS_ID)
-            out.append([int(t) for t in row[:ends[0] if len(ends) else max_len]])
-        return out
+        return np.asarray(self._greedy(self.params, z, max_len)).T[:self.rows]
 
 
 def posterior_mean(model: SentenceVAE, tokens, lengths) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 A backend supplies a *stepper*: ``start(z) -> carry`` (decoder state from z [B, latent]),
 ``step(tokens [B], carry) -> (log-probs [B, vocab] float64 numpy, carry)`` and
-``reorder(carry, index) -> carry`` (beam bookkeeping), and optionally ``greedy(z, max_len) -> id lists``
-(greedy decoding in one compiled loop, the JAX stepper: the same argmax of the same log-probs, without a
-dispatch per token). Because the search itself is this one
+``reorder(carry, index) -> carry`` (beam bookkeeping), and optionally ``greedy_tokens(z, max_len) -> [B,
+max_len]`` (every step's greedy choice in one compiled loop, the JAX stepper: the same argmax of the same
+log-probs, without a dispatch per token; ``greedy`` cuts each row at its first <eos>). Because the search itself is this one
 numpy code (ties break towards the lower id, then the lower beam), the two backends decode the same
 ids from the same weights and z. Every function returns one list of word ids per row of z, without
 <bos> and <eos>; a sentence with no <eos> after ``max_len`` steps is cut there.
@@ -47,10 +47,16 @@ def _step_by_step(stepper: Stepper, z: np.ndarray, max_len: int, pick: Callable[
     return out
 
 
+def cut_at_eos(ids: np.ndarray) -> list[int]:
+    """A row of decoded ids up to (not including) its first <eos>, all of them without one."""
+    ends = np.flatnonzero(ids == EOS_ID)
+    return [int(t) for t in ids[:ends[0] if len(ends) else len(ids)]]
+
+
 def greedy(stepper: Stepper, z: np.ndarray, *, max_len: int = 50) -> list[list[int]]:
     """The most likely next word at every step. z: [B, latent] -> B id lists."""
-    if hasattr(stepper, "greedy"):
-        return stepper.greedy(z, max_len)
+    if hasattr(stepper, "greedy_tokens"):
+        return [cut_at_eos(row) for row in stepper.greedy_tokens(z, max_len)]
     return _step_by_step(stepper, z, max_len, lambda logp, t: np.argmax(logp, axis=1))
 
 
