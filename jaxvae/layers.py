@@ -12,6 +12,14 @@ from flax import nnx
 TRUNCATED_STD = 0.87962566103423978  # standard deviation of a unit normal truncated at +-2
 
 
+def flat_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x [..., in] @ w [in, out] -> [..., out], computed as one 2-D matmul over the flattened leading
+    dimensions. The same product as ``x @ w``; the difference is its gradient: for a 3-D ``x`` the
+    weight's gradient contracts two dimensions at once, which XLA's CPU backend runs about 1.5x
+    slower than the 2-D matmul (the vocabulary layer of a sentence batch, BENCHMARKS.md 2026-12-02)."""
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
 class ConvTranspose2d(nnx.Module):
     """torch.nn.ConvTranspose2d (no output padding, no dilation) on NHWC inputs.
 

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxvae.layers import flat_matmul
+
 GATES = {"lstm": 4, "gru": 3}
 
 
@@ -86,7 +88,7 @@ class _RNN(nnx.Module):
     def _scan(self, x: jax.Array, mask: jax.Array | None, state, layer: int, suffix: str):
         """One direction of one layer. x: [B, T, in]; mask: [B, T] bool or None -> ([B, T, H], state)."""
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, suffix)
-        xw = jnp.swapaxes(x @ w_ih.T + b_ih, 0, 1)  # [T, B, G*H], time-major for the scan
+        xw = jnp.swapaxes(flat_matmul(x, w_ih.T) + b_ih, 0, 1)  # [T, B, G*H], time-major for the scan
         w_hh_t = w_hh.T
 
         if mask is None:

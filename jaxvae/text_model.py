@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxvae.layers import flat_matmul
 from jaxvae.mmd import mmd
 from jaxvae.posterior import PosteriorHead
 from jaxvae.rnn import make_rnn
@@ -85,11 +86,8 @@ class SentenceVAE(nnx.Module):
     def vocab_logits(self, h: jax.Array) -> jax.Array:
         """Decoder outputs [..., hidden] -> logits [..., vocab]: the output layer, or with tied
         embeddings (optional projection to the embedding size) @ embedding^T + output_bias."""
-        if not self.config.tie_embeddings:
-            return self.output(h)
-        if self.config.hidden_dim != self.config.embed_dim:
-            h = self.output_projection(h)
-        return h @ self.embedding.embedding[...].T + self.output_bias[...]
+        feats, weight, bias = self.vocab_layer(h)
+        return flat_matmul(feats, weight.T) + bias
 
     def vocab_layer(self, h: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``vocab_logits`` as (features [..., F], weight [vocab, F], bias [vocab]), logits =
@@ -97,7 +95,8 @@ class SentenceVAE(nnx.Module):
         if not self.config.tie_embeddings:
             return h, self.output.kernel[...].T, self.output.bias[...]
         if self.config.hidden_dim != self.config.embed_dim:
-            h = self.output_projection(h)
+            p = self.output_projection
+            h = flat_matmul(h, p.kernel[...]) + p.bias[...]
         return h, self.embedding.embedding[...], self.output_bias[...]
 
     def decoder_states(self, inputs: jax.Array, z: jax.Array) -> jax.Array:
@@ -169,15 +168,38 @@ class SentenceVAE(nnx.Module):
         return self.decode(tokens[:, :-1], z, word_mask), mean, logvar, z
 
 
+def _target_nll_forward(logits: jax.Array, targets: jax.Array, mask: jax.Array):
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return jnp.where(mask, nll, 0.0), (logp, targets, mask)
+
+
+def _target_nll_backward(residuals, g: jax.Array):
+    logp, targets, mask = residuals
+    g = jnp.where(mask, g, 0.0)[..., None]
+    onehot = jnp.arange(logp.shape[-1])[None, None, :] == targets[..., None]
+    return jnp.exp(logp) * g - jnp.where(onehot, g, 0.0), None, None
+
+
+@jax.custom_vjp
+def _target_nll(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+    """-log softmax(logits)[target] at the masked-in positions (0 elsewhere), with the gradient
+    written out: d/dlogits = g * (softmax(logits) - onehot(target)), one fused pass over the saved
+    log-probabilities; the twin of ``torchvae.text_model._TargetNLL`` (BENCHMARKS.md, 2026-12-02)."""
+    return _target_nll_forward(logits, targets, mask)[0]
+
+
+_target_nll.defvjp(_target_nll_forward, _target_nll_backward)
+
+
 def token_nll(logits: jax.Array, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
     """-log p(tokens[:, 1:]) summed over each sentence's targets (words and <eos>): -> [B].
 
-    logits: [B, T-1, vocab] (position t predicts tokens[:, t+1]), lengths: [B] = n + 2."""
+    logits: [B, T-1, vocab] (position t predicts tokens[:, t+1]), lengths: [B] = n + 2. The
+    per-position loss and its gradient are ``_target_nll``."""
     targets = tokens[:, 1:]
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[:, :, None], axis=-1)[:, :, 0]
     mask = jnp.arange(targets.shape[1])[None, :] < (lengths - 1)[:, None]
-    return jnp.sum(jnp.where(mask, nll, 0.0), axis=1)
+    return jnp.sum(_target_nll(logits, targets, mask), axis=1)
 
 
 EVAL_TILE = 256  # positions per vocabulary tile in ``tiled_token_nll``: [256, 10002] logits, 10 MB

@@ -158,15 +158,37 @@ class SentenceVAE(nn.Module):
         return self.decode(tokens[:, :-1], z, word_mask, dropout_masks), mean, logvar, z
 
 
+class _TargetNLL(torch.autograd.Function):
+    """-log softmax(logits)[target] at the masked-in positions (0 elsewhere), with the gradient
+    written out: d/dlogits = g * (softmax(logits) - onehot(target)), one pass over the saved
+    log-probabilities. The same values as autograd through ``log_softmax`` and ``gather`` (whose
+    backward first scatters g into a zero [.., vocab] tensor and then runs the log-softmax
+    backward over it), without that scatter and its extra passes (BENCHMARKS.md, 2026-12-02)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits, dim=-1)
+        nll = -torch.gather(logp, -1, targets[..., None])[..., 0]
+        ctx.save_for_backward(logp, targets, mask)
+        return torch.where(mask, nll, torch.zeros_like(nll))
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        logp, targets, mask = ctx.saved_tensors
+        g = torch.where(mask, g, torch.zeros_like(g))[..., None]
+        grad = torch.exp(logp).mul_(g)
+        grad.scatter_add_(-1, targets[..., None], -g)
+        return grad, None, None
+
+
 def token_nll(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """-log p(tokens[:, 1:]) summed over each sentence's targets (words and <eos>): -> [B].
 
-    logits: [B, T-1, vocab] (position t predicts tokens[:, t+1]), lengths: [B] = n + 2."""
-    targets = tokens[:, 1:]
-    logp = F.log_softmax(logits, dim=-1)
-    nll = -torch.gather(logp, -1, targets[:, :, None].long())[:, :, 0]
+    logits: [B, T-1, vocab] (position t predicts tokens[:, t+1]), lengths: [B] = n + 2. The
+    per-position loss and its gradient are ``_TargetNLL``."""
+    targets = tokens[:, 1:].long()
     mask = torch.arange(targets.shape[1], device=tokens.device)[None, :] < (lengths - 1)[:, None]
-    return torch.where(mask, nll, torch.zeros_like(nll)).sum(1)
+    return _TargetNLL.apply(logits, targets, mask).sum(1)
 
 
 EVAL_TILE = 256  # positions per vocabulary tile in ``tiled_token_nll``: [256, 10002] logits, 10 MB
