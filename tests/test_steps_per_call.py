@@ -3,7 +3,6 @@ against the one-step function it replaces, and the cached epoch order."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import jax

@@ -16,9 +16,9 @@ from torchvae import text_model as ttm
 from vaecore.text_config import TextModelConfig
 
 CONFIGS = {
-    "untied": dict(tie_embeddings=False),
-    "tied": dict(tie_embeddings=True, embed_dim=16),
-    "tied-projection": dict(tie_embeddings=True, rnn="gru", z_every_step=True),
+    "untied": {"tie_embeddings": False},
+    "tied": {"tie_embeddings": True, "embed_dim": 16},
+    "tied-projection": {"tie_embeddings": True, "rnn": "gru", "z_every_step": True},
 }
 
 
