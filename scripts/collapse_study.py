@@ -41,6 +41,9 @@ ROWS = {
     "bn-0.7": ["--bn-gamma", "0.7"],
     # 2 epochs of autoencoder on top of the 12 of the ELBO, the decay after the ELBO's 8th, as the others
     "pretrain-fb": ["--pretrain-ae-epochs", "2", "--epochs", "14", "--lr-decay-start", "10", "--free-bits", "0.25"],
+    # the same, with z also fed to the decoder at every step (Bowman et al. feed it once, as the others)
+    "pretrain-fb-z": ["--pretrain-ae-epochs", "2", "--epochs", "14", "--lr-decay-start", "10", "--free-bits", "0.25",
+                      "--z-every-step"],
     "aggressive": ["--aggressive"],
     "infovae": ["--loss", "mmd", "--alpha", "0.5", "--lambda", "10"],
 }
