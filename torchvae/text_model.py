@@ -107,19 +107,22 @@ class SentenceVAE(nn.Module):
         return torch.cat([emb, z[:, None, :].expand(*emb.shape[:2], z.shape[-1])], dim=-1)
 
     def decode(self, inputs: torch.Tensor, z: torch.Tensor, word_mask: torch.Tensor | None = None,
-               dropout_masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               dropout_masks: tuple[torch.Tensor, torch.Tensor] | None = None,
+               positions: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced decoder. inputs: [B, T_dec] (= tokens[:, :-1]), z: [B, latent],
         word_mask: [B, T_dec] bool, True -> the input word becomes <unk> (never <bos>);
         dropout_masks: in training, the multipliers (0 or 1 / (1 - p)) of embedding dropout
         [B, T_dec, embed] and output dropout [B, T_dec, hidden], else torch's dropout.
-        Returns logits [B, T_dec, vocab]."""
+        Returns logits [B, T_dec, vocab]; with ``positions`` ([B, T_dec] bool) only those positions'
+        logits, [N, vocab] in row-major order (training: the vocabulary layer skips the padding)."""
         if word_mask is not None:
             inputs = torch.where(word_mask & (inputs != BOS_ID), torch.full_like(inputs, UNK_ID), inputs)
         emb = self.embedding(inputs)
         explicit = dropout_masks is not None and self.training
         emb = emb * dropout_masks[0] if explicit else self.embedding_dropout(emb)
         out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), self.initial_state(z))
-        return self.vocab_logits(out * dropout_masks[1] if explicit else self.output_dropout(out))
+        out = out * dropout_masks[1] if explicit else self.output_dropout(out)
+        return self.vocab_logits(out if positions is None else out[positions])
 
     def vocab_layer(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``vocab_logits`` as (features [..., F], weight [vocab, F], bias [vocab]), logits =
@@ -143,19 +146,22 @@ class SentenceVAE(nn.Module):
         return self.vocab_logits(out[:, 0]), state
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor,
-                word_mask: torch.Tensor | None = None, dropout_masks=None):
+                word_mask: torch.Tensor | None = None, dropout_masks=None, packed: bool = False):
         """-> (logits [B, T-1, vocab], mean, logvar, z: [B, latent]); z = mean + exp(logvar/2) * eps.
         With eps [k, B, latent] (k samples per sentence, the IWAE): z [k, B, latent] and the decoder
         reads every sentence k times, logits [k * B, T-1, vocab] (sample-major rows; ``dropout_masks``
-        then [k * B, ...])."""
+        then [k * B, ...]). ``packed``: the logits of the target positions only, [N, vocab] in
+        row-major order (``target_positions``), which ``token_nll`` takes as they are."""
         mean, logvar = self.encode(tokens, lengths)
         z = mean + torch.exp(0.5 * logvar) * eps
         if z.dim() == 3:
             k = z.shape[0]
             word_mask = word_mask.repeat(k, 1) if word_mask is not None else None
-            logits = self.decode(tokens[:, :-1].repeat(k, 1), z.reshape(-1, z.shape[-1]), word_mask, dropout_masks)
-            return logits, mean, logvar, z
-        return self.decode(tokens[:, :-1], z, word_mask, dropout_masks), mean, logvar, z
+            tokens, lengths, z_dec = tokens.repeat(k, 1), lengths.repeat(k), z.reshape(-1, z.shape[-1])
+        else:
+            z_dec = z
+        positions = target_positions(tokens, lengths) if packed else None
+        return self.decode(tokens[:, :-1], z_dec, word_mask, dropout_masks, positions), mean, logvar, z
 
 
 class _TargetNLL(torch.autograd.Function):
@@ -181,14 +187,24 @@ class _TargetNLL(torch.autograd.Function):
         return grad, None, None
 
 
+def target_positions(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[B, T-1] bool: the decoder positions that predict a target (words and <eos>), not padding."""
+    return torch.arange(tokens.shape[1] - 1, device=tokens.device)[None, :] < (lengths - 1)[:, None]
+
+
 def token_nll(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """-log p(tokens[:, 1:]) summed over each sentence's targets (words and <eos>): -> [B].
 
-    logits: [B, T-1, vocab] (position t predicts tokens[:, t+1]), lengths: [B] = n + 2. The
-    per-position loss and its gradient are ``_TargetNLL``."""
+    logits: [B, T-1, vocab] (position t predicts tokens[:, t+1]), or [N, vocab] at the N target
+    positions only (``target_positions``, row-major: ``SentenceVAE(..., packed=True)``); lengths: [B]
+    = n + 2. The per-position loss and its gradient are ``_TargetNLL``; both layouts give the same
+    sums (the packed one is put back in place before summing)."""
     targets = tokens[:, 1:].long()
-    mask = torch.arange(targets.shape[1], device=tokens.device)[None, :] < (lengths - 1)[:, None]
-    return _TargetNLL.apply(logits, targets, mask).sum(1)
+    mask = target_positions(tokens, lengths)
+    if logits.dim() == 3:
+        return _TargetNLL.apply(logits, targets, mask).sum(1)
+    nll = _TargetNLL.apply(logits, targets[mask], torch.ones_like(targets[mask], dtype=torch.bool))
+    return torch.zeros(targets.shape, dtype=nll.dtype, device=nll.device).masked_scatter(mask, nll).sum(1)
 
 
 EVAL_TILE = 256  # positions per vocabulary tile in ``tiled_token_nll``: [256, 10002] logits, 10 MB
@@ -257,7 +273,7 @@ def sentence_loss(
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
-    logits, mean, logvar, z = model(tokens, lengths, eps, word_mask, dropout_masks)
+    logits, mean, logvar, z = model(tokens, lengths, eps, word_mask, dropout_masks, packed=True)
     if objective == "iwae":
         return sentence_iwae(logits, mean, logvar, z, eps, tokens, lengths)
     return sentence_objective(logits, mean, logvar, z, tokens, lengths, kl_weight=kl_weight, free_bits=free_bits,
@@ -269,7 +285,8 @@ def sentence_objective(
     kl_weight: float = 1.0, free_bits: float = 0.0, objective: str = "elbo", alpha: float = 0.0,
     lam: float = 1.0, prior_z: torch.Tensor | None = None, mmd_kwargs: dict | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``sentence_loss`` from the model's outputs (logits [B, T-1, vocab]; mean, logvar, z [B, latent])."""
+    """``sentence_loss`` from the model's outputs (logits [B, T-1, vocab] or packed [N, vocab], see
+    ``token_nll``; mean, logvar, z [B, latent])."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     recon = token_nll(logits, tokens, lengths)
@@ -293,8 +310,8 @@ def sentence_iwae(logits: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor
     """The importance-weighted bound (Burda et al. 2015) of each sentence from k = eps.shape[0]
     samples of q(z|x): total = -(logsumexp_i log w_i - log k), log w_i = log p(x|z_i) + log p(z_i)
     - log q(z_i|x) = -recon_i + sum_d (eps^2 - z^2 + logvar) / 2. Terms per sentence: total, recon
-    (the mean over the k samples), the analytic kl, mmd 0. logits [k * B, T-1, vocab], z and eps
-    [k, B, latent]."""
+    (the mean over the k samples), the analytic kl, mmd 0. logits [k * B, T-1, vocab] (or packed,
+    see ``token_nll``), z and eps [k, B, latent]."""
     k, b = z.shape[0], z.shape[1]
     recon_k = token_nll(logits, tokens.repeat(k, 1), lengths.repeat(k)).reshape(k, b)
     log_w = -recon_k + 0.5 * (eps * eps - z * z + logvar).sum(-1)
