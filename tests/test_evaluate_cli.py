@@ -217,6 +217,10 @@ def test_setup_summary_tells_the_runs_of_a_comparison_apart():
     text["text"]["output_dropout"] = 0.5
     text["text_train"].update(lr_decay=0.5, lr_decay_start=6)
     assert setup_summary(text).endswith("word dropout 0.25; output dropout 0.5; lr x0.5 per epoch after 6")
+    text["text"].update(z_every_step=True, decoder_init_tanh=True)
+    assert setup_summary(text).endswith("output dropout 0.5; z at every decoder step; tanh initial state; "
+                                        "lr x0.5 per epoch after 6")
+    text["text"].update(z_every_step=False, decoder_init_tanh=False)
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 1.0}}) == "-"
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 0.5}}) == "KL weight 0.5"
     text["text"]["use_latent"] = False  # the language-model baseline: no KL schedule or free bits to show

@@ -70,8 +70,9 @@ def _g(value: Any) -> str:
 
 def setup_summary(config: dict) -> str:
     """What tells runs of one objective apart, in a few words: the MMD's alpha, lambda and kernel; for
-    text the KL schedule (with its parameters), free bits, word and output dropout, the learning-rate
-    decay; a KL weight other than 1.
+    text the KL schedule (with its parameters), free bits, word and output dropout, tied embeddings,
+    how z reaches the decoder (every step, a tanh initial state), the learning-rate decay; a KL weight
+    other than 1.
     E.g. "logistic KL (k 0.0025, x0 2500)", "alpha 1, lambda 1, imq; constant KL"."""
     loss, parts = config.get("loss", {}), []
     if loss.get("objective") == "mmd":
@@ -98,6 +99,10 @@ def setup_summary(config: dict) -> str:
                 parts.append(f"{name.replace('_', ' ')} {_g(text[name])}")
         if text.get("tie_embeddings"):
             parts.append("tied embeddings")
+        if text.get("z_every_step"):
+            parts.append("z at every decoder step")
+        if text.get("decoder_init_tanh"):
+            parts.append("tanh initial state")
         if text_train.get("lr_decay", 1.0) != 1.0:
             parts.append(f"lr x{_g(text_train['lr_decay'])} per epoch after {_g(text_train.get('lr_decay_start'))}")
     return "; ".join(parts) or "-"
