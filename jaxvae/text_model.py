@@ -177,7 +177,7 @@ def _target_nll_forward(logits: jax.Array, targets: jax.Array, mask: jax.Array):
 def _target_nll_backward(residuals, g: jax.Array):
     logp, targets, mask = residuals
     g = jnp.where(mask, g, 0.0)[..., None]
-    onehot = jnp.arange(logp.shape[-1])[None, None, :] == targets[..., None]
+    onehot = jnp.arange(logp.shape[-1]) == targets[..., None]
     return jnp.exp(logp) * g - jnp.where(onehot, g, 0.0), None, None
 
 
@@ -192,14 +192,17 @@ def _target_nll(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.A
 _target_nll.defvjp(_target_nll_forward, _target_nll_backward)
 
 
+def target_positions(tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """[B, T-1] bool: the decoder positions that predict a target (words and <eos>), not padding."""
+    return jnp.arange(tokens.shape[1] - 1)[None, :] < (lengths - 1)[:, None]
+
+
 def token_nll(logits: jax.Array, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
     """-log p(tokens[:, 1:]) summed over each sentence's targets (words and <eos>): -> [B].
 
     logits: [B, T-1, vocab] (position t predicts tokens[:, t+1]), lengths: [B] = n + 2. The
     per-position loss and its gradient are ``_target_nll``."""
-    targets = tokens[:, 1:]
-    mask = jnp.arange(targets.shape[1])[None, :] < (lengths - 1)[:, None]
-    return jnp.sum(_target_nll(logits, targets, mask), axis=1)
+    return jnp.sum(_target_nll(logits, tokens[:, 1:], target_positions(tokens, lengths)), axis=1)
 
 
 EVAL_TILE = 256  # positions per vocabulary tile in ``tiled_token_nll``: [256, 10002] logits, 10 MB
@@ -223,7 +226,7 @@ def tiled_token_nll(vae: SentenceVAE, states: jax.Array, tokens: jax.Array, leng
     lse = jax.lax.map(lambda x: jax.nn.logsumexp(x @ weight.T + bias, axis=-1), tiles).reshape(-1)[:b * t]
     target_logit = jnp.sum(flat * weight[targets.reshape(-1)], axis=-1) + bias[targets.reshape(-1)]
     nll = (lse - target_logit).reshape(b, t)
-    mask = jnp.arange(t)[None, :] < (lengths - 1)[:, None]
+    mask = target_positions(tokens, lengths)
     return jnp.sum(jnp.where(mask, nll, 0.0), axis=1)
 
 

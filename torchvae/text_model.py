@@ -203,7 +203,8 @@ def token_nll(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor)
     mask = target_positions(tokens, lengths)
     if logits.dim() == 3:
         return _TargetNLL.apply(logits, targets, mask).sum(1)
-    nll = _TargetNLL.apply(logits, targets[mask], torch.ones_like(targets[mask], dtype=torch.bool))
+    picked = targets[mask]
+    nll = _TargetNLL.apply(logits, picked, torch.ones_like(picked, dtype=torch.bool))
     return torch.zeros(targets.shape, dtype=nll.dtype, device=nll.device).masked_scatter(mask, nll).sum(1)
 
 
@@ -221,7 +222,7 @@ def tiled_token_nll(vae: SentenceVAE, states: torch.Tensor, tokens: torch.Tensor
     states: [B, T-1, hidden] (``decoder_states``), tokens: [B, T], lengths: [B] -> [B]."""
     targets = tokens[:, 1:]
     b, t = targets.shape
-    mask = torch.arange(t, device=tokens.device)[None, :] < (lengths - 1)[:, None]
+    mask = target_positions(tokens, lengths)
     feats, weight, bias = vae.vocab_layer(states[mask])  # [N, F]: the target positions
     picked = targets[mask].long()
     lse = torch.cat([torch.logsumexp(F.linear(feats[i:i + tile], weight, bias), dim=-1)
