@@ -100,10 +100,19 @@ def sided_adam_update(loss_fn, params: dict, opt_state: dict, tx: optax.Gradient
     return {**p_sides["encoder"], **p_sides["decoder"]}, opt_state, aux
 
 
+def placeholder(leaf: jax.ShapeDtypeStruct) -> jax.Array:
+    """A concrete array of an abstract leaf's shape and type: zeros, or keys of seed 0."""
+    if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        return jnp.broadcast_to(jax.random.key(0), leaf.shape)
+    return jnp.zeros(leaf.shape, leaf.dtype)
+
+
 class JaxTextEngine:
     decoding = decoding
 
-    def __init__(self, cfg: RunConfig, workdir: Path):
+    def __init__(self, cfg: RunConfig, workdir: Path, *, restoring: bool = False):
+        """``restoring``: the weights will come from ``restore()`` (``--sample``, ``evaluate.py``): only
+        their shapes are built (``nnx.eval_shape``), no initialiser runs or compiles."""
         self.cfg = cfg
         tc = cfg.train
         if tc.dtype == "float64":
@@ -111,7 +120,10 @@ class JaxTextEngine:
         self.dtype = jnp.dtype(tc.dtype)
         self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, cfg.train.keep_checkpoints)
         self.key = jax.random.key(tc.seed)
-        model = SentenceVAE(cfg.text, rngs=nnx.Rngs(tc.seed), param_dtype=self.dtype)
+        def build():
+            return SentenceVAE(cfg.text, rngs=nnx.Rngs(tc.seed), param_dtype=self.dtype)
+
+        model = nnx.eval_shape(build) if restoring else build()
         model.train()
         # params: the trained weights; stats: running averages; rest: the dropout RNG stream, reseeded every step
         self.graphdef, params, stats, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
@@ -119,10 +131,14 @@ class JaxTextEngine:
         self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
         # aggressive training updates one side at a time: one Adam state per side
         self.sided = cfg.text_train.aggressive
-        self.opt_state = self._init_opt_state()
         self.shard = Sharder()  # data parallel over every device (``jaxvae.parallel``)
-        self._replicate()
         self._steps = {}
+        if restoring:  # shapes until restore(); the RNG stream (unused in evaluation) gets placeholder values
+            self.opt_state = jax.eval_shape(self._init_opt_state)
+            self.rest = jax.tree.map(placeholder, self.rest)
+            return
+        self.opt_state = self._init_opt_state()
+        self._replicate()
 
     def _replicate(self) -> None:
         self.params, self.opt_state, self.stats, self.rest, self.key = self.shard.replicate(

@@ -99,7 +99,9 @@ def adam_update(loss_fn, params, opt_state, tx: optax.GradientTransformation, lr
 
 class JaxEngine:
 
-    def __init__(self, cfg: RunConfig, workdir: Path):
+    def __init__(self, cfg: RunConfig, workdir: Path, *, restoring: bool = False):
+        """``restoring``: the weights will come from ``restore()`` (``evaluate.py``): only their shapes
+        are built (``nnx.eval_shape``), no initialiser runs or compiles."""
         from jaxvae.models import VAE
 
         self.cfg = cfg
@@ -109,15 +111,22 @@ class JaxEngine:
         self.dtype = jnp.dtype(tc.dtype)
         self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, tc.keep_checkpoints)
         self.key = jax.random.PRNGKey(tc.seed)
-        model = VAE(cfg.model, rngs=nnx.Rngs(tc.seed))
+        def build():
+            return VAE(cfg.model, rngs=nnx.Rngs(tc.seed))
+
+        model = nnx.eval_shape(build) if restoring else build()
         # params: trained by Adam; stats: the BN-VAE's running averages (empty without it)
         self.graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-        self.params = jax.tree.map(lambda a: a.astype(self.dtype), nnx.to_pure_dict(params))
-        self.stats = jax.tree.map(lambda a: a.astype(self.dtype), nnx.to_pure_dict(stats))
+        cast = (lambda a: jax.ShapeDtypeStruct(a.shape, self.dtype)) if restoring else (lambda a: a.astype(self.dtype))
+        self.params = jax.tree.map(cast, nnx.to_pure_dict(params))
+        self.stats = jax.tree.map(cast, nnx.to_pure_dict(stats))
         self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
-        self.opt_state = self.tx.init(self.params)
         self.shard = Sharder()  # data parallel over every device (``jaxvae.parallel``)
-        self._replicate()
+        if restoring:  # shapes until restore()
+            self.opt_state = jax.eval_shape(self.tx.init, self.params)
+        else:
+            self.opt_state = self.tx.init(self.params)
+            self._replicate()
         self._steps = {}  # compiled steps by (kl_weight, lr_scale): the image task keeps both constant
         self._loop = cfg.model.kind == "mlp"  # several steps per compiled call (``train_steps``)
         self._eval = jax.jit(self._eval_fn)

@@ -200,5 +200,57 @@ def test_jax_greedy_loop_equals_the_step_by_step_search():
     assert len(lengths) > 1 and 9 in lengths  # some stop at <eos>, some are cut at max_len
 
 
+class _StepOnly:
+    """A stepper's single steps only: the shared numpy search, step by step, over the same weights."""
+
+    def __init__(self, stepper):
+        self.start, self.step, self.reorder = stepper.start, stepper.step, stepper.reorder
+
+
+def test_jax_sampling_and_beam_loops_equal_the_step_by_step_search():
+    """The JAX sampling and beam search in one compiled loop (float32) return what the shared numpy
+    search (float64) returns from the same stepper's single steps: rows ending at different lengths,
+    rows cut at max_len, row counts on both sides of a padding bucket, beams of width 1 to 4, with and
+    without length normalisation, temperatures below and above 1."""
+    from vaecore import decoding as search
+
+    torch.manual_seed(5)
+    cfg = TextModelConfig(vocab_size=30, embed_dim=8, hidden_dim=12, latent_dim=3, rnn="lstm",
+                          embedding_dropout=0.0, output_dropout=0.0)
+    params = torch_export(ttm.SentenceVAE(cfg))
+    params["output_bias"][EOS_ID] += 1.0
+    _, jmodel = models(params, cfg)
+    lengths, checked = set(), 0
+    for rows in (1, 5, jdec.MIN_ROWS + 1):
+        z = 3.0 * np.random.default_rng(rows).standard_normal((rows, 3)).astype(np.float32)
+        stepper = jdec._Stepper(jmodel)
+        for temperature in (0.5, 1.0, 2.0):
+            u = np.random.default_rng(rows + 7).random((rows, 9))
+            looped = search.sample(stepper, z, temperature=temperature, max_len=9, uniforms=u)
+            assert looped == search.sample(_StepOnly(stepper), z, temperature=temperature, max_len=9, uniforms=u)
+            lengths |= {len(ids) for ids in looped}
+        for k, norm, max_len in ((1, 0.0, 8), (2, 0.0, 3), (3, 1.0, 8), (4, 0.5, 12)):
+            looped = search.beam(stepper, z, beam_width=k, max_len=max_len, length_norm=norm)
+            stepped = search.beam(_StepOnly(stepper), z, beam_width=k, max_len=max_len, length_norm=norm)
+            assert looped == stepped, (rows, k, norm, max_len)
+            lengths |= {len(ids) for ids in looped}
+            checked += 1
+    assert checked == 12 and len(lengths) > 3 and 9 in lengths  # some end at <eos>, some at max_len
+    with pytest.raises(ValueError, match="beam_width"):
+        search.beam(jdec._Stepper(jmodel), z, beam_width=16)
+
+
+def test_best_first_is_the_stable_argsort():
+    from vaecore.decoding import best_first
+
+    rng = np.random.default_rng(0)
+    for trial in range(500):
+        m = int(rng.integers(1, 40))
+        scores = rng.integers(-3, 3, m).astype(float) if trial % 2 else rng.standard_normal(m)  # ties, or none
+        scores[rng.integers(0, m)] = -np.inf
+        n = int(rng.integers(1, m + 2))
+        np.testing.assert_array_equal(best_first(scores, n), np.argsort(-scores, kind="stable")[:n])
+
+
 def test_padded_rows():
     assert [jdec.padded_rows(n) for n in (0, 1, 16, 17, 33, 64, 65)] == [16, 16, 16, 32, 64, 64, 128]

@@ -225,6 +225,9 @@ def test_setup_summary_tells_the_runs_of_a_comparison_apart():
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 0.5}}) == "KL weight 0.5"
     text["text"]["use_latent"] = False  # the language-model baseline: no KL schedule or free bits to show
     assert setup_summary(text) == "alpha 1, lambda 10, imq; word dropout 0.25; output dropout 0.5; lr x0.5 per epoch after 6"
+    text["text"]["embedding_dropout"] = 0.4
+    assert setup_summary(text) == ("alpha 1, lambda 10, imq; embedding dropout 0.4; word dropout 0.25; output dropout 0.5; "
+                                   "lr x0.5 per epoch after 6")
     iwae = {"task": "mnist", "loss": {"objective": "iwae", "iw_samples": 5, "kl_weight": 1.0}}
     assert setup_summary(iwae) == "k 5"
 

@@ -163,7 +163,7 @@ def load_model(cfg: RunConfig, workdir: Path):
     ``torchvae.engine``). Raises FileNotFoundError when there is none readable."""
     from torchvae import engine as engine_of
 
-    engine = engine_of(cfg.task)(cfg, Path(workdir))  # the engine reads the checkpoints it writes
+    engine = engine_of(cfg.task)(cfg, Path(workdir), restoring=True)  # the engine reads the checkpoints it writes
     meta = engine.restore()
     if meta is None:
         raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / rundir.CHECKPOINTS}")

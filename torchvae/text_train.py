@@ -27,7 +27,9 @@ PARTS = ("all", "encoder", "decoder")
 class TorchTextEngine:
     decoding = decoding
 
-    def __init__(self, cfg: RunConfig, workdir: Path):
+    def __init__(self, cfg: RunConfig, workdir: Path, *, restoring: bool = False):
+        """``restoring`` (the weights will come from ``restore()``) is the JAX engine's shortcut past its
+        compiled initialisers; torch's initialisers take milliseconds, so here it changes nothing."""
         self.cfg = cfg
         tc = cfg.train
         self.dtype = getattr(torch, tc.dtype)

@@ -23,7 +23,9 @@ from vaecore.image_task import check_whole_model, summarize
 
 class TorchEngine:
 
-    def __init__(self, cfg: RunConfig, workdir: Path):
+    def __init__(self, cfg: RunConfig, workdir: Path, *, restoring: bool = False):
+        """``restoring`` (the weights will come from ``restore()``) is the JAX engine's shortcut past its
+        compiled initialisers; torch's initialisers take milliseconds, so here it changes nothing."""
         from torchvae.models import VAE
 
         self.cfg = cfg

@@ -2,11 +2,13 @@
 
 A backend supplies a *stepper*: ``start(z) -> carry`` (decoder state from z [B, latent]),
 ``step(tokens [B], carry) -> (log-probs [B, vocab] float64 numpy, carry)`` and
-``reorder(carry, index) -> carry`` (beam bookkeeping), and optionally ``greedy_tokens(z, max_len) -> [B,
-max_len]`` (every step's greedy choice in one compiled loop, the JAX stepper: the same argmax of the same
-log-probs, without a dispatch per token; ``greedy`` cuts each row at its first <eos>). Because the search itself is this one
-numpy code (ties break towards the lower id, then the lower beam), the two backends decode the same
-ids from the same weights and z. Every function returns one list of word ids per row of z, without
+``reorder(carry, index) -> carry`` (beam bookkeeping). The JAX stepper also runs each search as one
+compiled loop, without a dispatch per token: ``greedy_tokens(z, max_len)`` and ``sample_tokens(z,
+uniforms, temperature)`` give every step's choice, [B, max_len], <eos> or not (the search cuts each row at
+its first <eos>), and ``beam_ids(z, k, max_len, length_norm)`` the chosen hypotheses; they follow the
+rules of this numpy code exactly, in float32 instead of float64. Because the search is defined once here
+(ties break towards the lower id, then the lower beam), the two backends decode the same ids from the
+same weights and z. Every function returns one list of word ids per row of z, without
 <bos> and <eos>; a sentence with no <eos> after ``max_len`` steps is cut there.
 """
 
@@ -74,6 +76,9 @@ def sample(stepper: Stepper, z: np.ndarray, *, temperature: float = 1.0, max_len
     if uniforms.shape != (z.shape[0], max_len):
         raise ValueError(f"uniforms must be [batch, max_len] = {(z.shape[0], max_len)}, got {uniforms.shape}")
 
+    if hasattr(stepper, "sample_tokens"):
+        return [cut_at_eos(row) for row in stepper.sample_tokens(z, uniforms, temperature)]
+
     def pick(logp, t):
         scaled = logp / temperature
         p = np.exp(scaled - scaled.max(axis=1, keepdims=True))
@@ -82,6 +87,22 @@ def sample(stepper: Stepper, z: np.ndarray, *, temperature: float = 1.0, max_len
         return np.minimum(np.array(idx), p.shape[1] - 1)
 
     return _step_by_step(stepper, z, max_len, pick)
+
+
+def check_beam_width(k: int, vocab_size: int) -> None:
+    if not 1 <= k <= vocab_size // 2:
+        raise ValueError(f"beam_width must be in [1, vocab/2 = {vocab_size // 2}], got {k}")
+
+
+def best_first(scores: np.ndarray, n: int) -> np.ndarray:
+    """The indices of the ``n`` largest of ``scores`` [m], largest first, ties towards the lower index:
+    ``np.argsort(-scores, kind="stable")[:n]`` in O(m) (a partition, then a sort of the few that
+    reach the n-th largest value)."""
+    if n >= len(scores):
+        return np.argsort(-scores, kind="stable")[:n]
+    nth = -np.partition(-scores, n - 1)[n - 1]  # the n-th largest value
+    reach = np.flatnonzero(scores >= nth)  # ascending: the stable sort keeps ties in index order
+    return reach[np.argsort(-scores[reach], kind="stable")][:n]
 
 
 def beam(stepper: Stepper, z: np.ndarray, *, beam_width: int = 5, max_len: int = 50,
@@ -93,6 +114,9 @@ def beam(stepper: Stepper, z: np.ndarray, *, beam_width: int = 5, max_len: int =
     <eos> among the best k finishes a hypothesis, the best k others continue; a row stops with k
     finished hypotheses, and at ``max_len`` the live beams finish unterminated. k=1 is greedy."""
     B, k = z.shape[0], beam_width
+    if hasattr(stepper, "beam_ids"):
+        check_beam_width(k, stepper.vocab_size)
+        return stepper.beam_ids(z, k, max_len, length_norm)
     carry = stepper.start(np.repeat(z, k, axis=0))  # row b*k + j is beam j of sentence b
     scores = np.full((B, k), -np.inf)
     scores[:, 0] = 0.0
@@ -103,15 +127,14 @@ def beam(stepper: Stepper, z: np.ndarray, *, beam_width: int = 5, max_len: int =
     for t in range(max_len):
         logp, carry = stepper.step(tokens, carry)
         V = logp.shape[1]
-        if not 1 <= k <= V // 2:
-            raise ValueError(f"beam_width must be in [1, vocab/2 = {V // 2}], got {k}")
+        check_beam_width(k, V)
         flat = (scores[:, :, None] + logp.reshape(B, k, V)).reshape(B, k * V)
         parents = np.tile(np.arange(k), (B, 1))
         words = np.full((B, k), EOS_ID, np.int64)
         new_scores = np.full((B, k), -np.inf)
         for b in np.flatnonzero(~done):
             alive = 0
-            for rank, i in enumerate(np.argsort(-flat[b], kind="stable")[: 2 * k]):
+            for rank, i in enumerate(best_first(flat[b], 2 * k)):
                 parent, word = divmod(int(i), V)
                 if word == EOS_ID:
                     if rank < k:

@@ -47,7 +47,8 @@ class Engine(Protocol):
       ``logvar`` of every example (numpy [N, D]).
     - ``model()``: the model in evaluation mode.
     - ``save(step, meta)``: an atomic checkpoint; ``restore()``: the newest complete checkpoint's
-      ``meta``, or None when there is none.
+      ``meta``, or None when there is none. An engine built with ``restoring=True`` (for
+      ``--sample`` and ``evaluate.py``) may hold only the weights' shapes until ``restore()``.
     """
 
     cfg: RunConfig

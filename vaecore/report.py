@@ -70,7 +70,7 @@ def _g(value: Any) -> str:
 
 def setup_summary(config: dict) -> str:
     """What tells runs of one objective apart, in a few words: the MMD's alpha, lambda and kernel; for
-    text the KL schedule (with its parameters), free bits, word and output dropout, tied embeddings,
+    text the KL schedule (with its parameters), free bits, embedding, word and output dropout, tied embeddings,
     how z reaches the decoder (every step, a tanh initial state), the learning-rate decay; a KL weight
     other than 1.
     E.g. "logistic KL (k 0.0025, x0 2500)", "alpha 1, lambda 1, imq; constant KL"."""
@@ -94,7 +94,7 @@ def setup_summary(config: dict) -> str:
             parts.append(f"free bits {_g(text_train['free_bits'])}")
     if text_train:
         text = config.get("text") or {}
-        for name in ("word_dropout", "output_dropout"):
+        for name in ("embedding_dropout", "word_dropout", "output_dropout"):
             if text.get(name):
                 parts.append(f"{name.replace('_', ' ')} {_g(text[name])}")
         if text.get("tie_embeddings"):

@@ -121,7 +121,7 @@ def open_run(workdir: Path, engine_factory) -> tuple[RunConfig, object, TextData
     if cfg.task != "text":
         raise ConfigError(f"{workdir} is a {cfg.task} run; --sample and --interpolate need a --task text run")
     data = load_run_data(cfg, Vocab.load(str(workdir / rundir.VOCAB)))
-    engine = engine_factory(cfg, workdir)
+    engine = engine_factory(cfg, workdir, restoring=True)
     meta = engine.restore()
     if meta is None:
         raise ConfigError(f"{workdir / rundir.CHECKPOINTS} holds no readable checkpoint")
