@@ -158,6 +158,22 @@ def test_text_run_reports_perplexity(backend, tmp_path):
     assert results["mi"] == pytest.approx(metrics["mi"], rel=1e-4, abs=1e-5) and results["au"] == metrics["au"]
 
 
+def test_language_model_is_evaluated_with_one_sample(tmp_path):
+    """The LM baseline has no code: every importance sample gives the same exact NLL, so a K > 1 is
+    replaced by 1 (said once), and the NLL equals the -ELBO (no KL)."""
+    corpus = write_corpus(tmp_path / "corpus")
+    workdir = tmp_path / "lm-run"
+    out = run("train.py", "--backend", "torch", "--task", "text", "--no-latent", "--embed-dim", "16", "--hidden-dim",
+              "16", "--batch-size", "16", "--data", str(corpus), "--max-steps", "5", "--workdir", str(workdir))
+    assert out.returncode == 0, out.stderr
+    out = run("evaluate.py", "--workdir", str(workdir), "--k", "50", "--batch-size", "16", "--no-pictures")
+    assert out.returncode == 0, out.stderr
+    assert "exact with K = 1, not 50" in out.stdout
+    metrics = json.loads((workdir / "eval_test.json").read_text())
+    assert metrics["k"] == 1 and metrics["kl"] == 0.0
+    assert metrics["nll"] == pytest.approx(metrics["neg_elbo"], rel=1e-6)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
     ([], "give either --workdir RUN or --compare"),
