@@ -63,8 +63,16 @@ def finished(folder: Path) -> bool:
 
 
 def evaluated(folder: Path, k: int) -> bool:
+    """Whether the run's test evaluation is there at this K (at K = 1 for the language model, which
+    ``evaluate.py`` evaluates exactly with one sample whatever K it is given)."""
     path = folder / "eval_test.json"
-    return path.exists() and json.loads(path.read_text()).get("k") == k and "token_acc" in json.loads(path.read_text())
+    if not path.exists():
+        return False
+    metrics = json.loads(path.read_text())
+    config = json.loads((folder / rundir.CONFIG).read_text()) if (folder / rundir.CONFIG).exists() else {}
+    if (config.get("text") or {}).get("use_latent") is False:
+        k = 1
+    return metrics.get("k") == k and "token_acc" in metrics
 
 
 RECORD_FILES = ("config.json", "results.json", "eval_test.json", "samples.txt", "reconstructions.txt",
