@@ -166,9 +166,9 @@ def evaluate_run(args: argparse.Namespace, log=print) -> dict:
     workdir = Path(args.workdir)
     cfg = load_config(workdir)
     k = args.k if args.k is not None else evaluation.DEFAULT_K[cfg.task]
-    if cfg.task == "text" and not cfg.text.use_latent and k > 1:
+    if evaluation.samples_needed(cfg, k) != k:
         log(f"the language model (--no-latent) has no code to sample: its NLL is exact with K = 1, not {k}")
-        k = 1
+        k = evaluation.samples_needed(cfg, k)
     if cfg.task == "text":
         batches, source = text_split(cfg, args, workdir)
         images = labels = None

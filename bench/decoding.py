@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     print(f"decoding {args.rows} rows x {args.max_len} steps, vocabulary {args.vocab}, beam width "
           f"{args.beam_width}; first call / best of {args.repeats} (s)")
     for backend in args.backends.split(","):
-        child = [a for a in (argv if argv is not None else sys.argv[1:])] + ["--backend", backend]
+        child = [*(sys.argv[1:] if argv is None else argv), "--backend", backend]
         res = subprocess.run([sys.executable, "-m", "bench.decoding", *child], cwd=ROOT, capture_output=True,
                              text=True, check=True)
         for method, r in json.loads(res.stdout.strip().splitlines()[-1]).items():

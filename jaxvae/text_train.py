@@ -23,7 +23,7 @@ from jaxvae import decoding
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.parallel import Sharder
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
-from jaxvae.train import adam_update
+from jaxvae.train import adam_update, new_model
 from vaecore import rng, rundir
 from vaecore.config import RunConfig
 from vaecore.text_config import DECODER_REINIT_MODULES, module_side
@@ -120,10 +120,7 @@ class JaxTextEngine:
         self.dtype = jnp.dtype(tc.dtype)
         self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, cfg.train.keep_checkpoints)
         self.key = jax.random.key(tc.seed)
-        def build():
-            return SentenceVAE(cfg.text, rngs=nnx.Rngs(tc.seed), param_dtype=self.dtype)
-
-        model = nnx.eval_shape(build) if restoring else build()
+        model = new_model(lambda: SentenceVAE(cfg.text, rngs=nnx.Rngs(tc.seed), param_dtype=self.dtype), restoring)
         model.train()
         # params: the trained weights; stats: running averages; rest: the dropout RNG stream, reseeded every step
         self.graphdef, params, stats, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)

@@ -97,6 +97,12 @@ def adam_update(loss_fn, params, opt_state, tx: optax.GradientTransformation, lr
     return optax.apply_updates(params, updates), opt_state, terms
 
 
+def new_model(build, restoring: bool):
+    """``build()`` (a module with its initial weights), or with ``restoring`` only its shapes
+    (``nnx.eval_shape``: no initialiser runs or compiles) for weights that ``restore()`` brings."""
+    return nnx.eval_shape(build) if restoring else build()
+
+
 class JaxEngine:
 
     def __init__(self, cfg: RunConfig, workdir: Path, *, restoring: bool = False):
@@ -111,10 +117,7 @@ class JaxEngine:
         self.dtype = jnp.dtype(tc.dtype)
         self.checkpoints = Checkpoints(Path(workdir) / rundir.CHECKPOINTS, tc.keep_checkpoints)
         self.key = jax.random.PRNGKey(tc.seed)
-        def build():
-            return VAE(cfg.model, rngs=nnx.Rngs(tc.seed))
-
-        model = nnx.eval_shape(build) if restoring else build()
+        model = new_model(lambda: VAE(cfg.model, rngs=nnx.Rngs(tc.seed)), restoring)
         # params: trained by Adam; stats: the BN-VAE's running averages (empty without it)
         self.graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
         cast = (lambda a: jax.ShapeDtypeStruct(a.shape, self.dtype)) if restoring else (lambda a: a.astype(self.dtype))

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from vaecore import rundir
+from vaecore import evaluation, rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 # row name -> train.py flags on top of the text defaults (12 epochs, logistic annealing, free bits 0.05)
@@ -69,10 +69,7 @@ def evaluated(folder: Path, k: int) -> bool:
     if not path.exists():
         return False
     metrics = json.loads(path.read_text())
-    config = json.loads((folder / rundir.CONFIG).read_text()) if (folder / rundir.CONFIG).exists() else {}
-    if (config.get("text") or {}).get("use_latent") is False:
-        k = 1
-    return metrics.get("k") == k and "token_acc" in metrics
+    return metrics.get("k") == evaluation.samples_needed(rundir.read_config(folder), k) and "token_acc" in metrics
 
 
 RECORD_FILES = ("config.json", "results.json", "eval_test.json", "samples.txt", "reconstructions.txt",
