@@ -165,3 +165,18 @@ def test_config_dict_round_trip():
     assert c.encoder_features == 2 * 2 * 256 and c.decoder_state_size == 2 * 256
     with pytest.raises(ValueError, match="hiden"):
         TextModelConfig.from_dict({"vocab_size": 100, "hiden_dim": 3})
+
+
+def test_eval_summary_perplexity_bound_by_hand_and_inf_without_a_warning_where_it_overflows():
+    import math
+    import warnings
+
+    from vaecore.text_data import text_eval_summary
+
+    s = text_eval_summary(recon=300.0, kl=20.0, sentences=4, tokens=80)
+    assert s["neg_elbo"] == 80.0 and s["recon"] == 75.0 and s["kl"] == 5.0
+    assert math.isclose(s["ppl_bound"], math.exp(4.0), rel_tol=1e-15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # np.exp used to warn "overflow encountered in exp"
+        huge = text_eval_summary(recon=1e3, kl=3.7e11, sentences=3370, tokens=74000)
+    assert huge["ppl_bound"] == math.inf and huge["neg_elbo"] > 1e8
