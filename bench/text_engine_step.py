@@ -7,7 +7,7 @@ Builds the run config as ``train.py --task text`` does (``vaecore.options``, the
 flags), the backend's text engine (``jaxvae.engine("text")`` / ``torchvae``), and calls its
 ``train_step`` on the first ``--steps`` batches of epoch 0, after one warm-up step per distinct padded
 length among them (for JAX, the compilations). Prints target tokens/s, ms per step, the fraction of
-the one-core limit (``bench.peak``'s 2048 matmul in the same process, ``--threads``) and the minor
+the limit (``bench.peak``'s 2048 matmul, measured in a child process on ``--threads`` CPUs) and the minor
 page faults per step. ``--profile N`` (JAX) then traces N more steps with ``jax.profiler`` and prints
 the XLA operations that take the most time per step. Where ``bench.text_throughput`` times a bare
 step of its own, this one times exactly what a training run executes (the engine's jitted pure step,
@@ -28,6 +28,7 @@ import tempfile
 import time
 
 from bench import peak
+from bench.text_throughput import token_flops
 
 
 def top_ops(steps, trace_dir: str, count: int = 25) -> list[tuple[float, float, str]]:
@@ -86,10 +87,7 @@ def main() -> None:
     run_s = time.perf_counter() - t0
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / len(timed)
     tokens = sum(b.num_targets for b in timed)
-    flops = peak.flops_text_token(cfg.text.embed_dim, cfg.text.hidden_dim, cfg.text.vocab_size, rnn=cfg.text.rnn,
-                                  latent_dim=cfg.text.latent_dim, num_layers=cfg.text.num_layers,
-                                  bidirectional=cfg.text.bidirectional, z_every_step=cfg.text.z_every_step,
-                                  tie_embeddings=cfg.text.tie_embeddings)
+    flops = token_flops(cfg.text)
     print(f"machine: {peak.machine()}; load average {peak.load()}; threads {args.threads or 'all'}")
     print(f"peak: {peak.describe(limit)}")
     print(f"{args.backend} text engine, {cfg.text.rnn} {cfg.text.embed_dim}/{cfg.text.hidden_dim}, batch "
