@@ -53,6 +53,10 @@ ROWS = {
     # at dropout 0.4 its validation -ELBO still fell 0.2-0.5 nats per epoch when the decay began
     "pretrain-fb-d0.4-18": ["--pretrain-ae-epochs", "2", "--epochs", "18", "--lr-decay-start", "14",
                             "--free-bits", "0.25", "--embedding-dropout", "0.4", "--output-dropout", "0.4"],
+    # the LM on pretrain-fb-d0.4-18's schedule after its autoencoder epochs (16 epochs, the decay after the
+    # 12th): the language model that row must beat on an equal budget
+    "lm-d0.4-16": ["--no-latent", "--embedding-dropout", "0.4", "--output-dropout", "0.4", "--epochs", "16",
+                   "--lr-decay-start", "12"],
     "aggressive": ["--aggressive"],
     "infovae": ["--loss", "mmd", "--alpha", "0.5", "--lambda", "10"],
 }
