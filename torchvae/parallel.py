@@ -85,22 +85,31 @@ def my_rows(x, n: int | None = None):
     return x[shard_rows(len(x) if n is None else n, processes, rank)]
 
 
+def _all_gather(x: torch.Tensor) -> list[torch.Tensor]:
+    """Every process's ``x``, in rank order, differentiably. ``torch.distributed.nn.functional``'s
+    all_gather is the public differentiable collective; recent torch marks it deprecated in favour of
+    a private module, and its FutureWarning (once per call site, on every rank) is silenced here."""
+    import warnings
+
+    import torch.distributed.nn.functional as dist_nn
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+        return list(dist_nn.all_gather(x))
+
+
 def gather_rows(x: torch.Tensor) -> torch.Tensor:
     """The global batch of a per-example tensor [b, ...] -> [B, ...], differentiably (equal shards)."""
     if not active():
         return x
-    import torch.distributed.nn.functional as dist_nn
-
-    return torch.cat(dist_nn.all_gather(x), dim=0)
+    return torch.cat(_all_gather(x), dim=0)
 
 
 def global_sum(x: torch.Tensor) -> torch.Tensor:
     """The sum over processes of a tensor (the same value on each), differentiably."""
     if not active():
         return x
-    import torch.distributed.nn.functional as dist_nn
-
-    return torch.stack(dist_nn.all_gather(x)).sum(0)  # in rank order, the same on every process
+    return torch.stack(_all_gather(x)).sum(0)  # in rank order, the same on every process
 
 
 def global_rows(n: int) -> int:
