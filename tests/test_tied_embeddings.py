@@ -45,7 +45,7 @@ def jax_parts(hidden: int):
 
     model = SentenceVAE(config(hidden), rngs=nnx.Rngs(0))
     model.eval()
-    model.output_bias[...] = jnp.linspace(-1, 1, 30)
+    model.output_bias[...] = jnp.linspace(-1, 1, 30, dtype=model.output_bias.dtype)  # float32 also under x64
     inputs, z = jnp.asarray(INPUTS), jnp.asarray(Z)
     out, _ = model.decoder_rnn(model.embedding(inputs), None, model.initial_state(z))
     return np.asarray(model.decode(inputs, z)), np.asarray(out), export_params(model)
