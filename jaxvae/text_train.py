@@ -21,6 +21,7 @@ from flax import nnx
 
 from jaxvae import decoding
 from jaxvae.checkpoint import Checkpoints
+from jaxvae.optim import adam
 from jaxvae.parallel import Sharder
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from jaxvae.train import adam_update, new_model
@@ -125,7 +126,7 @@ class JaxTextEngine:
         # params: the trained weights; stats: running averages; rest: the dropout RNG stream, reseeded every step
         self.graphdef, params, stats, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
         self.params, self.stats = nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
-        self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
+        self.tx = adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
         # aggressive training updates one side at a time: one Adam state per side
         self.sided = cfg.text_train.aggressive
         self.shard = Sharder()  # data parallel over every device (``jaxvae.parallel``)

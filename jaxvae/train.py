@@ -21,6 +21,7 @@ from flax import nnx
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from jaxvae.mmd import mmd
+from jaxvae.optim import adam
 from jaxvae.parallel import Sharder
 from vaecore import rng, rundir
 from vaecore.config import LossConfig, RunConfig
@@ -123,7 +124,7 @@ class JaxEngine:
         cast = (lambda a: jax.ShapeDtypeStruct(a.shape, self.dtype)) if restoring else (lambda a: a.astype(self.dtype))
         self.params = jax.tree.map(cast, nnx.to_pure_dict(params))
         self.stats = jax.tree.map(cast, nnx.to_pure_dict(stats))
-        self.tx = optax.adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
+        self.tx = adam(tc.lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
         self.shard = Sharder()  # data parallel over every device (``jaxvae.parallel``)
         if restoring:  # shapes until restore()
             self.opt_state = jax.eval_shape(self.tx.init, self.params)
