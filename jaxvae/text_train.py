@@ -21,10 +21,9 @@ from flax import nnx
 
 from jaxvae import decoding
 from jaxvae.checkpoint import Checkpoints
-from jaxvae.optim import adam
 from jaxvae.parallel import Sharder
 from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
-from jaxvae.train import adam_update, new_model
+from jaxvae.train import adam, adam_update, new_model
 from vaecore import rng, rundir
 from vaecore.config import RunConfig
 from vaecore.text_config import DECODER_REINIT_MODULES, module_side

@@ -1,4 +1,4 @@
-"""jaxvae.optim.adam: optax.adam's algorithm and state with one root and one division per element."""
+"""jaxvae.train.adam: optax.adam's algorithm and state with one root and one division per element."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvae.optim import adam
+from jaxvae.train import adam
 
 
 def _params(rng):
