@@ -239,6 +239,14 @@ def test_setup_summary_tells_the_runs_of_a_comparison_apart():
     text["text"].update(z_every_step=False, decoder_init_tanh=False)
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 1.0}}) == "-"
     assert setup_summary({"task": "mnist", "loss": {"objective": "elbo", "kl_weight": 0.5}}) == "KL weight 0.5"
+    burda = {"task": "mnist", "loss": {"objective": "iwae", "iw_samples": 5, "kl_weight": 1.0},
+             "model": {"kind": "mlp", "hidden_sizes": [200, 200], "activation": "tanh"},
+             "train": {"batch_size": 20, "eps": 1e-4, "lr_schedule": "burda"}}
+    assert setup_summary(burda) == "k 5; MLP 200-200 tanh; batch 20; Adam eps 0.0001; Burda lr stages"
+    default = {"task": "mnist", "loss": {"objective": "elbo"}, "model": {"kind": "mlp", "hidden_sizes": [512, 512],
+               "activation": "relu"}, "train": {"batch_size": 128, "eps": 1e-8, "lr_schedule": "constant"}}
+    assert setup_summary(default) == "-"
+    assert setup_summary({**default, "model": {"kind": "conv", "hidden_sizes": [512, 512]}}) == "-"
     text["text"]["use_latent"] = False  # the language-model baseline: no KL schedule or free bits to show
     assert setup_summary(text) == "alpha 1, lambda 10, imq; word dropout 0.25; output dropout 0.5; lr x0.5 per epoch after 6"
     text["text"]["embedding_dropout"] = 0.4

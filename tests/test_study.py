@@ -1,5 +1,6 @@
-"""scripts/collapse_study.py end to end on a tiny corpus: trains the rows, evaluates them, writes the
-comparison; a second call continues rather than retrains."""
+"""scripts/study.py end to end: the PTB collapse study on a tiny corpus, the MNIST record on the offline
+subset with a tiny model: trains the rows, evaluates them, writes the comparison; a second call continues
+rather than retrains."""
 
 import csv
 import os
@@ -19,7 +20,7 @@ def test_study_trains_evaluates_and_compares(tmp_path):
     for split, n in (("train", 40), ("valid", 10), ("test", 10)):
         (data / f"{split}.txt").write_text("\n".join(" ".join(r.choice("abcdefgh") for _ in range(r.randint(2, 6)))
                                                      for _ in range(n)) + "\n")
-    cmd = [sys.executable, str(ROOT / "scripts" / "collapse_study.py"), "--runs", str(tmp_path / "runs"),
+    cmd = [sys.executable, str(ROOT / "scripts" / "study.py"), "--runs", str(tmp_path / "runs"),
            "--rows", "lm,bn-0.7", "--jobs", "2", "--k", "3", "--train-args", f"{TINY} --data {data}",
            "--eval-args", "--batch-size 4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -47,3 +48,32 @@ def test_study_trains_evaluates_and_compares(tmp_path):
     assert sorted(p.name for p in (out_dir / "bn-0.7-torch").iterdir()) == sorted(
         ["config.json", "results.json", "eval_test.json", "samples.txt", "reconstructions.txt", "interpolations.txt",
          "training_curves.png"])
+
+
+def test_mnist_record_rows_train_with_burdas_protocol_and_evaluate_mi_over_the_split(tmp_path):
+    """--study mnist-record: the preset's rows (JAX by default) on the offline subset, a tiny MLP for a
+    few steps; evaluated with MI over the whole (limited) split and pictures kept in the record."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "study.py"), "--study", "mnist-record", "--runs", str(tmp_path / "runs"),
+           "--rows", "burda-vae,burda-iwae5", "--jobs", "2", "--k", "5", "--out", str(tmp_path / "results"),
+           "--train-args", "--max-steps 6 --hidden-sizes 16 --latent-dim 4 --log-every 2 --checkpoint-every 3",
+           "--eval-args", "--limit 40"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "results" / "comparison.csv").open())}
+    assert set(rows) == {"burda-vae-jax", "burda-iwae5-jax"}
+    vae, iwae = rows["burda-vae-jax"], rows["burda-iwae5-jax"]
+    assert (vae["task"], vae["backend"], vae["objective"], iwae["objective"]) == ("mnist", "jax", "elbo", "iwae")
+    assert vae["setup"] == "MLP 16 tanh; batch 20; Adam eps 0.0001; Burda lr stages"
+    assert iwae["setup"].startswith("k 5; ")
+    for row in (vae, iwae):
+        assert int(row["k"]) == 5 and int(row["examples"]) == 40 and int(row["step"]) == 6
+        assert int(row["mi_batch_size"]) == 40  # --mi-batch-size 10000: the whole split in one batch
+        assert float(row["nll"]) <= float(row["neg_elbo"]) + 1e-3
+    assert (tmp_path / "results" / "burda-vae-jax" / "samples.png").exists()
+    assert not (tmp_path / "results" / "burda-vae-jax" / "checkpoints").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
+    assert again.returncode == 0 and "started" not in again.stdout
+    bad = subprocess.run(cmd[:-6] + ["--rows", "bn-0.7"], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
+                         check=False)
+    assert bad.returncode == 2 and "unknown rows ['bn-0.7'] for --study mnist-record" in bad.stderr

@@ -71,8 +71,8 @@ def _g(value: Any) -> str:
 def setup_summary(config: dict) -> str:
     """What tells runs of one objective apart, in a few words: the MMD's alpha, lambda and kernel; for
     text the KL schedule (with its parameters), free bits, embedding, word and output dropout, tied embeddings,
-    how z reaches the decoder (every step, a tanh initial state), the learning-rate decay; a KL weight
-    other than 1.
+    how z reaches the decoder (every step, a tanh initial state), the learning-rate decay; for MNIST
+    what differs from the image defaults (``_image_setup``); a KL weight other than 1.
     E.g. "logistic KL (k 0.0025, x0 2500)", "alpha 1, lambda 1, imq; constant KL"."""
     loss, parts = config.get("loss", {}), []
     if loss.get("objective") == "mmd":
@@ -81,6 +81,8 @@ def setup_summary(config: dict) -> str:
         parts.append(f"k {loss.get('iw_samples')}")
     if loss.get("kl_weight", 1.0) != 1.0:
         parts.append(f"KL weight {_g(loss.get('kl_weight'))}")
+    if config.get("task", "mnist") == "mnist":
+        parts += _image_setup(config.get("model") or {}, config.get("train") or {})
     text_train = config.get("text_train") if config.get("task") == "text" else None
     no_code = (config.get("text") or {}).get("use_latent") is False  # the LM baseline: no KL to shape
     if text_train and not no_code:
@@ -106,6 +108,25 @@ def setup_summary(config: dict) -> str:
         if text_train.get("lr_decay", 1.0) != 1.0:
             parts.append(f"lr x{_g(text_train['lr_decay'])} per epoch after {_g(text_train.get('lr_decay_start'))}")
     return "; ".join(parts) or "-"
+
+
+def _image_setup(model: dict, train: dict) -> list[str]:
+    """An MNIST run's choices that differ from the image defaults: MLP layers and activation, batch
+    size, Adam's epsilon, Burda et al.'s learning-rate stages. E.g. ["MLP 200-200 tanh", "batch 20",
+    "Adam eps 0.0001", "Burda lr stages"]."""
+    from vaecore.config import TASK_DEFAULTS, ImageModelConfig, TrainConfig
+
+    d_model, d_train, parts = ImageModelConfig(), TrainConfig(), []
+    hidden, activation = tuple(model.get("hidden_sizes") or d_model.hidden_sizes), model.get("activation", d_model.activation)
+    if model.get("kind", "mlp") == "mlp" and (hidden != tuple(d_model.hidden_sizes) or activation != d_model.activation):
+        parts.append(f"MLP {'-'.join(map(str, hidden))} {activation}")
+    if train.get("batch_size", TASK_DEFAULTS["mnist"]["batch_size"]) != TASK_DEFAULTS["mnist"]["batch_size"]:
+        parts.append(f"batch {train['batch_size']}")
+    if train.get("eps", d_train.eps) != d_train.eps:
+        parts.append(f"Adam eps {_g(train['eps'])}")
+    if train.get("lr_schedule", "constant") == "burda":
+        parts.append("Burda lr stages")
+    return parts
 
 
 def remedy_summary(config: dict) -> str:
