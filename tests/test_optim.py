@@ -70,3 +70,42 @@ def test_adam_state_is_optax_adams_so_checkpoints_restore_either_way():
     u_ref, _ = optax.adam(1e-3).update(grads, state, params)
     for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5)
+
+
+def _torch_image_engine(tmp_path, name):
+    from torchvae.train import TorchEngine
+    from vaecore.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
+
+    cfg = RunConfig(backend="torch", model=ImageModelConfig(kind="mlp", hidden_sizes=(16, 12), latent_dim=4),
+                    loss=LossConfig(objective="elbo"), train=TrainConfig(batch_size=8, lr=1e-2, device="cpu"))
+    return TorchEngine(cfg, tmp_path / name)
+
+
+def test_torch_engines_step_a_fused_adam_equal_to_the_single_tensor_form(tmp_path):
+    """The torch engines' Adam is the fused kernel (both tasks, and the fresh optimiser after
+    pretraining), and trains the same parameters as torch's default single-tensor Adam."""
+    import torch
+
+    from tests.test_training_modes import config, engine_for
+
+    fused, single = _torch_image_engine(tmp_path, "a"), _torch_image_engine(tmp_path, "b")
+    assert fused.opt.param_groups[0]["fused"] is True
+    tc = single.cfg.train
+    single.opt = torch.optim.Adam(single._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
+    assert not single.opt.param_groups[0]["fused"]
+    rng = np.random.default_rng(0)
+    for step in range(6):
+        x = (rng.random((8, 784)) < 0.3).astype(np.float32)
+        fused.train_step(x, step, 1.0, 1.0)
+        single.train_step(x, step, 1.0, 1.0)
+    changed = False
+    for (name, a), b, first in zip(fused._model.state_dict().items(), single._model.state_dict().values(),
+                                   _torch_image_engine(tmp_path, "c")._model.state_dict().values()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=name)
+        changed |= not np.allclose(a.numpy(), first.numpy())
+    assert changed  # the six steps did train
+
+    text = engine_for("torch", config("torch"), tmp_path / "text")
+    assert text.opt.param_groups[0]["fused"] is True
+    text.reset_decoder()
+    assert text.opt.param_groups[0]["fused"] is True

@@ -16,6 +16,7 @@ import torch
 from torchvae import decoding, device, parallel
 from torchvae.checkpoint import Checkpoints
 from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
+from torchvae.train import adam
 from vaecore import rng, rundir
 from vaecore.config import RunConfig
 from vaecore.text_config import DECODER_REINIT_MODULES, module_side
@@ -37,7 +38,7 @@ class TorchTextEngine:
         self.device = device.resolve(parallel.device_name(tc.device))
         torch.manual_seed(tc.seed)
         self._model = SentenceVAE(cfg.text).to(device=self.device, dtype=self.dtype)
-        self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
+        self.opt = adam(self._model.parameters(), tc)
         # the language model leaves the encoder unused
         self._train_model = parallel.ddp(self._model, find_unused=not cfg.text.use_latent)
 
@@ -130,7 +131,7 @@ class TorchTextEngine:
                     else:
                         getattr(self._model, name).load_state_dict(new.state_dict())
         tc = self.cfg.train
-        self.opt = torch.optim.Adam(self._model.parameters(), lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps)
+        self.opt = adam(self._model.parameters(), tc)
 
     def evaluate(self, batches) -> dict:
         return evaluate_text(self._model, batches, seed=self.cfg.train.seed, keep_posteriors=True)
