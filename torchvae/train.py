@@ -25,8 +25,9 @@ def adam(params, tc) -> torch.optim.Adam:
     """``torch.optim.Adam`` with the run's learning rate, betas and epsilon, in its fused form: one
     kernel per parameter tensor instead of six elementwise passes. On a CPU the default (single-tensor)
     form took 1.3 of the 2.9 ms of Burda et al.'s MLP step at batch 20; fused, the step is 2.0 ms
-    (BENCHMARKS.md, 2026-12-03). Same algorithm; the result differs from the single-tensor form in the
-    last bits (``tests/test_optim.py``)."""
+    (BENCHMARKS.md, 2026-12-03). The same algorithm, to float32 rounding (bit for bit in
+    ``tests/test_optim.py``). A checkpoint keeps the form it was written with (``load_state_dict``
+    restores the ``fused`` flag), so a run begun in the single-tensor form resumes exactly in it."""
     return torch.optim.Adam(params, lr=tc.lr, betas=(tc.b1, tc.b2), eps=tc.eps, fused=True)
 
 
