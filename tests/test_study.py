@@ -11,6 +11,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "--embed-dim 8 --hidden-dim 8 --latent-dim 3 --batch-size 8 --epochs 2 --num-samples 1 --log-every 5"
+STUDY = [sys.executable, str(ROOT / "scripts" / "study.py")]
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
 
 
 def test_study_trains_evaluates_and_compares(tmp_path):
@@ -20,11 +26,9 @@ def test_study_trains_evaluates_and_compares(tmp_path):
     for split, n in (("train", 40), ("valid", 10), ("test", 10)):
         (data / f"{split}.txt").write_text("\n".join(" ".join(r.choice("abcdefgh") for _ in range(r.randint(2, 6)))
                                                      for _ in range(n)) + "\n")
-    cmd = [sys.executable, str(ROOT / "scripts" / "study.py"), "--runs", str(tmp_path / "runs"),
-           "--rows", "lm,bn-0.7", "--jobs", "2", "--k", "3", "--train-args", f"{TINY} --data {data}",
-           "--eval-args", "--batch-size 4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
+    cmd = [*STUDY, "--runs", str(tmp_path / "runs"), "--rows", "lm,bn-0.7", "--jobs", "2", "--k", "3",
+           "--train-args", f"{TINY} --data {data}", "--eval-args", "--batch-size 4"]
+    out = run(cmd)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = {row["run"]: row for row in csv.DictReader((tmp_path / "runs" / "comparison.csv").open())}
     assert set(rows) == {"lm-torch", "bn-0.7-torch"}
@@ -34,14 +38,13 @@ def test_study_trains_evaluates_and_compares(tmp_path):
     assert float(lm["kl"]) == 0.0 and abs(float(lm["nll"]) - float(lm["neg_elbo"])) < 1e-5 * float(lm["nll"])
     assert int(lm["au"]) == 0 and 0.0 <= float(lm["token_acc"]) <= 1.0
     assert int(bn["k"]) == 3 and int(bn["examples"]) == 10
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
+    again = run(cmd)
     assert again.returncode == 0 and "started" not in again.stdout  # nothing left to train or evaluate
     # --out: records of the runs (no checkpoints) and a table that keeps the rows of the earlier one
     out_dir = tmp_path / "results"
     out_dir.mkdir()
     (out_dir / "comparison.csv").write_text((tmp_path / "runs" / "comparison.csv").read_text().replace("lm-torch", "old-row"))
-    recorded = subprocess.run(cmd + ["--out", str(out_dir)], capture_output=True, text=True, timeout=900, env=env,
-                              cwd=ROOT, check=False)
+    recorded = run(cmd + ["--out", str(out_dir)])
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
     rows = [row["run"] for row in csv.DictReader((out_dir / "comparison.csv").open())]
     assert rows == ["old-row", "lm-torch", "bn-0.7-torch"]
@@ -53,12 +56,11 @@ def test_study_trains_evaluates_and_compares(tmp_path):
 def test_mnist_record_rows_train_with_burdas_protocol_and_evaluate_mi_over_the_split(tmp_path):
     """--study mnist-record: the preset's rows (JAX by default) on the offline subset, a tiny MLP for a
     few steps; evaluated with MI over the whole (limited) split and pictures kept in the record."""
-    cmd = [sys.executable, str(ROOT / "scripts" / "study.py"), "--study", "mnist-record", "--runs", str(tmp_path / "runs"),
-           "--rows", "burda-vae,burda-iwae5", "--jobs", "2", "--k", "5", "--out", str(tmp_path / "results"),
+    base = [*STUDY, "--study", "mnist-record", "--runs", str(tmp_path / "runs"), "--jobs", "2", "--k", "5"]
+    cmd = [*base, "--rows", "burda-vae,burda-iwae5", "--out", str(tmp_path / "results"),
            "--train-args", "--max-steps 6 --hidden-sizes 16 --latent-dim 4 --log-every 2 --checkpoint-every 3",
            "--eval-args", "--limit 40"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
+    out = run(cmd)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = {row["run"]: row for row in csv.DictReader((tmp_path / "results" / "comparison.csv").open())}
     assert set(rows) == {"burda-vae-jax", "burda-iwae5-jax"}
@@ -72,8 +74,7 @@ def test_mnist_record_rows_train_with_burdas_protocol_and_evaluate_mi_over_the_s
         assert float(row["nll"]) <= float(row["neg_elbo"]) + 1e-3
     assert (tmp_path / "results" / "burda-vae-jax" / "samples.png").exists()
     assert not (tmp_path / "results" / "burda-vae-jax" / "checkpoints").exists()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
+    again = run(cmd)
     assert again.returncode == 0 and "started" not in again.stdout
-    bad = subprocess.run(cmd[:-6] + ["--rows", "bn-0.7"], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
-                         check=False)
+    bad = run([*base, "--rows", "bn-0.7"])
     assert bad.returncode == 2 and "unknown rows ['bn-0.7'] for --study mnist-record" in bad.stderr
