@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="default: torch for ptb-collapse, jax for mnist-record")
     p.add_argument("--jobs", type=int, default=2, help="runs (and evaluations) at once")
     p.add_argument("--device", default="cpu", help="cpu: pin each job to a core; cuda: share the GPU")
+    p.add_argument("--cores", default=None,
+                   help="cpu: the cores to pin jobs to, comma-separated (default 0 .. jobs - 1; at least --jobs of them)")
     p.add_argument("--data", default=None, help="train.py --data for every run (full MNIST: the idx directory)")
     p.add_argument("--k", type=int, default=None,
                    help="importance samples per example in the evaluation (default 100 for text, 5000 for MNIST)")
@@ -184,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown rows {unknown} for --study {args.study}; known: {', '.join(study_rows)}")
     data = ["--data", args.data] if args.data else []
     args.runs.mkdir(parents=True, exist_ok=True)
-    cores = list(range(args.jobs)) if args.device == "cpu" else None
+    cores = None
+    if args.device == "cpu":
+        cores = [int(c) for c in args.cores.split(",")] if args.cores else list(range(args.jobs))
+        if len(cores) < args.jobs:
+            p.error(f"--cores {args.cores} names {len(cores)} cores for --jobs {args.jobs}; name at least as many")
     device = [] if args.backend == "jax" else ["--device", args.device]
 
     train_jobs = []

@@ -56,12 +56,14 @@ def test_study_trains_evaluates_and_compares(tmp_path):
 def test_mnist_record_rows_train_with_burdas_protocol_and_evaluate_mi_over_the_split(tmp_path):
     """--study mnist-record: the preset's rows (JAX by default) on the offline subset, a tiny MLP for a
     few steps; evaluated with MI over the whole (limited) split and pictures kept in the record."""
-    base = [*STUDY, "--study", "mnist-record", "--runs", str(tmp_path / "runs"), "--jobs", "2", "--k", "5"]
+    base = [*STUDY, "--study", "mnist-record", "--runs", str(tmp_path / "runs"), "--jobs", "2", "--k", "5",
+            "--cores", "1,0"]
     cmd = [*base, "--rows", "burda-vae,burda-iwae5", "--out", str(tmp_path / "results"),
            "--train-args", "--max-steps 6 --hidden-sizes 16 --latent-dim 4 --log-every 2 --checkpoint-every 3",
            "--eval-args", "--limit 40"]
     out = run(cmd)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "started train burda-vae on core 1" in out.stdout and "started train burda-iwae5 on core 0" in out.stdout
     rows = {row["run"]: row for row in csv.DictReader((tmp_path / "results" / "comparison.csv").open())}
     assert set(rows) == {"burda-vae-jax", "burda-iwae5-jax"}
     vae, iwae = rows["burda-vae-jax"], rows["burda-iwae5-jax"]
@@ -78,3 +80,5 @@ def test_mnist_record_rows_train_with_burdas_protocol_and_evaluate_mi_over_the_s
     assert again.returncode == 0 and "started" not in again.stdout
     bad = run([*base, "--rows", "bn-0.7"])
     assert bad.returncode == 2 and "unknown rows ['bn-0.7'] for --study mnist-record" in bad.stderr
+    few = run([*base, "--cores", "0", "--rows", "burda-vae"])
+    assert few.returncode == 2 and "--cores 0 names 1 cores for --jobs 2" in few.stderr
