@@ -54,3 +54,28 @@ def test_sigkill_and_resume_gives_the_same_results(backend, mode, tmp_path):
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["split"] == "train"]
     assert steps == list(range(20, 301, 20))
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_resume_may_change_how_often_it_logs_and_checkpoints(backend, tmp_path):
+    """--checkpoint-every, --keep-checkpoints and --log-every may change on --resume (a long run whose
+    checkpoints are too sparse): the steps are cut into other calls, and the results stay bit-identical."""
+    straight = tmp_path / "straight"
+    subprocess.run(train(backend, straight), check=True, capture_output=True, timeout=900)
+    part = tmp_path / "part"
+    subprocess.run(train(backend, part, "--max-steps", "120"), check=True, capture_output=True, timeout=900)
+    resumed = subprocess.run(train(backend, part, "--resume", "--max-steps", "300", "--checkpoint-every", "70",
+                                   "--keep-checkpoints", "2", "--log-every", "30"),
+                             capture_output=True, text=True, timeout=900, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from the checkpoint at step 120" in resumed.stdout
+    a = json.loads((straight / "results.json").read_text())
+    b = json.loads((part / "results.json").read_text())
+    for key in ("recon", "kl", "mmd", "neg_elbo"):
+        assert a[key] == b[key], f"{key}: uninterrupted {a[key]} != resumed {b[key]}"
+    saved = json.loads((part / "config.json").read_text())["train"]
+    assert (saved["checkpoint_every"], saved["keep_checkpoints"], saved["log_every"]) == (70, 2, 30)
+    assert sorted(checkpoint_steps(part)) == [280, 300]  # the new interval, the two newest kept
+    steps = [json.loads(line)["step"] for line in (part / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train"]
+    assert steps == [20, 40, 60, 80, 100, 120, 150, 180, 210, 240, 270, 300]

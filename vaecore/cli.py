@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default runs/TASK-BACKEND-MODEL-LOSS (text: MODEL is the RNN); with --sample or "
                         "--interpolate, the text run to read")
     g.add_argument("--resume", action="store_true",
-                   help="continue from the newest complete checkpoint in --workdir, with its config.json")
+                   help="continue from the newest complete checkpoint in --workdir, with its config.json (only "
+                        "--epochs, --max-steps, --device, --checkpoint-every, --keep-checkpoints and --log-every "
+                        "may change)")
 
     g = p.add_argument_group("model")
     g.add_argument("--latent-dim", type=int, default=None,

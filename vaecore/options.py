@@ -19,8 +19,9 @@ from vaecore.config import (
     TrainConfig,
 )
 
-# Flags that may differ between a run and its --resume (everything else must match config.json).
-RESUMABLE_CHANGES = {"epochs", "max_steps", "device"}
+# Flags that may differ between a run and its --resume (everything else must match config.json): how
+# long it trains, where, and how often it logs and checkpoints; none changes what a step computes.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "device", "checkpoint_every", "keep_checkpoints", "log_every"}
 
 
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
@@ -81,8 +82,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def resumed_config(saved: RunConfig, args: argparse.Namespace, given: set[str]) -> RunConfig:
-    """The saved config, with --epochs/--max-steps taken from the command line if given; any
-    other flag that contradicts the saved run is an error."""
+    """The saved config, with the ``RESUMABLE_CHANGES`` flags taken from the command line if given;
+    any other flag that contradicts the saved run is an error."""
 
     if "task" in given and args.task != saved.task:
         raise ConfigError(f"--resume: --task {args.task!r} differs from the run's config.json ({saved.task!r}); "
@@ -102,14 +103,8 @@ def resumed_config(saved: RunConfig, args: argparse.Namespace, given: set[str]) 
         if key in flat_old and flat_fresh.get(key) != flat_old[key]:
             raise ConfigError(f"--resume: --{dest.replace('_', '-')} {flat_fresh.get(key)!r} differs from the run's "
                               f"config.json ({flat_old[key]!r}); drop the flag or use a new --workdir")
-    train = saved.train
-    if "epochs" in given:
-        train = dataclasses.replace(train, epochs=args.epochs)
-    if "max_steps" in given:
-        train = dataclasses.replace(train, max_steps=args.max_steps)
-    if "device" in given:
-        train = dataclasses.replace(train, device=args.device)
-    return dataclasses.replace(saved, train=train)
+    changes = {dest: getattr(args, dest) for dest in RESUMABLE_CHANGES & given}
+    return dataclasses.replace(saved, train=dataclasses.replace(saved.train, **changes))  # validated again
 
 
 SCHEDULE_FLAGS = {"linear": {"kl_warmup_steps"}, "logistic": {"kl_logistic_k", "kl_logistic_x0"},
