@@ -68,3 +68,50 @@ def test_burda_schedule_in_a_run(backend, tmp_path):
     assert lrs == pytest.approx([1e-3, *[1e-3 * 10 ** (-1 / 7)] * 3, *[1e-3 * 10 ** (-2 / 7)] * 2], rel=1e-12)
     config = json.loads((work / "config.json").read_text())
     assert config["model"]["activation"] == "tanh" and config["train"]["lr_schedule"] == "burda"
+
+
+def test_published_figure_only_for_burdas_protocol(tmp_path):
+    """The comparison's `published` column: Burda et al.'s Table 1 figure for a run on exactly their
+    protocol (by the preset or flag by flag), nothing for any departure from it."""
+    from vaecore.report import published_nll
+
+    def published(*argv):
+        cfg = resolved(*argv, "--workdir", str(tmp_path / str(len(list(tmp_path.iterdir())))))
+        return published_nll(json.loads(json.dumps(cfg.to_dict())))  # as config.json holds it
+
+    assert published("--preset", "burda") == 86.76
+    assert published("--preset", "burda", "--loss", "iwae", "--iw-samples", "1") == 86.76  # IWAE k = 1 is the VAE
+    assert published("--preset", "burda", "--loss", "iwae", "--iw-samples", "5") == 85.54
+    assert published("--preset", "burda", "--loss", "iwae", "--iw-samples", "50") == 84.78
+    assert published("--hidden-sizes", "200,200", "--latent-dim", "50", "--activation", "tanh", "--batch-size", "20",
+                     "--adam-eps", "1e-4", "--lr-schedule", "burda", "--epochs", "3280") == 86.76
+    for departure in (["--loss", "iwae", "--iw-samples", "3"], ["--epochs", "1093"], ["--batch-size", "100"],
+                      ["--bn-gamma", "0.7"], ["--delta-rate", "0.1"], ["--binarization", "fixed"],
+                      ["--max-steps", "10"], ["--kl-weight", "0.5"], ["--lr", "3e-4"], ["--activation", "relu"],
+                      ["--loss", "mmd"]):
+        assert published("--preset", "burda", *departure) is None, departure
+    assert published() is None  # the defaults
+    config = json.loads(json.dumps(resolved("--preset", "burda", "--workdir", str(tmp_path / "b2")).to_dict()))
+    config["train"]["b2"] = 0.99  # no flag sets it; a config.json written by hand might
+    assert published_nll(config) is None
+    assert published_nll({**config, "task": "text"}) is None
+
+
+def test_comparison_shows_the_published_figure_beside_the_measured_one(tmp_path):
+    import csv
+
+    from vaecore.report import compare_runs
+
+    runs = []
+    for name, argv in (("burda-iwae5", ["--loss", "iwae", "--iw-samples", "5"]), ("burda-short", ["--epochs", "9"])):
+        folder = tmp_path / name
+        folder.mkdir()
+        cfg = resolved("--preset", "burda", *argv, "--workdir", str(tmp_path / f"w-{name}"))
+        (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
+        (folder / "eval_test.json").write_text(json.dumps({"split": "test", "k": 5000, "nll": 85.9, "examples": 10000}))
+        runs.append(folder)
+    md, table = compare_runs(runs, tmp_path / "out")
+    rows = {row["run"]: row for row in csv.DictReader(table.read_text().splitlines())}
+    assert rows["burda-iwae5"]["published"] == "85.54" and rows["burda-short"]["published"] == ""
+    header = md.read_text().splitlines()[2]
+    assert "| k | published | nll |" in header

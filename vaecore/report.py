@@ -28,8 +28,37 @@ PICTURES = (
 TEXT_SAMPLES = ("samples.txt", "interpolations.txt")
 COMPARE_COLUMNS = ("run", "backend", "task", "model", "objective", "remedy", "setup", "epochs", "latent_dim", "step", "split",
                    "examples", "k",
-                   "nll", "neg_elbo", "recon", "kl", "mi", "mi_batch_size", "mi_split", "au", "token_acc", "ppl",
+                   "published", "nll", "neg_elbo", "recon", "kl", "mi", "mi_batch_size", "mi_split", "au", "token_acc", "ppl",
                    "ppl_elbo", "seconds", "train_hours")
+
+
+# Burda et al. (2015), Table 1, one stochastic layer: test NLL (K = 5000, dynamically binarised MNIST)
+# after their protocol (config.PRESETS["burda"]), by the number of samples of the training bound:
+# the VAE (k = 1, the ELBO), IWAE k = 5 and IWAE k = 50.
+BURDA_PUBLISHED = {1: 86.76, 5: 85.54, 50: 84.78}
+
+
+def published_nll(config: dict) -> float | None:
+    """The published test NLL of the model and protocol a run's ``config.json`` describes (nats per
+    image), or None. Only Burda et al.'s protocol is known: every setting of ``--preset burda``
+    (whether given by the preset or flag by flag), Adam's betas 0.9 and 0.999, the full 3,280 epochs,
+    dynamic binarisation, no remedy, KL weight 1, and the ELBO or the IWAE bound with k in ``BURDA_PUBLISHED``."""
+    from vaecore.config import PRESETS
+
+    model, loss, train = config.get("model") or {}, config.get("loss") or {}, config.get("train") or {}
+    if config.get("task") != "mnist":
+        return None
+    preset = PRESETS["burda"]
+    settings = {"model": model.get("kind"), "hidden_sizes": tuple(model.get("hidden_sizes") or ()),
+                "latent_dim": model.get("latent_dim"), "activation": model.get("activation"),
+                "batch_size": train.get("batch_size"), "lr": train.get("lr"), "adam_eps": train.get("eps"),
+                "lr_schedule": train.get("lr_schedule"), "epochs": train.get("epochs")}
+    if (settings != preset or train.get("binarization") != "dynamic" or model.get("delta_rate")
+            or model.get("bn_gamma") or train.get("max_steps") is not None or loss.get("kl_weight", 1.0) != 1.0
+            or (train.get("b1"), train.get("b2")) != (0.9, 0.999)):
+        return None
+    k = {"elbo": 1, "iwae": loss.get("iw_samples")}.get(loss.get("objective"))
+    return BURDA_PUBLISHED.get(k)
 
 
 class ReportError(ValueError):
@@ -222,7 +251,8 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
     row = {"run": workdir.name, "backend": config.get("backend"), "task": config.get("task"), "model": model,
            "objective": config.get("loss", {}).get("objective"), "remedy": remedy_summary(config),
            "setup": setup_summary(config),
-           "epochs": config.get("train", {}).get("epochs"), "latent_dim": latent}
+           "epochs": config.get("train", {}).get("epochs"), "latent_dim": latent,
+           "published": published_nll(config)}
     row.update({c: metrics.get(c) for c in COMPARE_COLUMNS if c not in row})
     results_path = workdir / rundir.RESULTS
     if results_path.exists():  # time in training steps, all sessions (older runs: the last session's)
