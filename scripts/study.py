@@ -21,7 +21,8 @@ on a GPU they share it. Then every finished run without ``eval_test.json`` at th
 run's small files (config, results, evaluation, texts, curves; no checkpoints) are copied to
 ``OUT/<run>/`` and the table is built from those copies, keeping the rows of an earlier
 ``OUT/comparison.csv``: the table survives the run folders. ``--train-args`` adds flags to
-every run (for a quick check: ``--train-args "--max-steps 40 --data DIR"``).
+every run (for a quick check: ``--train-args "--max-steps 40 --data DIR"``). ``--status`` starts
+nothing and prints where each row stands (step of total, rate, hours of steps left, when it last logged).
 """
 
 from __future__ import annotations
@@ -158,6 +159,51 @@ def run_all(jobs: list[tuple[str, list[str], Path]], parallel: int, cores: list[
     return failed
 
 
+def progress(folder: Path, k: int, now: float | None = None) -> dict:
+    """Where a row's run stands, from its folder alone: ``state`` (not started, training, finished,
+    evaluated), and while training the last logged step of the total, the epoch, the logged rate
+    (images or tokens per second of training steps), how long ago the last point was logged (a run that
+    has stopped logging is not running), and for images the hours of steps still to go at that rate."""
+    if not (folder / rundir.CONFIG).exists():
+        return {"state": "not started"}
+    if finished(folder):
+        return {"state": f"evaluated (K {k})" if evaluated(folder, k) else "finished, not evaluated"}
+    cfg = rundir.read_config(folder)
+    metrics = folder / rundir.METRICS
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    train = [r for r in rows if r.get("split") == "train" and r.get("epoch")]
+    if not train:
+        return {"state": "training", "step": 0}
+    last = train[-1]
+    per_epoch = round(last["step"] / last["epoch"])
+    total = cfg.train.max_steps or cfg.train.epochs * per_epoch
+    out = {"state": "training", "step": last["step"], "total": total, "epoch": last["epoch"],
+           "logged_ago_s": (now or time.time()) - metrics.stat().st_mtime}
+    for rate in ("images_per_s", "tokens_per_s"):
+        if last.get(rate):
+            out["rate"] = f"{last[rate]:,.0f} {rate.split('_')[0]}/s"
+    if last.get("images_per_s"):
+        out["hours_left"] = (total - last["step"]) * cfg.train.batch_size / last["images_per_s"] / 3600
+    return out
+
+
+def status_table(runs: Path, rows: list[str], backend: str, k: int, now: float | None = None) -> str:
+    lines = []
+    for row in rows:
+        st = progress(run_dir(runs, row, backend), k, now)
+        text = f"{row}-{backend}: {st['state']}"
+        if st.get("total"):
+            text += (f", step {st['step']:,} of {st['total']:,} ({100 * st['step'] / st['total']:.1f} %), "
+                     f"epoch {st['epoch']:.1f}")
+            if st.get("rate"):
+                text += f", {st['rate']}"
+            if st.get("hours_left") is not None:
+                text += f", {st['hours_left']:.1f} h of steps left at that rate"
+            text += f"; last logged {st['logged_ago_s'] / 60:.0f} min ago"
+        lines.append(text)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--study", choices=tuple(STUDIES), default="ptb-collapse", help="which table (default ptb-collapse)")
@@ -176,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="folder for comparison.md/.csv (default RUNS)")
     p.add_argument("--train-args", default="", help="extra train.py flags for every run")
     p.add_argument("--eval-args", default="", help="extra evaluate.py flags for every evaluation")
+    p.add_argument("--status", action="store_true", help="print where each row's run stands, start nothing")
     args = p.parse_args(argv)
     task, study_rows, backend, k, eval_flags = STUDIES[args.study]
     args.backend = args.backend or backend
@@ -184,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in rows if r not in study_rows]
     if unknown:
         p.error(f"unknown rows {unknown} for --study {args.study}; known: {', '.join(study_rows)}")
+    if args.status:
+        print(status_table(args.runs, rows, args.backend, args.k))
+        return 0
     data = ["--data", args.data] if args.data else []
     args.runs.mkdir(parents=True, exist_ok=True)
     cores = None

@@ -78,7 +78,42 @@ def test_mnist_record_rows_train_with_burdas_protocol_and_evaluate_mi_over_the_s
     assert not (tmp_path / "results" / "burda-vae-jax" / "checkpoints").exists()
     again = run(cmd)
     assert again.returncode == 0 and "started" not in again.stdout
+    status = run([*base, "--rows", "burda-vae,burda-iwae5,mlp-long", "--status"])
+    assert status.returncode == 0 and status.stdout.splitlines() == [
+        "burda-vae-jax: evaluated (K 5)", "burda-iwae5-jax: evaluated (K 5)", "mlp-long-jax: not started"]
     bad = run([*base, "--rows", "bn-0.7"])
     assert bad.returncode == 2 and "unknown rows ['bn-0.7'] for --study mnist-record" in bad.stderr
     few = run([*base, "--cores", "0", "--rows", "burda-vae"])
     assert few.returncode == 2 and "--cores 0 names 1 cores for --jobs 2" in few.stderr
+
+
+def test_status_of_a_run_in_training_from_its_folder(tmp_path):
+    """--status reads a run's progress from its folder: the last logged step of the total (epochs times
+    the steps per epoch the log implies, or --max-steps), and the hours of steps left at the logged rate."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("study", ROOT / "scripts" / "study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    from vaecore.config import RunConfig, TrainConfig
+
+    folder = tmp_path / "burda-vae-jax"
+    assert study.progress(folder, 5000) == {"state": "not started"}
+    folder.mkdir()
+    cfg = RunConfig(backend="jax", task="mnist", train=TrainConfig(epochs=10, batch_size=20))
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
+    assert study.progress(folder, 5000) == {"state": "training", "step": 0}
+    points = [{"step": 250, "split": "train", "epoch": 1.0, "images_per_s": 900.0},
+              {"step": 250, "split": "valid", "epoch": 1, "neg_elbo": 99.0},
+              {"step": 500, "split": "train", "epoch": 2.0, "images_per_s": 1000.0}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+    now = (folder / "metrics.jsonl").stat().st_mtime + 120
+    st = study.progress(folder, 5000, now)
+    assert (st["step"], st["total"], st["epoch"], st["rate"]) == (500, 2500, 2.0, "1,000 images/s")
+    assert st["hours_left"] == 2000 * 20 / 1000 / 3600 and st["logged_ago_s"] == 120
+    line = study.status_table(tmp_path, ["burda-vae"], "jax", 5000, now)
+    assert line == ("burda-vae-jax: training, step 500 of 2,500 (20.0 %), epoch 2.0, 1,000 images/s, "
+                    "0.0 h of steps left at that rate; last logged 2 min ago")
+    (folder / "results.json").write_text("{}")
+    assert study.progress(folder, 5000) == {"state": "finished, not evaluated"}
