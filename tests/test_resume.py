@@ -25,6 +25,18 @@ def train(backend, work, *extra):
     return [sys.executable, str(ROOT / "train.py"), "--backend", backend, *ARGS, "--workdir", str(work), *extra]
 
 
+def assert_same_results(straight: Path, resumed: Path) -> None:
+    a = json.loads((straight / "results.json").read_text())
+    b = json.loads((resumed / "results.json").read_text())
+    for key in ("recon", "kl", "mmd", "neg_elbo"):
+        assert a[key] == b[key], f"{key}: uninterrupted {a[key]} != resumed {b[key]}"
+
+
+def train_steps(work: Path) -> list[int]:
+    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    return [row["step"] for row in rows if row["split"] == "train"]
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_sigkill_and_resume_gives_the_same_results(backend, mode, tmp_path):
@@ -46,14 +58,9 @@ def test_sigkill_and_resume_gives_the_same_results(backend, mode, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from the checkpoint at step" in resumed.stdout
 
-    a = json.loads((straight / "results.json").read_text())
-    b = json.loads((killed / "results.json").read_text())
-    for key in ("recon", "kl", "mmd", "neg_elbo"):
-        assert a[key] == b[key], f"{key}: uninterrupted {a[key]} != resumed {b[key]}"
+    assert_same_results(straight, killed)
     # the metrics log has no duplicated or missing training points after the resume
-    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["split"] == "train"]
-    assert steps == list(range(20, 301, 20))
+    assert train_steps(killed) == list(range(20, 301, 20))
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
@@ -69,13 +76,8 @@ def test_resume_may_change_how_often_it_logs_and_checkpoints(backend, tmp_path):
                              capture_output=True, text=True, timeout=900, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from the checkpoint at step 120" in resumed.stdout
-    a = json.loads((straight / "results.json").read_text())
-    b = json.loads((part / "results.json").read_text())
-    for key in ("recon", "kl", "mmd", "neg_elbo"):
-        assert a[key] == b[key], f"{key}: uninterrupted {a[key]} != resumed {b[key]}"
+    assert_same_results(straight, part)
     saved = json.loads((part / "config.json").read_text())["train"]
     assert (saved["checkpoint_every"], saved["keep_checkpoints"], saved["log_every"]) == (70, 2, 30)
     assert sorted(checkpoint_steps(part)) == [280, 300]  # the new interval, the two newest kept
-    steps = [json.loads(line)["step"] for line in (part / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["split"] == "train"]
-    assert steps == [20, 40, 60, 80, 100, 120, 150, 180, 210, 240, 270, 300]
+    assert train_steps(part) == [20, 40, 60, 80, 100, 120, 150, 180, 210, 240, 270, 300]
