@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from vaecore import evaluation, rundir
+from vaecore.report import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 # row name -> train.py flags on top of the text defaults (12 epochs, logistic annealing, free bits 0.05)
@@ -170,7 +171,7 @@ def progress(folder: Path, k: int, now: float | None = None) -> dict:
         return {"state": f"evaluated (K {k})" if evaluated(folder, k) else "finished, not evaluated"}
     cfg = rundir.read_config(folder)
     metrics = folder / rundir.METRICS
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    rows = read_jsonl(metrics)  # a line the run is writing right now is skipped
     train = [r for r in rows if r.get("split") == "train" and r.get("epoch")]
     if not train:
         return {"state": "training", "step": 0}

@@ -107,7 +107,7 @@ def test_status_of_a_run_in_training_from_its_folder(tmp_path):
     points = [{"step": 250, "split": "train", "epoch": 1.0, "images_per_s": 900.0},
               {"step": 250, "split": "valid", "epoch": 1, "neg_elbo": 99.0},
               {"step": 500, "split": "train", "epoch": 2.0, "images_per_s": 1000.0}]
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points) + '{"step": 75')  # being written
     now = (folder / "metrics.jsonl").stat().st_mtime + 120
     st = study.progress(folder, 5000, now)
     assert (st["step"], st["total"], st["epoch"], st["rate"]) == (500, 2500, 2.0, "1,000 images/s")
