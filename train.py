@@ -61,10 +61,12 @@ def train(args, given: set[str]) -> dict:
         from vaecore.image_task import ImageTask
 
         task = ImageTask(cfg, resume=args.resume)
+    finished = False
     try:
         results = driver.run(task, engine_class(cfg.backend, cfg.task), workdir, resume=args.resume, layout=layout)
+        finished = True
     finally:
-        parallel.stop()
+        parallel.stop(finished)
     if not layout.main:
         return results
     if cfg.task == "text":

@@ -55,8 +55,9 @@ def start(cfg=None) -> Layout:
     return layout()
 
 
-def stop() -> None:
-    """Leave the multi-process run, if any."""
+def stop(finished: bool = False) -> None:
+    """Leave the multi-process run, if any (``jax.distributed.shutdown`` waits for every process
+    itself, after a ``finished`` run or not)."""
     if jax.distributed.is_initialized():
         jax.distributed.shutdown()
 

@@ -24,9 +24,14 @@ from vaecore.parallel import SINGLE, Layout, shard_rows
 ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def stop() -> None:
-    """Leave the process group, if any."""
+def stop(finished: bool = False) -> None:
+    """Leave the process group, if any. After a ``finished`` run every process first waits for the
+    others (the main process writes the run's last outputs alone): gloo aborts a process that tears
+    its group down while another still holds its connection ("terminate called without an active
+    exception", about one run in five). After a failure nobody waits: the others may never arrive."""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            barrier()
         dist.destroy_process_group()
 
 
