@@ -43,6 +43,7 @@ def test_help_imports_no_backend():
     (["--data", "/nonexistent/mnist"], "no such directory"),
     (["--device", "gpu"], "device must be auto, cpu, cuda or cuda:N"),
     (["--backend", "jax", "--device", "cpu"], "--device cpu applies to --backend torch"),
+    (["--validate-every", "0"], "validate_every must be > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     out = run(*args, "--workdir", str(tmp_path / "run"))

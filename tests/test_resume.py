@@ -32,6 +32,11 @@ def assert_same_results(straight: Path, resumed: Path) -> None:
         assert a[key] == b[key], f"{key}: uninterrupted {a[key]} != resumed {b[key]}"
 
 
+def split_rows(work: Path, split: str) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row for row in rows if row["split"] == split}
+
+
 def train_steps(work: Path) -> list[int]:
     rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     return [row["step"] for row in rows if row["split"] == "train"]
@@ -64,20 +69,26 @@ def test_sigkill_and_resume_gives_the_same_results(backend, mode, tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_resume_may_change_how_often_it_logs_and_checkpoints(backend, tmp_path):
-    """--checkpoint-every, --keep-checkpoints and --log-every may change on --resume (a long run whose
-    checkpoints are too sparse): the steps are cut into other calls, and the results stay bit-identical."""
-    straight = tmp_path / "straight"
-    subprocess.run(train(backend, straight), check=True, capture_output=True, timeout=900)
+def test_resume_may_change_how_often_it_logs_checkpoints_and_validates(backend, tmp_path):
+    """--checkpoint-every, --keep-checkpoints, --log-every and --validate-every may change on --resume
+    (a long run whose checkpoints are too sparse, or whose epochs are too short to validate each): the
+    steps are cut into other calls, and the results stay bit-identical."""
+    straight = tmp_path / "straight"  # 310 steps: 5 epochs of 62
+    subprocess.run(train(backend, straight, "--max-steps", "310"), check=True, capture_output=True, timeout=900)
     part = tmp_path / "part"
     subprocess.run(train(backend, part, "--max-steps", "120"), check=True, capture_output=True, timeout=900)
-    resumed = subprocess.run(train(backend, part, "--resume", "--max-steps", "300", "--checkpoint-every", "70",
-                                   "--keep-checkpoints", "2", "--log-every", "30"),
+    resumed = subprocess.run(train(backend, part, "--resume", "--max-steps", "310", "--checkpoint-every", "70",
+                                   "--keep-checkpoints", "2", "--log-every", "30", "--validate-every", "3"),
                              capture_output=True, text=True, timeout=900, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from the checkpoint at step 120" in resumed.stdout
     assert_same_results(straight, part)
     saved = json.loads((part / "config.json").read_text())["train"]
-    assert (saved["checkpoint_every"], saved["keep_checkpoints"], saved["log_every"]) == (70, 2, 30)
-    assert sorted(checkpoint_steps(part)) == [280, 300]  # the new interval, the two newest kept
-    assert train_steps(part) == [20, 40, 60, 80, 100, 120, 150, 180, 210, 240, 270, 300]
+    assert (saved["checkpoint_every"], saved["keep_checkpoints"], saved["log_every"], saved["validate_every"]) == (
+        70, 2, 30, 3)
+    assert sorted(checkpoint_steps(part)) == [280, 310]  # the new interval, the two newest kept
+    assert train_steps(part) == [20, 40, 60, 80, 100, 120, 150, 180, 210, 240, 270, 300, 310]
+    # every epoch validated up to step 120, then every third epoch and the last; the same figures
+    every = split_rows(straight, "valid")
+    assert sorted(every) == [62, 124, 186, 248, 310]
+    assert split_rows(part, "valid") == {s: every[s] for s in (62, 186, 310)}

@@ -3,6 +3,7 @@ subset with a tiny model: trains the rows, evaluates them, writes the comparison
 rather than retrains."""
 
 import csv
+import json
 import os
 import random
 import subprocess
@@ -76,6 +77,8 @@ def test_mnist_record_rows_train_with_burdas_protocol_and_evaluate_mi_over_the_s
         assert float(row["nll"]) <= float(row["neg_elbo"]) + 1e-3
     assert (tmp_path / "results" / "burda-vae-jax" / "samples.png").exists()
     assert not (tmp_path / "results" / "burda-vae-jax" / "checkpoints").exists()
+    saved = json.loads((tmp_path / "runs" / "burda-vae-jax" / "config.json").read_text())["train"]
+    assert (saved["validate_every"], saved["checkpoint_every"]) == (10, 3)  # the row's, then --train-args'
     again = run(cmd)
     assert again.returncode == 0 and "started" not in again.stdout
     status = run([*base, "--rows", "burda-vae,burda-iwae5,mlp-long", "--status"])

@@ -280,6 +280,7 @@ def test_bad_data_is_one_line_and_exit_2(make, message, tmp_path):
     (["--task", "text", "--no-latent", "--free-bits", "0.1"], "--no-latent has no code"),
     (["--task", "text", "--no-latent", "--bn-gamma", "0.5"], "no posterior"),
     (["--task", "text", "--aggressive", "--pretrain-ae-epochs", "2"], "choose one"),
+    (["--task", "text", "--aggressive", "--validate-every", "2"], "it validates every epoch"),
     (["--delta-rate", "5"], "a delta-VAE rate of 5"),
     (["--no-latent"], "--no-latent applies to --task text only"),
     (["--task", "text", "--kl-warmup-steps", "100"], "not a parameter of the logistic KL schedule"),

@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--interpolate, the text run to read")
     g.add_argument("--resume", action="store_true",
                    help="continue from the newest complete checkpoint in --workdir, with its config.json (only "
-                        "--epochs, --max-steps, --device, --checkpoint-every, --keep-checkpoints and --log-every "
-                        "may change)")
+                        "--epochs, --max-steps, --device, --checkpoint-every, --keep-checkpoints, --log-every and "
+                        "--validate-every may change)")
 
     g = p.add_argument_group("model")
     g.add_argument("--latent-dim", type=int, default=None,
@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-checkpoints", type=int, default=d_train.keep_checkpoints,
                    help="how many of the newest checkpoints to keep")
     g.add_argument("--log-every", type=int, default=d_train.log_every, help="steps between metrics.jsonl points")
+    g.add_argument("--validate-every", type=int, default=d_train.validate_every,
+                   help="epochs between validations (the last epoch is always validated); validation draws its "
+                        "own noise, so this changes no training step")
     return p
 
 

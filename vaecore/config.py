@@ -160,6 +160,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 50
+    validate_every: int = 1  # epochs between validations; the last epoch is always validated
     binarization: str = "dynamic"
     dtype: str = "float32"
     device: str = "auto"  # torch engines: "auto" (CUDA when torch sees it), "cpu", "cuda", "cuda:N"
@@ -180,6 +181,7 @@ class TrainConfig:
         check_positive("checkpoint_every", self.checkpoint_every)
         check_positive("keep_checkpoints", self.keep_checkpoints)
         check_positive("log_every", self.log_every)
+        check_positive("validate_every", self.validate_every)
         check_choice("binarization", self.binarization, BINARIZATIONS)
         check_choice("dtype", self.dtype, DTYPES)
         if self.seed < 0:
@@ -298,6 +300,10 @@ class RunConfig:
             object.__setattr__(self, "model", None)
         elif self.model is None or self.text is not None or self.text_train is not None:
             raise ConfigError("an mnist run's config has an image model and no text sections")
+        if self.text_train is not None and self.text_train.aggressive and self.train.validate_every != 1:
+            raise ConfigError(f"--validate-every {self.train.validate_every} with --aggressive: aggressive "
+                              f"inference ends on a fall in validation MI from one epoch to the next, so it "
+                              f"validates every epoch; drop --validate-every")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

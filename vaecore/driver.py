@@ -197,7 +197,7 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
                 writer.write(done, "train", {**record, "epoch": done / per_epoch})
                 bar.set_postfix(**postfix)
                 sums, batch_sums, acc_steps, acc_units, acc_time = {}, {}, 0, 0, 0.0
-            if done % per_epoch == 0:
+            if done % per_epoch == 0 and (done // per_epoch % tc.validate_every == 0 or done == total_steps):
                 task.validate(engine, done // per_epoch, writer, done, log)
             if done % tc.checkpoint_every == 0 or done == total_steps:
                 engine.save(done, {"step": done, "epoch": done // per_epoch, "batch_index": done % per_epoch,

@@ -21,7 +21,8 @@ from vaecore.config import (
 
 # Flags that may differ between a run and its --resume (everything else must match config.json): how
 # long it trains, where, and how often it logs and checkpoints; none changes what a step computes.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "device", "checkpoint_every", "keep_checkpoints", "log_every"}
+RESUMABLE_CHANGES = {"epochs", "max_steps", "device", "checkpoint_every", "keep_checkpoints", "log_every",
+                     "validate_every"}
 
 
 # Flags that only one task reads: giving them to the other task is an error, not silently ignored.
@@ -77,7 +78,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         train=TrainConfig(epochs=epochs, max_steps=args.max_steps, batch_size=batch_size, lr=lr,
                           seed=args.seed, binarization=args.binarization, dtype=args.dtype, device=args.device,
                           checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-                          log_every=args.log_every, eps=args.adam_eps, lr_schedule=args.lr_schedule),
+                          log_every=args.log_every, validate_every=args.validate_every, eps=args.adam_eps,
+                          lr_schedule=args.lr_schedule),
     )
 
 
