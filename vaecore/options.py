@@ -20,7 +20,7 @@ from vaecore.config import (
 )
 
 # Flags that may differ between a run and its --resume (everything else must match config.json): how
-# long it trains, where, and how often it logs and checkpoints; none changes what a step computes.
+# long it trains, where, and how often it logs, validates and checkpoints; none changes what a step computes.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "device", "checkpoint_every", "keep_checkpoints", "log_every",
                      "validate_every"}
 
