@@ -1,20 +1,18 @@
-"""train.py --task text as a user meets it: the run folder, bad input (one line, exit 2), SIGKILL and
---resume, and --sample / --interpolate on a finished run. Tiny model, tiny corpus, few steps."""
+"""train.py --task text as a user meets it: the run folder, bad input (one line, exit 2), and --sample /
+--interpolate on a finished run (SIGKILL and --resume: test_text_resume.py). Tiny model, tiny corpus,
+few steps."""
 
 import json
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.runs import checkpoint_steps
 from vaecore.config import ConfigError, RunConfig, TextTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,54 +291,6 @@ def test_bad_flags_are_one_line_and_exit_2(args, message, tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr
-
-
-# training modes whose state goes beyond parameters and optimiser (BN-VAE's running averages)
-RESUME_MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"],
-                "aggressive": ["--aggressive", "--aggressive-max-inner", "8", "--bn-gamma", "0.5"], "pretrain": ["--pretrain-ae-epochs", "1"]}
-
-
-@pytest.mark.parametrize("mode", list(RESUME_MODES))
-@pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_sigkill_and_resume_gives_the_same_results(backend, mode, corpus, tmp_path):
-    args = [*RESUME_MODES[mode], "--backend", backend, "--task", "text", "--data", str(corpus), "--embed-dim", "32", "--hidden-dim", "64",
-            "--latent-dim", "4", "--batch-size", "8", "--max-steps", "120", "--checkpoint-every", "10",
-            "--log-every", "5", "--kl-schedule", "cyclical", "--free-bits", "0.05", "--seed", "3",
-            "--num-samples", "3", "--lr-decay-start", "2", "--lr-decay", "0.7"]
-    train_cmd = [sys.executable, str(ROOT / "train.py"), *args]
-    straight = tmp_path / "straight"
-    subprocess.run([*train_cmd, "--workdir", str(straight)], check=True, capture_output=True, timeout=600, env=ENV)
-
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([*train_cmd, "--workdir", str(killed)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.time() + 600
-    while not [s for s in checkpoint_steps(killed) if s >= 30] and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "results.json").exists(), "the run finished before it could be killed"
-    assert max(checkpoint_steps(killed)) < 120
-
-    resumed = run(*args, "--workdir", str(killed), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from the checkpoint at step" in resumed.stdout
-
-    a = json.loads((straight / "results.json").read_text())
-    b = json.loads((killed / "results.json").read_text())
-    for key in ("recon", "kl", "neg_elbo", "ppl_bound", "tokens"):
-        assert a[key] == b[key], f"{key}: uninterrupted {a[key]} != resumed {b[key]}"
-    for name in ("samples.txt", "reconstructions.txt", "interpolations.txt", "vocab.json"):
-        assert (straight / name).read_text() == (killed / name).read_text(), name
-    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if r["split"] == "train"] == list(range(5, 121, 5))
-    assert [r["step"] for r in rows if r["split"] == "valid"] == [25, 50, 75, 100]
-    straight_rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
-    assert [r.get("recon") for r in rows] == [r.get("recon") for r in straight_rows]
-
-    again = run(*args, "--workdir", str(killed), "--resume", "--rnn", "gru")
-    assert again.returncode == 2 and "--rnn 'gru' differs" in again.stderr
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
