@@ -1,16 +1,13 @@
 """Kill a run with SIGKILL mid-way, resume it, and get the same results as an uninterrupted run."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.runs import checkpoint_steps
+from tests.runs import checkpoint_steps, kill_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--max-steps", "300", "--checkpoint-every", "40", "--log-every", "20", "--hidden-sizes", "256,128",
@@ -49,15 +46,7 @@ def test_sigkill_and_resume_gives_the_same_results(backend, mode, tmp_path):
     subprocess.run(train(backend, straight, *MODES[mode]), check=True, capture_output=True, timeout=900)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train(backend, killed, *MODES[mode]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not [s for s in checkpoint_steps(killed) if s >= 80] and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "results.json").exists(), "the run finished before it could be killed"
-    assert max(checkpoint_steps(killed)) < 300
+    kill_after_checkpoint(train(backend, killed, *MODES[mode]), killed, 80, 300)
 
     resumed = subprocess.run(train(backend, killed, *MODES[mode], "--resume"), capture_output=True, text=True, timeout=900, check=False)
     assert resumed.returncode == 0, resumed.stderr

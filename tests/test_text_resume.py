@@ -6,15 +6,12 @@ three processes), so they have a file of their own: pytest-xdist's ``--dist load
 one worker, and in test_text_cli.py they were 546 s of that file's 704 s on one core."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.runs import checkpoint_steps
+from tests.runs import kill_after_checkpoint
 from tests.test_text_cli import ENV, ROOT, run, write_corpus
 
 
@@ -40,16 +37,7 @@ def test_sigkill_and_resume_gives_the_same_results(backend, mode, corpus, tmp_pa
     subprocess.run([*train_cmd, "--workdir", str(straight)], check=True, capture_output=True, timeout=600, env=ENV)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*train_cmd, "--workdir", str(killed)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.time() + 600
-    while not [s for s in checkpoint_steps(killed) if s >= 30] and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "results.json").exists(), "the run finished before it could be killed"
-    assert max(checkpoint_steps(killed)) < 120
+    kill_after_checkpoint([*train_cmd, "--workdir", str(killed)], killed, 30, 120, env=ENV)
 
     resumed = run(*args, "--workdir", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
