@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from vaecore.pinning import on_core
+
 SETTINGS = {
     "defaults": [],
     "sparse": ["--checkpoint-every", "20000", "--log-every", "500"],
@@ -38,13 +40,11 @@ SETTINGS = {
 
 
 def run_once(args: argparse.Namespace, epochs: int, flags: list[str]) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "run"
-        cmd = ["taskset", "-c", str(args.core), sys.executable, str(ROOT / "train.py"), "--task", "mnist",
-               "--backend", args.backend, "--preset", "burda", "--epochs", str(epochs), "--data", args.data,
-               "--workdir", str(work), *flags]
+        cmd, env = on_core([sys.executable, str(ROOT / "train.py"), "--task", "mnist", "--backend", args.backend,
+                            "--preset", "burda", "--epochs", str(epochs), "--data", args.data,
+                            "--workdir", str(work), *flags], args.core)
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
         wall = time.perf_counter() - t0

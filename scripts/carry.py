@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from vaecore import rundir
 
 SMALL_FILES = (rundir.CONFIG, rundir.METRICS, rundir.VOCAB)
-TORCH_CKPT = re.compile(r"^step_(\d{8})\.pt$")
 
 
 class CarryError(ValueError):
@@ -45,7 +44,7 @@ def newest_checkpoint(run: Path) -> Path:
     folder = run / rundir.CHECKPOINTS
     entries = list(folder.iterdir()) if folder.is_dir() else []
     done = [p for p in entries if p.is_dir() and p.name.isdigit() and (p / "commit_success.txt").exists()]
-    done += [p for p in entries if p.is_file() and TORCH_CKPT.match(p.name)]
+    done += [p for p in entries if p.is_file() and rundir.TORCH_CHECKPOINT_RE.match(p.name)]
     if not done:
         raise CarryError(f"{run}: no complete checkpoint in {folder}; nothing to carry")
     return max(done, key=lambda p: int(re.sub(r"\D", "", p.name)))

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from vaecore import evaluation, rundir
+from vaecore.pinning import on_core
 from vaecore.report import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,9 +139,7 @@ def pinned(cmd: list[str], core: int | None) -> tuple[list[str], dict]:
     if core is None:  # several processes share the GPU: JAX must not take 75% of its memory in each
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         return cmd, env
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-    return ["taskset", "-c", str(core), *cmd], env
+    return on_core(cmd, core)
 
 
 def run_all(jobs: list[tuple[str, list[str], Path]], parallel: int, cores: list[int] | None) -> list[str]:

@@ -120,3 +120,15 @@ def test_status_of_a_run_in_training_from_its_folder(tmp_path):
                     "0.0 h of steps left at that rate; last logged 2 min ago")
     (folder / "results.json").write_text("{}")
     assert study.progress(folder, 5000) == {"state": "finished, not evaluated"}
+
+
+def test_a_pinned_run_sees_one_core_and_one_thread():
+    """study.py's (and bench/run_overhead.py's) one-core children: the affinity is the core asked for, and
+    XLA, OpenMP and MKL are told to use one thread."""
+    from vaecore.pinning import on_core
+
+    core = max(os.sched_getaffinity(0))
+    probe = "import os; print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'], os.environ['XLA_FLAGS'])"
+    cmd, env = on_core([sys.executable, "-c", probe], core)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.split(maxsplit=2)
+    assert out == [f"[{core}]", "1", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1\n"]

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import torch
 
-CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
+from vaecore.rundir import TORCH_CHECKPOINT_RE, torch_checkpoint
 
 
 class Checkpoints:
@@ -20,13 +19,13 @@ class Checkpoints:
         """Complete checkpoint files, newest first."""
         if not self.directory.is_dir():
             return []
-        return sorted((p for p in self.directory.iterdir() if CKPT_RE.match(p.name)), reverse=True)
+        return sorted((p for p in self.directory.iterdir() if TORCH_CHECKPOINT_RE.match(p.name)), reverse=True)
 
     def save(self, step: int, state: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / f".step_{step:08d}.pt.tmp"
+        tmp = self.directory / f".{torch_checkpoint(step)}.tmp"
         torch.save(state, tmp)
-        os.replace(tmp, self.directory / f"step_{step:08d}.pt")  # a checkpoint is complete or absent
+        os.replace(tmp, self.directory / torch_checkpoint(step))  # a checkpoint is complete or absent
         for old in self.paths()[self.keep:]:
             old.unlink()
 

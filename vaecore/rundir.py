@@ -9,6 +9,7 @@ figures, later merged with ``evaluate.py``'s ``eval_<split>.json``), ``vocab.jso
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from vaecore.config import ConfigError, RunConfig
@@ -24,6 +25,13 @@ TRAINING_CURVES = "training_curves.png"
 SAMPLES_PNG, RECONSTRUCTIONS_PNG = "samples.png", "reconstructions.png"
 INTERPOLATIONS_PNG, LATENT_SPACE_PNG = "interpolations.png", "latent_space.png"
 SAMPLES_TXT, RECONSTRUCTIONS_TXT, INTERPOLATIONS_TXT = "samples.txt", "reconstructions.txt", "interpolations.txt"
+# a torch checkpoint in CHECKPOINTS (JAX's are orbax step folders named by the step alone)
+TORCH_CHECKPOINT_RE = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def torch_checkpoint(step: int) -> str:
+    """The file name of the torch checkpoint of ``step``."""
+    return f"step_{step:08d}.pt"
 
 
 def eval_file(split: str) -> str:
