@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,13 @@ def check_choice(name: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
+def check_finite(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number; got {value!r}")
+
+
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    check_finite(name, value)
     ok = value >= 0 if allow_zero else value > 0
     if not ok:
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {value!r}")
@@ -71,8 +78,8 @@ def parse_bandwidth(value: str | float | tuple | list) -> str | float | tuple[fl
                 f"mmd bandwidth must be '2d' or positive numbers separated by commas (e.g. 1.0 or 0.5,1,2); "
                 f"got {value!r}"
             ) from None
-    if not scales or any(not s > 0 for s in scales):
-        raise ConfigError(f"mmd bandwidth scales must all be > 0; got {value!r}")
+    if not scales or any(not (s > 0 and math.isfinite(s)) for s in scales):
+        raise ConfigError(f"mmd bandwidth scales must all be > 0 and finite; got {value!r}")
     return scales[0] if len(scales) == 1 else scales
 
 
@@ -137,6 +144,8 @@ class LossConfig:
             raise ConfigError(f"--iw-samples applies to --loss iwae; this run optimises the {self.objective}")
         if self.objective == "iwae" and self.kl_weight != 1.0:
             raise ConfigError("--kl-weight does not apply to --loss iwae (the bound weighs p(z) / q(z|x) as it is)")
+        check_finite("alpha", self.alpha)
+        check_finite("lambda", self.lam)
         check_choice("mmd_kernel", self.kernel, KERNELS)
         check_choice("mmd_estimator", self.estimator, ESTIMATORS)
         object.__setattr__(self, "bandwidth", parse_bandwidth(self.bandwidth))
@@ -184,8 +193,8 @@ class TrainConfig:
         check_positive("validate_every", self.validate_every)
         check_choice("binarization", self.binarization, BINARIZATIONS)
         check_choice("dtype", self.dtype, DTYPES)
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0; got {self.seed}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be an integer in [0, 2^32); got {self.seed!r}")
 
 
 @dataclass(frozen=True)
@@ -241,6 +250,7 @@ class TextTrainConfig:
         check_positive("aggressive_window", self.aggressive_window)
         check_positive("kl_warmup_steps", self.kl_warmup_steps)
         check_positive("kl_logistic_k", self.kl_logistic_k)
+        check_finite("kl_logistic_x0", self.kl_logistic_x0)
         check_positive("kl_cycles", self.kl_cycles)
         if not 0 < self.kl_cycle_ratio <= 1:
             raise ConfigError(f"kl_cycle_ratio must be in (0, 1]; got {self.kl_cycle_ratio!r}")
