@@ -186,10 +186,15 @@ def check_archive(archive: Path, runs: Path, cap: int | None = None) -> Path:
 
 
 def unpack(archive: Path, runs: Path, cap: int | None = None) -> Path:
-    """Extract one archive into ``RUNS/<run>/``, which must not exist; returns that folder. Only regular
-    files and folders are written, into a hidden folder beside the target that is renamed to it at the end,
-    so a refused or damaged archive leaves nothing behind."""
-    target = check_archive(archive, runs, cap)
+    """Extract one archive into ``RUNS/<run>/``, which must not exist; returns that folder."""
+    return unpack_checked(archive, check_archive(archive, runs, cap), cap)
+
+
+def unpack_checked(archive: Path, target: Path, cap: int | None) -> Path:
+    """Extract an archive that ``check_archive`` passed into ``target``. Only regular files and folders are
+    written, into a hidden folder beside the target that is renamed to it at the end, so a refused or damaged
+    archive leaves nothing behind."""
+    runs = target.parent
     runs.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.unpacking-", dir=runs))
     try:
@@ -231,8 +236,8 @@ def unpack_all(archives: list[Path], runs: Path, cap: int | None) -> None:
     if len(set(targets)) < len(targets):
         same = next(t for t in targets if targets.count(t) > 1)
         raise CarryError(f"two archives hold the run {same.name}; unpack one of them")
-    for archive in archives:
-        print(f"{archive} -> {unpack(archive, runs, cap)}")
+    for archive, target in zip(archives, targets):
+        print(f"{archive} -> {unpack_checked(archive, target, cap)}")
 
 
 def main(argv: list[str] | None = None) -> int:

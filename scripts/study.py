@@ -182,7 +182,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--jobs", type=positive_int, default=2, help="runs (and evaluations) at once")
     p.add_argument("--device", default="cpu", help="cpu: pin each job to a core; cuda: share the GPU")
     p.add_argument("--cores", type=core_list, default=None,
-                   help="cpu: the cores to pin jobs to, comma-separated (default 0 .. jobs - 1; at least --jobs of them)")
+                   help="cpu: the cores to pin jobs to, comma-separated, at least --jobs of them (default: the first "
+                        "--jobs of the cores this process may use)")
     p.add_argument("--data", default=None, help="train.py --data for every run (full MNIST: the idx directory)")
     p.add_argument("--k", type=positive_int, default=None,
                    help="importance samples per example in the evaluation (default 100 for text, 5000 for MNIST)")
@@ -232,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if corrupt else 0
     cores = None
     if args.device == "cpu":
-        cores = args.cores or list(range(args.jobs))
+        cores = args.cores or sorted(os.sched_getaffinity(0))[:args.jobs]  # each running job has its own
         if len(cores) < args.jobs:
-            p.error(f"--cores {','.join(map(str, cores))} names {len(cores)} cores for --jobs {args.jobs}; "
-                    f"name at least as many")
+            named = f"--cores {','.join(map(str, cores))} names" if args.cores else "this process may use"
+            p.error(f"{named} {len(cores)} cores for --jobs {args.jobs}; name at least as many, or pass fewer --jobs")
     state = states(p, args.runs, rows, args.backend, args.k)
     data = ["--data", args.data] if args.data else []
     device = [] if args.backend == "jax" else ["--device", args.device]

@@ -114,3 +114,15 @@ def test_bad_flags_are_refused_in_one_line(tmp_path, capsys, flags, error):
     err = capsys.readouterr().err.splitlines()
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith(f"study.py: error: {error}"), err
     assert err[0].endswith("(see --help)") and not (tmp_path / "runs").exists()
+
+
+def test_default_cores_are_those_this_process_may_use(tmp_path, capsys, monkeypatch):
+    """--jobs 3 on two usable cores once pinned a job to a core taskset refuses; the default cores are the
+    first --jobs of those this process may use."""
+    monkeypatch.setattr(study.os, "sched_getaffinity", lambda pid: {4, 7})
+    with pytest.raises(SystemExit) as e:
+        study.main(["--runs", str(tmp_path / "runs"), "--jobs", "3"])
+    assert e.value.code == 2 and capsys.readouterr().err.splitlines() == [
+        ("study.py: error: this process may use 2 cores for --jobs 3; name at least as many, or pass fewer --jobs "
+         "(see --help)")]
+    assert not (tmp_path / "runs").exists()
