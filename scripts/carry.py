@@ -198,7 +198,9 @@ def unpack_checked(archive: Path, target: Path, cap: int | None) -> Path:
     runs.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.unpacking-", dir=runs))
     try:
-        extract(archive, Members(archive, cap or default_cap(archive)), tmp)
+        members = Members(archive, cap or default_cap(archive))
+        members.top = target.name  # the run that was checked, and no other
+        extract(archive, members, tmp)
         if target.exists() or target.is_symlink():  # appeared while we extracted
             raise CarryError(f"{target} appeared while unpacking; nothing was unpacked")
         os.rename(tmp, target)

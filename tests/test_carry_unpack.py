@@ -190,3 +190,13 @@ def test_usage_errors_are_one_line(capsys):
         "carry.py unpack: error: the following arguments are required: --runs (see --help)"]
     code, err = run_main(capsys, "unpack", "x.tar.gz", "--runs", "r", "--max-mib", "0")
     assert code == 2 and err == ["carry.py: error: --max-mib 0: must be a positive number of MiB"]
+
+
+def test_extraction_checks_the_archive_again(runs, tmp_path):
+    """The archive is read twice (checked, then extracted): one swapped in between, here another run's,
+    is refused on the second reading and leaves nothing."""
+    other = archive(tmp_path / "run.tar.gz", member("swapped"), member("swapped/config.json", b"{}"))
+    before = listing(runs)
+    with pytest.raises(carry.CarryError, match="more than one top-level folder \\('run', 'swapped'\\)"):
+        carry.unpack_checked(other, runs / "run", None)
+    assert listing(runs) == before
