@@ -13,7 +13,8 @@ plus ``MNIST_ROWS``'s flags (Burda et al.'s protocol for the VAE and IWAE rows),
 over the whole split (``--mi-batch-size 10000``: with batches of 500 the estimate sits at its ceiling
 log 500). ``--data`` is passed to every run (full MNIST: the idx directory). Runs live in
 ``RUNS/ROW-BACKEND``; a row whose folder already holds a run is continued with ``--resume`` (and is
-only evaluated when it has finished), so the script can be stopped and started again at any time.
+only evaluated when it has finished: when its ``results.json`` holds the test figures of the last step its
+``config.json`` asks for), so the script can be stopped and started again at any time.
 Up to ``--jobs`` runs train at once; on a CPU each is pinned to one core (``taskset``, one thread),
 on a GPU they share it. Then every finished run without ``eval_test.json`` at this K is evaluated
 (``evaluate.py --k K``, also ``--jobs`` at a time), and ``evaluate.py --compare`` writes
@@ -22,13 +23,14 @@ run's small files (config, results, evaluation, texts, curves; no checkpoints) a
 ``OUT/<run>/`` and the table is built from those copies, keeping the rows of an earlier
 ``OUT/comparison.csv``: the table survives the run folders. ``--train-args`` adds flags to
 every run (for a quick check: ``--train-args "--max-steps 40 --data DIR"``). ``--status`` starts
-nothing and prints where each row stands (step of total, rate, hours of steps left, when it last logged).
+nothing and prints where each row stands (step of total, rate, hours of steps left, when it last logged;
+``corrupt: <why>`` for a folder it cannot read, and exit status 2). ``scripts/study_state.py`` reads the
+folders.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -36,11 +38,13 @@ import sys
 import time
 from pathlib import Path
 
-from vaecore import evaluation, rundir
-from vaecore.pinning import on_core
-from vaecore.report import read_jsonl
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]  # vaecore, and study_state beside this file
+from study_state import RowError, row_state, run_dir, status_table
+
+from vaecore.cli import OneLineParser
+from vaecore.pinning import on_core
+
 # row name -> train.py flags on top of the text defaults (12 epochs, logistic annealing, free bits 0.05)
 ROWS = {
     "lm": ["--no-latent"],
@@ -96,26 +100,6 @@ STUDIES = {
 }
 
 
-def run_dir(runs: Path, row: str, backend: str) -> Path:
-    return runs / f"{row}-{backend}"
-
-
-def finished(folder: Path) -> bool:
-    return (folder / rundir.RESULTS).exists()
-
-
-def evaluated(folder: Path, k: int) -> bool:
-    """Whether the run's test evaluation is there at this K (at K = 1 for the language model, which
-    ``evaluate.py`` evaluates exactly with one sample whatever K it is given)."""
-    path = folder / "eval_test.json"
-    if not path.exists():
-        return False
-    metrics = json.loads(path.read_text())
-    cfg = rundir.read_config(folder)
-    # a text evaluation of an earlier version lacks the token accuracy: evaluated again
-    return metrics.get("k") == evaluation.samples_needed(cfg, k) and (cfg.task != "text" or "token_acc" in metrics)
-
-
 RECORD_FILES = ("config.json", "results.json", "eval_test.json", "samples.txt", "reconstructions.txt",
                 "interpolations.txt", "samples.png", "reconstructions.png", "training_curves.png")
 
@@ -164,117 +148,119 @@ def run_all(jobs: list[tuple[str, list[str], Path]], parallel: int, cores: list[
     return failed
 
 
-def progress(folder: Path, k: int, now: float | None = None) -> dict:
-    """Where a row's run stands, from its folder alone: ``state`` (not started, training, finished,
-    evaluated), and while training the last logged step of the total, the epoch, the logged rate
-    (images or tokens per second of training steps), how long ago the last point was logged (a run that
-    has stopped logging is not running), and for images the hours of steps still to go at that rate."""
-    if not (folder / rundir.CONFIG).exists():
-        return {"state": "not started"}
-    if finished(folder):
-        return {"state": f"evaluated (K {k})" if evaluated(folder, k) else "finished, not evaluated"}
-    cfg = rundir.read_config(folder)
-    metrics = folder / rundir.METRICS
-    rows = read_jsonl(metrics)  # a line the run is writing right now is skipped
-    train = [r for r in rows if r.get("split") == "train" and r.get("epoch")]
-    if not train:
-        return {"state": "training", "step": 0}
-    last = train[-1]
-    per_epoch = round(last["step"] / last["epoch"])
-    total = cfg.train.max_steps or cfg.train.epochs * per_epoch
-    out = {"state": "training", "step": last["step"], "total": total, "epoch": last["epoch"],
-           "logged_ago_s": (now or time.time()) - metrics.stat().st_mtime}
-    for rate in ("images_per_s", "tokens_per_s"):
-        if last.get(rate):
-            out["rate"] = f"{last[rate]:,.0f} {rate.split('_')[0]}/s"
-    if last.get("images_per_s"):
-        out["hours_left"] = (total - last["step"]) * cfg.train.batch_size / last["images_per_s"] / 3600
-    return out
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
 
 
-def status_table(runs: Path, rows: list[str], backend: str, k: int, now: float | None = None) -> str:
-    lines = []
-    for row in rows:
-        st = progress(run_dir(runs, row, backend), k, now)
-        text = f"{row}-{backend}: {st['state']}"
-        if st.get("total"):
-            text += (f", step {st['step']:,} of {st['total']:,} ({100 * st['step'] / st['total']:.1f} %), "
-                     f"epoch {st['epoch']:.1f}")
-            if st.get("rate"):
-                text += f", {st['rate']}"
-            if st.get("hours_left") is not None:
-                text += f", {st['hours_left']:.1f} h of steps left at that rate"
-            text += f"; last logged {st['logged_ago_s'] / 60:.0f} min ago"
-        lines.append(text)
-    return "\n".join(lines)
+def core_list(text: str) -> list[int]:
+    """``--cores``: distinct CPU cores that this process may use (taskset would fail every job on another)."""
+    try:
+        cores = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU core numbers separated by commas, got {text!r}") from None
+    usable = sorted(os.sched_getaffinity(0))
+    if len(set(cores)) < len(cores) or not set(cores) <= set(usable):
+        raise argparse.ArgumentTypeError(f"expected distinct cores among those this process may use "
+                                         f"({','.join(map(str, usable))}), got {text!r}")
+    return cores
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="study.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--study", choices=tuple(STUDIES), default="ptb-collapse", help="which table (default ptb-collapse)")
     p.add_argument("--runs", type=Path, required=True, help="folder of the run folders")
     p.add_argument("--rows", default="all", help="comma-separated rows, or all: "
                    + "; ".join(f"{name}: {', '.join(study[1])}" for name, study in STUDIES.items()))
     p.add_argument("--backend", choices=("torch", "jax"), default=None,
                    help="default: torch for ptb-collapse, jax for mnist-record")
-    p.add_argument("--jobs", type=int, default=2, help="runs (and evaluations) at once")
+    p.add_argument("--jobs", type=positive_int, default=2, help="runs (and evaluations) at once")
     p.add_argument("--device", default="cpu", help="cpu: pin each job to a core; cuda: share the GPU")
-    p.add_argument("--cores", default=None,
-                   help="cpu: the cores to pin jobs to, comma-separated (default 0 .. jobs - 1; at least --jobs of them)")
+    p.add_argument("--cores", type=core_list, default=None,
+                   help="cpu: the cores to pin jobs to, comma-separated, at least --jobs of them (default: the first "
+                        "--jobs of the cores this process may use)")
     p.add_argument("--data", default=None, help="train.py --data for every run (full MNIST: the idx directory)")
-    p.add_argument("--k", type=int, default=None,
+    p.add_argument("--k", type=positive_int, default=None,
                    help="importance samples per example in the evaluation (default 100 for text, 5000 for MNIST)")
     p.add_argument("--out", type=Path, default=None, help="folder for comparison.md/.csv (default RUNS)")
     p.add_argument("--train-args", default="", help="extra train.py flags for every run")
     p.add_argument("--eval-args", default="", help="extra evaluate.py flags for every evaluation")
     p.add_argument("--status", action="store_true", help="print where each row's run stands, start nothing")
+    return p
+
+
+def chosen_rows(p: OneLineParser, text: str, study: str, study_rows: dict) -> list[str]:
+    rows = list(study_rows) if text == "all" else text.split(",")
+    unknown = [r for r in rows if r not in study_rows]
+    if unknown:
+        p.error(f"unknown rows {unknown} for --study {study}; known: {', '.join(study_rows)}")
+    if twice := sorted({r for r in rows if rows.count(r) > 1}):  # two jobs would train one folder at once
+        p.error(f"--rows names {', '.join(twice)} more than once; name each row once")
+    return rows
+
+
+def states(p: OneLineParser, runs: Path, rows: list[str], backend: str, k: int) -> dict[str, str]:
+    """Each row's ``row_state``; a row whose folder cannot be read stops the study before it starts."""
+    out, corrupt = {}, []
+    for row in rows:
+        try:
+            out[row] = row_state(run_dir(runs, row, backend), k)
+        except RowError as e:
+            corrupt.append(str(e))
+    if corrupt:
+        p.error(f"{'; '.join(corrupt)}; restore the file or move the row's folder away (nothing was started)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     task, study_rows, backend, k, eval_flags = STUDIES[args.study]
     args.backend = args.backend or backend
     args.k = args.k or k
-    rows = list(study_rows) if args.rows == "all" else args.rows.split(",")
-    unknown = [r for r in rows if r not in study_rows]
-    if unknown:
-        p.error(f"unknown rows {unknown} for --study {args.study}; known: {', '.join(study_rows)}")
+    rows = chosen_rows(p, args.rows, args.study, study_rows)
     if args.status:
-        print(status_table(args.runs, rows, args.backend, args.k))
-        return 0
-    data = ["--data", args.data] if args.data else []
-    args.runs.mkdir(parents=True, exist_ok=True)
+        table, corrupt = status_table(args.runs, rows, args.backend, args.k)
+        print(table)
+        if corrupt:
+            print(f"study.py: error: {corrupt} of {len(rows)} row folders cannot be read (their lines say why); "
+                  f"restore the files or move the folders away", file=sys.stderr)
+        return 2 if corrupt else 0
     cores = None
     if args.device == "cpu":
-        cores = [int(c) for c in args.cores.split(",")] if args.cores else list(range(args.jobs))
+        cores = args.cores or sorted(os.sched_getaffinity(0))[:args.jobs]  # each running job has its own
         if len(cores) < args.jobs:
-            p.error(f"--cores {args.cores} names {len(cores)} cores for --jobs {args.jobs}; name at least as many")
+            named = f"--cores {','.join(map(str, cores))} names" if args.cores else "this process may use"
+            p.error(f"{named} {len(cores)} cores for --jobs {args.jobs}; name at least as many, or pass fewer --jobs")
+    state = states(p, args.runs, rows, args.backend, args.k)
+    data = ["--data", args.data] if args.data else []
     device = [] if args.backend == "jax" else ["--device", args.device]
+    args.runs.mkdir(parents=True, exist_ok=True)
 
     train_jobs = []
-    for row in rows:
+    for row in [r for r in rows if state[r] in ("not started", "training")]:
         folder = run_dir(args.runs, row, args.backend)
-        if finished(folder):
-            continue
-        resume = ["--resume"] if (folder / rundir.CONFIG).exists() else [*study_rows[row], *shlex.split(args.train_args)]
+        resume = ["--resume"] if state[row] == "training" else [*study_rows[row], *shlex.split(args.train_args)]
         cmd = [sys.executable, "train.py", "--task", task, "--backend", args.backend, "--workdir", str(folder),
                *data, *device, *resume]
         train_jobs.append((f"train {row}", cmd, args.runs / f"{row}-{args.backend}.log"))
     failed = run_all(train_jobs, args.jobs, cores)
 
     eval_jobs = []
-    for row in rows:
-        folder = run_dir(args.runs, row, args.backend)
-        if finished(folder) and not evaluated(folder, args.k):
-            cmd = [sys.executable, "evaluate.py", "--workdir", str(folder), "--k", str(args.k), "--no-pictures",
-                   *eval_flags, *shlex.split(args.eval_args)]
-            eval_jobs.append((f"evaluate {row}", cmd, args.runs / f"{row}-{args.backend}.eval.log"))
+    for row in [r for r in rows if settled(args.runs, r, args.backend, args.k) == "finished"]:
+        cmd = [sys.executable, "evaluate.py", "--workdir", str(run_dir(args.runs, row, args.backend)), "--k",
+               str(args.k), "--no-pictures", *eval_flags, *shlex.split(args.eval_args)]
+        eval_jobs.append((f"evaluate {row}", cmd, args.runs / f"{row}-{args.backend}.eval.log"))
     failed += run_all(eval_jobs, args.jobs, cores)
 
-    done = [run_dir(args.runs, r, args.backend) for r in rows if evaluated(run_dir(args.runs, r, args.backend), args.k)]
-    if done:
-        out = args.out or args.runs
-        records = [keep_record(folder, out) for folder in done] if args.out else done
-        earlier = [out / "comparison.csv"] if (out / "comparison.csv").exists() else []
-        subprocess.run([sys.executable, "evaluate.py", "--compare", *map(str, earlier + records), "--out", str(out)],
-                       cwd=ROOT, check=True)
+    done = [run_dir(args.runs, r, args.backend) for r in rows if settled(args.runs, r, args.backend, args.k) == "evaluated"]
+    if done and not compare(done, args.runs, args.out):
+        failed.append("the comparison")
     missing = [r for r in rows if run_dir(args.runs, r, args.backend) not in done]
     if missing:
         print(f"not finished or not evaluated yet: {', '.join(missing)}")
@@ -282,6 +268,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"failed: {', '.join(failed)} (see the .log files in {args.runs})", file=sys.stderr)
         return 1
     return 0
+
+
+def settled(runs: Path, row: str, backend: str, k: int) -> str:
+    """A row's state after its jobs: one whose folder a job left unreadable is ``corrupt``, which is never
+    evaluated nor compared (its job's failure is already reported)."""
+    try:
+        return row_state(run_dir(runs, row, backend), k)
+    except RowError:
+        return "corrupt"
+
+
+def compare(done: list[Path], runs: Path, out: Path | None) -> bool:
+    """``evaluate.py --compare`` over the evaluated runs (their records in ``out`` if given, keeping the rows
+    of an earlier ``out/comparison.csv``); whether it succeeded."""
+    folder = out or runs
+    records = [keep_record(run, folder) for run in done] if out else done
+    earlier = [folder / "comparison.csv"] if (folder / "comparison.csv").exists() else []
+    cmd = [sys.executable, "evaluate.py", "--compare", *map(str, earlier + records), "--out", str(folder)]
+    return subprocess.run(cmd, cwd=ROOT, check=False).returncode == 0
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def test_status_of_a_run_in_training_from_its_folder(tmp_path):
     import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("study", ROOT / "scripts" / "study.py")
+    spec = importlib.util.spec_from_file_location("study_state", ROOT / "scripts" / "study_state.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
     from vaecore.config import RunConfig, TrainConfig
@@ -115,10 +115,10 @@ def test_status_of_a_run_in_training_from_its_folder(tmp_path):
     st = study.progress(folder, 5000, now)
     assert (st["step"], st["total"], st["epoch"], st["rate"]) == (500, 2500, 2.0, "1,000 images/s")
     assert st["hours_left"] == 2000 * 20 / 1000 / 3600 and st["logged_ago_s"] == 120
-    line = study.status_table(tmp_path, ["burda-vae"], "jax", 5000, now)
-    assert line == ("burda-vae-jax: training, step 500 of 2,500 (20.0 %), epoch 2.0, 1,000 images/s, "
-                    "0.0 h of steps left at that rate; last logged 2 min ago")
-    (folder / "results.json").write_text("{}")
+    table = study.status_table(tmp_path, ["burda-vae"], "jax", 5000, now)
+    assert table == (("burda-vae-jax: training, step 500 of 2,500 (20.0 %), epoch 2.0, 1,000 images/s, "
+                      "0.0 h of steps left at that rate; last logged 2 min ago"), 0)
+    (folder / "results.json").write_text('{"split": "test", "step": 2500, "epochs": 10.0}')  # its last step
     assert study.progress(folder, 5000) == {"state": "finished, not evaluated"}
 
 
