@@ -212,3 +212,22 @@ def test_train_refuses_bad_options_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="use twinvae.load"):
         twinvae.train(sample=True, workdir=str(tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+
+
+def test_torch_alone_loads_a_torch_run_and_an_export(runs, tmp_path):
+    """Only the framework a model runs in is imported: with JAX unimportable, a torch run and an
+    export (of a JAX run) load and run in torch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = twinvae.export(runs["jax"].workdir, tmp_path / "exported")
+    code = ("import sys; sys.modules.update(dict.fromkeys(['jax', 'flax', 'optax', 'orbax'])); import numpy as np; "
+            "import twinvae; x = np.zeros((2, 784))\n"
+            f"for path in ({str(runs['torch'].workdir)!r}, {str(out)!r}):\n"
+            "    m = twinvae.load(path, backend='torch'); print(m.backend, m.encode(x)[0].shape)")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["torch (2, 4)", "torch (2, 4)"]
