@@ -39,7 +39,7 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
     cfg = backends.with_device(cfg, backend, device)
     vocab = _vocab(folder, cfg) if cfg.task == "text" else None
     if kind == "run":
-        adapter, step = backends.load(cfg, backend, run=folder)
+        adapter, step = backends.load_run(cfg, backend, folder)
     else:
         params, meta = portable.read_weights(folder)
         adapter, step = backends.build(cfg, backend, params), int(meta["step"]) if "step" in meta else None

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from vaecore.config import ConfigError, RunConfig
+from vaecore.config import RunConfig
 
 BACKENDS = ("jax", "torch")
 
@@ -116,18 +116,12 @@ def _build_torch(cfg: RunConfig, params: dict[str, np.ndarray]) -> Any:
     return evaluation.TextModel(model) if cfg.task == "text" else evaluation.ImageModel(model)
 
 
-def load(cfg: RunConfig, backend: str, *, run: Path | None = None,
-         params: dict[str, np.ndarray] | None = None) -> tuple[Any, int | None]:
-    """The adapter of a run folder (``run``: its newest checkpoint) or of canonical ``params`` in
-    ``backend``, and the checkpoint's step (None for ``params``). A run trained in the other
-    framework is restored by its own backend and moved over through the canonical parameters."""
+def load_run(cfg: RunConfig, backend: str, workdir: Path) -> tuple[Any, int]:
+    """The adapter of a run folder's newest checkpoint in ``backend`` and the checkpoint's step. A run
+    trained in the other framework is restored by its own backend and moved over through the
+    canonical parameters."""
     check_backend(backend)
-    step = None
-    if run is not None:
-        adapter, step = restore_run(cfg if cfg.backend == backend else with_device(cfg, cfg.backend, None), run)
-        if cfg.backend == backend:
-            return adapter, step
-        params = canonical_params(adapter, cfg.backend)
-    if params is None:
-        raise ConfigError("nothing to load: give a run folder or canonical parameters")
-    return build(cfg, backend, params), step
+    if cfg.backend == backend:
+        return restore_run(cfg, workdir)
+    adapter, step = restore_run(with_device(cfg, cfg.backend, None), workdir)
+    return build(cfg, backend, canonical_params(adapter, cfg.backend)), step

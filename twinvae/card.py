@@ -33,11 +33,11 @@ def _value(cfg: dict, dest: str):
 
 
 def _flag(action, value) -> list[str]:
-    opt = action.option_strings[-1] if action.option_strings[0].startswith("--no-") else action.option_strings[0]
+    opt = action.option_strings[0]
     if isinstance(value, bool):
-        if action.nargs == 0 and action.const is True:  # store_true
+        if action.const is True:  # store_true
             return [opt] if value else []
-        return [f"--{action.dest.replace('_', '-')}" if value else f"--no-{action.dest.replace('_', '-')}"]
+        return [opt if value else f"--no-{opt.removeprefix('--')}"]  # --x / --no-x
     if isinstance(value, list | tuple):
         return [opt, ",".join(str(v) for v in value)]
     return [opt, str(value)]
