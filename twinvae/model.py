@@ -139,8 +139,8 @@ class Model:
                 raise ValueError("method, max_len, beam_width, temperature, seed and length_norm apply to sentence "
                                  "VAEs; an image VAE decodes z to its Bernoulli means")
             with self._no_grad():
-                return np.concatenate([self._adapter.decode_probs(z[i:i + batch_size])
-                                       for i in range(0, len(z), batch_size)]) if len(z) else np.zeros((0, IMAGE_PIXELS), np.float32)
+                probs = [self._adapter.decode_probs(z[i:i + batch_size]) for i in range(0, len(z), batch_size)]
+            return np.concatenate(probs) if probs else np.zeros((0, IMAGE_PIXELS), np.float32)
         ids = backends.module(self._backend, "decoding").decode(
             self._adapter.vae, z, max_len=self._max_len(max_len), **self._decoding(method, beam_width, temperature,
                                                                                   seed, length_norm))
