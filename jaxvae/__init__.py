@@ -1,20 +1,56 @@
 """The jax backend: the twin of ``torchvae``, module for module.
 
-Its public surface: ``engine(task)``, the training engine of a task (``vaecore.driver.Engine``);
-``evaluation.load_model`` / ``evaluation.evaluate_split`` (what ``evaluate.py`` uses);
-``decoding`` (greedy, beam, sampled decodings of the sentence VAE); ``params.export_params`` /
-``params.import_params`` (the canonical weights the parity tests move between backends). The
-modules are imported when used, so ``import jaxvae`` alone costs nothing.
+Its entry points are ``BACKEND``'s, each importing its module when first used (so ``import jaxvae``
+alone costs nothing, and every edge is a visible import): ``engine(task)``, the training engine of a
+task (``vaecore.driver.Engine``); ``parallel``, the device layout of a run; ``evaluation``,
+``load_model`` and the evaluation kernels (``vaecore.evaluation.EvalBackend``); ``decoding``, the
+greedy, beam and sampled decodings of the sentence VAE; ``params``, ``export_params`` /
+``import_params`` (the canonical weights that move between backends).
 """
 
 from __future__ import annotations
 
-import importlib
 
-ENGINES = {"mnist": ("jaxvae.train", "JaxEngine"), "text": ("jaxvae.text_train", "JaxTextEngine")}
+class Backend:
+    """The jax backend's entry points (``vaecore.evaluation`` and ``twinvae`` reach a backend only here)."""
+
+    name = "jax"
+
+    def engine(self, task: str):
+        """The engine class of ``task`` (a name of ``vaecore.tasks.REGISTRY``)."""
+        from jaxvae.text_train import JaxTextEngine
+        from jaxvae.train import JaxEngine
+
+        return {"mnist": JaxEngine, "text": JaxTextEngine}[task]
+
+    @property
+    def parallel(self):
+        import jaxvae.parallel as module
+
+        return module
+
+    @property
+    def evaluation(self):
+        import jaxvae.evaluation as module
+
+        return module
+
+    @property
+    def decoding(self):
+        import jaxvae.decoding as module
+
+        return module
+
+    @property
+    def params(self):
+        import jaxvae.params as module
+
+        return module
+
+
+BACKEND = Backend()
 
 
 def engine(task: str):
-    """The engine class of ``task`` ("mnist" or "text")."""
-    module, name = ENGINES[task]
-    return getattr(importlib.import_module(module), name)
+    """The engine class of ``task``."""
+    return BACKEND.engine(task)

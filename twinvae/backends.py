@@ -7,7 +7,6 @@ imported: a torch-only install loads a torch run or an export in torch without J
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,23 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"backend must be one of {list(BACKENDS)}; got {backend!r}")
 
 
+def backend_package(backend: str):
+    """The backend object (``jaxvae.BACKEND`` or ``torchvae.BACKEND``), imported only when asked for; its
+    entry points (``engine``, ``parallel``, ``evaluation``, ``decoding``, ``params``) import their
+    modules on first use."""
+    check_backend(backend)
+    if backend == "jax":
+        import jaxvae
+
+        return jaxvae.BACKEND
+    import torchvae
+
+    return torchvae.BACKEND
+
+
 def module(backend: str, name: str):
-    """``<backend>vae.<name>`` (imported on first use)."""
-    return importlib.import_module(f"{backend}vae.{name}")
+    """The backend's module ``name`` ("evaluation", "decoding", "params", "parallel")."""
+    return getattr(backend_package(backend), name)
 
 
 def with_device(cfg: RunConfig, backend: str, device: str | None) -> RunConfig:

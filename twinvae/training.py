@@ -6,7 +6,6 @@ call and the command line make the same run folder."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +19,7 @@ class Trained(NamedTuple):
 
 
 GENERATION = {"sample", "interpolate"}
+ALIASES = {"lam": "lambda"}  # --lambda: a Python keyword cannot be a keyword argument
 
 
 def options_to_argv(parser, options: dict[str, Any]) -> list[str]:
@@ -27,6 +27,7 @@ def options_to_argv(parser, options: dict[str, Any]) -> list[str]:
     actions = {a.dest: a for a in parser._actions if a.option_strings}
     argv = []
     for name, value in options.items():
+        name = ALIASES.get(name, name)
         if name in GENERATION:
             raise ValueError(f"{name} generates from a finished run: use twinvae.load(workdir).sample / .interpolate")
         if name not in actions or name == "help":
@@ -66,5 +67,7 @@ def train(**options: Any) -> Trained:
     given = explicit_flags(parser, argv)
     if args.workdir is None:  # the folder train.py would pick, named here so that it can be returned
         args.workdir = resolver.default_workdir(resolver.config_from_args(resolver.apply_preset(args, given)))
-    results = importlib.import_module("train").train(args, given)
+    from twinvae.train_cli import train as run
+
+    results = run(args, given)
     return Trained(Path(args.workdir), results)

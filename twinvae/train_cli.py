@@ -1,0 +1,100 @@
+"""``twinvae-train`` and ``train.py``: train a VAE, InfoVAE or sentence VAE with the JAX or the PyTorch backend.
+
+    python train.py --backend torch --task mnist --loss elbo --model mlp
+    python train.py --backend jax --task mnist --loss mmd --data ~/mnist --epochs 10
+    python train.py --backend jax --task text --kl-schedule logistic --workdir runs/ptb
+    python train.py --workdir runs/ptb --sample                  (samples from a text run's newest checkpoint)
+    python train.py --workdir runs/ptb --interpolate "the market fell" "prices rose sharply"
+
+Only the chosen backend is imported. Bad input prints one line and exits with status 2; a run
+that diverges (NaN loss) exits with status 1 and keeps its last good checkpoint. The flags are
+``vaecore.cli``'s, the rules that turn them into a config ``vaecore.options``'s, the loop
+``vaecore.driver``'s.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from vaecore.cli import EXIT_BAD_INPUT, EXIT_FAILED, build_parser, explicit_flags
+from vaecore.config import ConfigError
+
+
+def engine_class(backend: str, task: str):
+    """The engine of ``task`` in ``backend`` (only that backend is imported)."""
+    from twinvae.backends import backend_package
+
+    return backend_package(backend).engine(task)
+
+
+def generation_options(args):
+    from vaecore.text_outputs import GenerationOptions
+
+    return GenerationOptions(num_samples=args.num_samples, beam_width=args.beam_width,
+                             temperature=args.temperature, interp_steps=args.interp_steps)
+
+
+def generate(args, given: set[str]) -> None:
+    """--sample / --interpolate: generated text from a finished (or checkpointed) text run."""
+    from vaecore import options, text_outputs
+
+    cfg = options.generation_run(args, given)
+    text_outputs.generate(args.workdir, engine_class(cfg.backend, "text"), sample=args.sample,
+                          between=tuple(args.interpolate) if args.interpolate else None,
+                          opts=generation_options(args))
+
+
+def train(args, given: set[str]) -> dict:
+    from twinvae.backends import backend_package
+    from vaecore import driver, options
+
+    cfg, workdir = options.resolve(args, given)
+    parallel = backend_package(cfg.backend).parallel  # several devices or processes
+    layout = parallel.start(cfg)
+    if cfg.task == "text":
+        from vaecore.text_task import TextTask
+
+        task = TextTask(cfg, workdir, resume=args.resume, generation=generation_options(args))
+    else:
+        from vaecore.image_task import ImageTask
+
+        task = ImageTask(cfg, resume=args.resume)
+    finished = False
+    try:
+        results = driver.run(task, engine_class(cfg.backend, cfg.task), workdir, resume=args.resume, layout=layout)
+        finished = True
+    finally:
+        parallel.stop(finished)
+    if not layout.main:
+        return results
+    if cfg.task == "text":
+        print("test: " + ", ".join(f"{k} {results[k]:.2f}" for k in ("neg_elbo", "recon", "kl", "ppl_bound"))
+              + f" (nats per sentence; {results['sentences']} sentences, {results['tokens']} tokens); "
+                f"run folder {workdir}")
+    else:
+        print("test: " + ", ".join(f"{k} {results[k]:.2f}" for k in ("neg_elbo", "recon", "kl", "mmd"))
+              + f" ({results['units']}); run folder {workdir}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from vaecore.driver import TrainingError
+    from vaecore.mnist import DataError
+    from vaecore.text_data import TextDataError
+
+    try:
+        given = explicit_flags(parser, argv)
+        if args.sample or args.interpolate:
+            generate(args, given)
+        else:
+            train(args, given)
+    except (ConfigError, DataError, TextDataError) as e:
+        sys.stderr.write(f"train.py: error: {e}\n")
+        return EXIT_BAD_INPUT
+    except TrainingError as e:
+        sys.stderr.write(f"train.py: error: {e}\n")
+        return EXIT_FAILED
+    return 0
