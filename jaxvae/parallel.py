@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vaecore.config import ConfigError
-from vaecore.parallel import Layout, shard_rows
+from vaecore.parallel import Layout, check_port, check_rank, shard_rows
 
 ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
@@ -47,8 +47,12 @@ def start(cfg=None) -> Layout:
         except ValueError:
             raise ConfigError(f"JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers; got "
                               f"{given['JAX_NUM_PROCESSES']!r} and {given['JAX_PROCESS_ID']!r}") from None
-        if not 0 <= index < processes:
-            raise ConfigError(f"JAX_PROCESS_ID {index} is not one of the {processes} processes (0 to {processes - 1})")
+        check_rank(processes, index, ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"))
+        host, _, port = given["JAX_COORDINATOR_ADDRESS"].rpartition(":")
+        if not host:
+            raise ConfigError(f"JAX_COORDINATOR_ADDRESS {given['JAX_COORDINATOR_ADDRESS']!r} must be host:port (the "
+                              f"address of process 0)")
+        check_port("JAX_COORDINATOR_ADDRESS's port", port)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes exchange through gloo
         jax.distributed.initialize(coordinator_address=given["JAX_COORDINATOR_ADDRESS"], num_processes=processes,
                                    process_id=index)

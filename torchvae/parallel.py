@@ -19,9 +19,10 @@ import torch
 import torch.distributed as dist
 
 from vaecore.config import ConfigError
-from vaecore.parallel import SINGLE, Layout, shard_rows
+from vaecore.parallel import SINGLE, Layout, check_port, check_rank, shard_rows
 
 ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+TORCHRUN = "; start several processes with torchrun --nproc_per_node=N train.py ... (which sets them)"
 
 
 def stop(finished: bool = False) -> None:
@@ -49,12 +50,15 @@ def start(cfg) -> Layout:
     except ValueError:
         raise ConfigError("WORLD_SIZE, RANK and LOCAL_RANK must be integers; start several processes with "
                           "torchrun --nproc_per_node=N train.py ...") from None
+    if "WORLD_SIZE" in numbers:
+        check_environment(numbers)
     if numbers.get("WORLD_SIZE", 1) <= 1:
         return SINGLE if device == "cpu" or not torch.cuda.is_available() else Layout(platform="cuda")
     missing = [name for name in ENV if not os.environ.get(name)]
     if missing:
         raise ConfigError(f"WORLD_SIZE is set but {missing[0]} is not: start several processes with "
                           f"torchrun --nproc_per_node=N train.py ... (which sets {', '.join(ENV)})")
+    check_port("MASTER_PORT", os.environ["MASTER_PORT"], TORCHRUN)
     world, rank, local_rank = numbers["WORLD_SIZE"], numbers["RANK"], numbers["LOCAL_RANK"]
     cuda = device != "cpu" and torch.cuda.is_available()
     if device.startswith("cuda:"):
@@ -68,6 +72,22 @@ def start(cfg) -> Layout:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return Layout(devices=world, processes=world, process_index=rank, platform="cuda" if cuda else "cpu")
+
+
+def check_environment(numbers: dict[str, int]) -> None:
+    """torchrun's numbers must agree (``numbers``: WORLD_SIZE and whichever of RANK and LOCAL_RANK are
+    set): a RANK outside the world waits forever in the rendezvous for processes that never come."""
+    world, rank = numbers["WORLD_SIZE"], numbers.get("RANK")
+    check_rank(world, rank, ("WORLD_SIZE", "RANK"), TORCHRUN)
+    local = numbers.get("LOCAL_RANK")
+    if local is None:
+        return
+    local_world = os.environ.get("LOCAL_WORLD_SIZE", "")
+    local_world = int(local_world) if local_world.isdigit() else world
+    top = min(local_world, world if rank is None else rank + 1)  # ranks fill each host from its LOCAL_RANK 0
+    if not 0 <= local < top:
+        raise ConfigError(f"LOCAL_RANK {local} does not fit RANK {rank} of WORLD_SIZE {world} (it must be 0 to "
+                          f"{top - 1}){TORCHRUN}")
 
 
 def device_name(device: str) -> str:

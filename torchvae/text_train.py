@@ -145,7 +145,7 @@ class TorchTextEngine:
 
     def restore(self) -> dict | None:
         """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
-        state = self.checkpoints.restore_latest()
+        state = self.checkpoints.restore_latest(self._model)  # a checkpoint must fit the model
         if state is None:
             return None
         self._model.load_state_dict(state["model"])

@@ -7,9 +7,13 @@ step itself (``epoch = s // steps_per_epoch``, ``index = s % steps_per_epoch``).
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import numpy as np
+
+from vaecore.config import ConfigError
+from vaecore.mnist import DataError
 
 EVAL_BINARIZATION_SEED = 0  # evaluation splits are binarised once, the same way for every run
 
@@ -17,9 +21,45 @@ EVAL_BINARIZATION_SEED = 0  # evaluation splits are binarised once, the same way
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Full batches per epoch (the incomplete last batch is dropped so shapes stay fixed)."""
     if n < batch_size:
-        raise ValueError(f"batch size {batch_size} is larger than the training set ({n} examples); "
-                         f"lower --batch-size")
+        raise DataError(f"--batch-size {batch_size} is larger than the training set ({n} examples); "
+                        f"lower --batch-size to {n} or less")
     return n // batch_size
+
+
+# A step holds its largest tensor (the decoder's logits) several times over at once: the logits,
+# their log-probabilities and their gradient.
+STEP_COPIES = 3
+FLOAT_BYTES = 4
+
+
+def memory_bytes() -> int | None:
+    """The machine's RAM in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_step_memory(iw_samples: int, batch_size: int, per_sample: int, what: str,
+                      memory: int | None = None) -> None:
+    """Refuse, before any training, a step whose largest tensor (``iw_samples`` x ``batch_size`` x
+    ``per_sample`` float32s; ``what`` names its shape) cannot fit ``STEP_COPIES`` times into the
+    machine's memory (``memory`` bytes; default its RAM): the allocation would fail mid-step with a
+    traceback, or the machine would swap to a halt."""
+    memory = memory_bytes() if memory is None else memory
+    one = batch_size * per_sample * FLOAT_BYTES  # one posterior sample's share
+    if memory is None or STEP_COPIES * iw_samples * one <= memory:
+        return
+    fits = memory // (STEP_COPIES * one)
+    fix = (f"use --iw-samples {fits} or fewer" if fits >= 1 else f"lower --batch-size (k = 1 needs "
+           f"{_size(STEP_COPIES * one)})")
+    raise ConfigError(f"--iw-samples {iw_samples} with --batch-size {batch_size}: a training step's largest tensor "
+                      f"({what}) is {_size(iw_samples * one)}, and a step holds it about {STEP_COPIES} times; this machine has "
+                      f"{_size(memory)} of memory; {fix}")
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 @lru_cache(maxsize=2)

@@ -31,6 +31,15 @@ def steps_per_call(batch_size: int) -> int:
     return min(MAX_STEPS_PER_CALL, 1 << (steps.bit_length() - 1))
 
 
+def widest_layer(model) -> int:
+    """The most floats per image in any layer of the image VAE (the 784 logits, a hidden layer, the
+    maps of a convolution); ``model``: its ``ModelConfig``."""
+    if model.kind == "conv":
+        c1, c2 = model.conv_channels
+        return max(784, c1 * 14 * 14, c2 * 7 * 7, model.conv_dense)
+    return max(784, *model.hidden_sizes)
+
+
 def check_whole_model(part: str, inner: int | None) -> None:
     """The image engines train encoder and decoder together (aggressive inference is a text mode)."""
     if part != "all" or inner is not None:
@@ -77,6 +86,8 @@ class ImageTask:
         self.valid = batching.fixed_binarization(self.data.valid)
         self.test_images = batching.fixed_binarization(self.data.test)
         self.per_epoch = batching.steps_per_epoch(len(self.data.train), tc.batch_size)
+        width = widest_layer(cfg.model)
+        batching.check_step_memory(cfg.loss.iw_samples, tc.batch_size, width, f"k x batch x {width} floats")
         self.total_steps = self.per_epoch * tc.epochs if tc.max_steps is None else tc.max_steps
         self.steps_per_call = steps_per_call(tc.batch_size)
 

@@ -58,6 +58,23 @@ class Layout:
 SINGLE = Layout()
 
 
+def check_rank(world: int, rank: int | None, names: tuple[str, str], fix: str = "") -> None:
+    """Refuse an inconsistent multi-process environment before any rendezvous, where it would wait
+    forever for processes that never come: ``world`` (named ``names[0]``) must be at least 1 and
+    ``rank`` (``names[1]``; None: not set) one of ``0 .. world - 1``. ``fix``: what to do, appended."""
+    count, index = names
+    if world < 1:
+        raise ConfigError(f"{count} {world}: a run needs at least 1 process{fix}")
+    if rank is not None and not 0 <= rank < world:
+        raise ConfigError(f"{index} {rank} is not one of the {world} processes (0 to {world - 1}){fix}")
+
+
+def check_port(name: str, value: str, fix: str = "") -> None:
+    """A rendezvous port (``value`` of the variable ``name``) must be an integer from 1 to 65535."""
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ConfigError(f"{name} {value!r} is not a port (an integer from 1 to 65535){fix}")
+
+
 def shard_rows(n: int, shards: int, index: int) -> slice:
     """The rows of shard ``index`` of ``n`` rows split into ``shards`` contiguous parts (the first
     ``n % shards`` parts one row longer, as ``numpy.array_split``)."""

@@ -147,6 +147,10 @@ class Vocab:
             raise TextDataError(f"max_size must be > {len(SPECIALS)} (the special tokens), got {max_size}")
         counts = Counter(w for s in sentences for w in s if w not in SPECIALS)
         words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+        if not words:  # a vocabulary of the special tokens alone: every word would be <unk>
+            top = max(counts.values(), default=0)
+            raise TextDataError(f"--min-freq {min_freq} leaves no word in the vocabulary (the most frequent word of "
+                                f"the train split occurs {top} times); use --min-freq {max(top, 1)} or lower")
         if max_size is not None:
             words = words[: max_size - len(SPECIALS)]
         return cls(words)

@@ -75,6 +75,17 @@ def evaluate(engine, split: TextDataset, *, seed: int = 0) -> dict[str, float]:
 
 
 
+def check_logits_memory(cfg: RunConfig, train: TextDataset) -> None:
+    """Refuse a step whose decoder logits (k x batch x length x vocabulary floats, for the train
+    split's longest sentence) cannot fit in memory (``batching.check_step_memory``)."""
+    from vaecore.batching import check_step_memory
+
+    length = -(-(int(train.word_counts.max()) + 2) // 8) * 8  # <bos> ... <eos>, padded as make_batch pads
+    vocab = cfg.text.vocab_size
+    check_step_memory(cfg.loss.iw_samples, cfg.train.batch_size, length * vocab,
+                      f"k x batch x {length} tokens x {vocab} words")
+
+
 class TextTask:
     """The sentence VAE on a corpus: the vocabulary is built from the train split (or read back from
     ``vocab.json`` on ``--resume``), the KL weight follows ``TextTrainConfig.schedule`` (restarted
@@ -94,6 +105,7 @@ class TextTask:
         if self.per_epoch == 0:
             raise TextDataError(f"batch size {tc.batch_size} is larger than the train split ({len(self.train)} "
                                 f"sentences); lower --batch-size")
+        check_logits_memory(cfg, self.train)
         self.total_steps = self.per_epoch * tc.epochs if tc.max_steps is None else tc.max_steps
         self.pretrain_steps = tt.pretrain_epochs * self.per_epoch
         if self.pretrain_steps and self.pretrain_steps >= self.total_steps:
