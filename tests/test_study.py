@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = "--embed-dim 8 --hidden-dim 8 --latent-dim 3 --batch-size 8 --epochs 2 --num-samples 1 --log-every 5"
+TINY = "--embed-dim 8 --hidden-dim 8 --batch-size 8 --epochs 2 --num-samples 1 --log-every 5"
 STUDY = [sys.executable, str(ROOT / "scripts" / "study.py")]
 
 
