@@ -3,18 +3,24 @@
 A run folder holds ``config.json`` (the run's configuration), ``metrics.jsonl`` (one line per
 logged point), ``checkpoints/`` (the backend's format), ``results.json`` (the end-of-run test
 figures, later merged with ``evaluate.py``'s ``eval_<split>.json``), ``vocab.json`` (text runs),
-``tb/`` (TensorBoard), the pictures and generated text, and ``report.md``.
+``tb/`` (TensorBoard), the pictures and generated text, and ``report.md``; ``.lock``, the lock of
+the one process that writes the folder (``lock_run``).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import re
 from pathlib import Path
 
 from vaecore.config import ConfigError, RunConfig
+from vaecore.files import RunFileError, os_reason, read_text
 
 CONFIG = "config.json"
+LOCK = ".lock"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 RESULTS = "results.json"
@@ -54,8 +60,84 @@ def read_config(workdir: Path, *, flag: str = "--workdir") -> RunConfig:
     path = workdir / CONFIG
     if not path.exists():
         raise ConfigError(f"{flag} {workdir}: no {CONFIG} (not a run folder, or the run stopped before it began)")
+    text = read_text(path, "run configuration")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
+        return RunConfig.from_dict(json.loads(text))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
         raise ConfigError(f"{path}: unreadable run configuration ({type(e).__name__}: {str(e)[:200]}); restore it "
                           f"or start the run again in a new {flag}") from None
+
+
+class RunLock:
+    """The exclusive right to write one run folder: an ``fcntl.flock`` on ``LOCK`` inside it, held
+    through an open descriptor. The kernel drops it when the process ends, however it ends (SIGKILL
+    included), so a lock is never stale; the file itself stays (empty but for the holder's pid)."""
+
+    def __init__(self, workdir: Path, fd: int | None, created: Path | None):
+        self.workdir, self._fd, self._created = workdir, fd, created
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def discard(self) -> None:
+        """Release, and remove the folder again if this lock created it and it holds nothing else
+        (a command refused after taking the lock leaves no new folder behind)."""
+        self.release()
+        if self._created is None:
+            return
+        (self.workdir / LOCK).unlink(missing_ok=True)
+        for folder in (self.workdir, *self.workdir.parents):
+            try:
+                folder.rmdir()  # only an empty folder goes
+            except OSError:
+                return
+            if folder == self._created:
+                return
+
+
+def lock_run(workdir: Path, flag: str = "--workdir") -> RunLock:
+    """Create ``workdir`` if needed and take its write lock; a second writer (another ``train.py`` on
+    the same folder) gets a ``ConfigError`` that names the holder, and nothing is changed. Call it
+    after the configuration is validated: it is the first thing that touches the folder."""
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"{flag} {workdir} is a file, not a folder; give a folder (new or a run's)")
+    created = next((p for p in (*reversed(workdir.parents), workdir) if not p.exists()), None)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag} {workdir}: cannot create the folder ({os_reason(e)}); choose another") from None
+    path = workdir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        RunLock(workdir, None, created).discard()
+        raise RunFileError(f"{flag} {workdir}: cannot write there ({os_reason(e)}); fix its permissions or "
+                           f"choose another folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _holder(fd)
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise ConfigError(f"{flag} {workdir}: another process{holder} is writing this run folder; wait for "
+                              f"it to end (or stop it), or choose another {flag}") from None
+        raise ConfigError(f"{flag} {workdir}: cannot lock {path} ({os_reason(e)}); this file system does "
+                          f"not support file locks: choose a run folder on a local disk") from None
+    try:  # the pid serves only the message of a refused second writer
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass
+    return RunLock(workdir, fd, created)
+
+
+def _holder(fd: int) -> str:
+    """" (pid N)" from the lock file's contents, or ""."""
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
