@@ -71,7 +71,7 @@ def read_config(workdir: Path, *, flag: str = "--workdir") -> RunConfig:
 class RunLock:
     """The exclusive right to write one run folder: an ``fcntl.flock`` on ``LOCK`` inside it, held
     through an open descriptor. The kernel drops it when the process ends, however it ends (SIGKILL
-    included), so a lock is never stale; the file itself stays (empty but for the holder's pid)."""
+    included), so a lock is never stale; the file itself stays, empty: taking the lock changes no file of the folder."""
 
     def __init__(self, workdir: Path, fd: int | None, created: Path | None):
         self.workdir, self._fd, self._created = workdir, fd, created
@@ -99,7 +99,7 @@ class RunLock:
 
 def lock_run(workdir: Path, flag: str = "--workdir") -> RunLock:
     """Create ``workdir`` if needed and take its write lock; a second writer (another ``train.py`` on
-    the same folder) gets a ``ConfigError`` that names the holder, and nothing is changed. Call it
+    the same folder) gets a ``ConfigError`` saying so, and nothing is changed. Call it
     after the configuration is validated: it is the first thing that touches the folder."""
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
@@ -119,25 +119,10 @@ def lock_run(workdir: Path, flag: str = "--workdir") -> RunLock:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        holder = _holder(fd)
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise ConfigError(f"{flag} {workdir}: another process{holder} is writing this run folder; wait for "
-                              f"it to end (or stop it), or choose another {flag}") from None
+            raise ConfigError(f"{flag} {workdir}: another process is writing this run folder (fuser {path} "
+                              f"names it); wait for it to end or stop it, or choose another {flag}") from None
         raise ConfigError(f"{flag} {workdir}: cannot lock {path} ({os_reason(e)}); this file system does "
                           f"not support file locks: choose a run folder on a local disk") from None
-    try:  # the pid serves only the message of a refused second writer
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-    except OSError:
-        pass
     return RunLock(workdir, fd, created)
-
-
-def _holder(fd: int) -> str:
-    """" (pid N)" from the lock file's contents, or ""."""
-    try:
-        text = os.pread(fd, 32, 0).decode().strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (pid {text})" if text.isdigit() else ""
