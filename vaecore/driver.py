@@ -238,8 +238,8 @@ def open_run(task: Task, workdir: Path, layout: Layout, start: int) -> MetricsWr
     if layout.main:
         try:
             check_writable_folder(workdir, "--workdir")
-            MetricsWriter.check(workdir)
             try:
+                MetricsWriter.check(workdir)
                 atomic_write_json(workdir / rundir.CONFIG, {**task.cfg.to_dict(), "layout": layout.to_dict()})
                 task.prepare(workdir)
                 writer = MetricsWriter(workdir)
