@@ -30,7 +30,8 @@ import numpy as np
 from vaecore import evaluation, rundir
 from vaecore.cli import OneLineParser
 from vaecore.config import ConfigError, RunConfig, on_any_device
-from vaecore.files import atomic_write_json, check_writable_folder, os_reason, read_json
+from vaecore.files import atomic_write_json, os_reason
+from vaecore.rundir import check_writable_folder, read_json
 
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 8, 10
 LATENT_POINTS = 5000

@@ -21,9 +21,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from vaecore import rundir
 from vaecore.config import ConfigError, RunConfig
-from vaecore.files import RunFileError, atomic_write_json, check_writable_folder, os_reason
+from vaecore.files import atomic_write_json, os_reason
 from vaecore.metrics import MetricsWriter, progress_bar
 from vaecore.parallel import SINGLE, Layout
+from vaecore.rundir import RunFileError, check_writable_folder
 
 PARTS = ("all", "encoder", "decoder")
 

@@ -43,7 +43,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vaecore.files import atomic_write_json, read_json
+from vaecore.files import atomic_write_json
+from vaecore.rundir import read_json
 
 DEFAULT_K = {"mnist": 5000, "text": 500}  # Burda et al. (MNIST), He et al. (text)
 

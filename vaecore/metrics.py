@@ -10,7 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vaecore import rundir
-from vaecore.files import atomic_write, read_text
+from vaecore.files import atomic_write
+from vaecore.rundir import read_text
 
 
 class MetricsWriter:

@@ -15,7 +15,8 @@ from typing import Any
 
 from vaecore import rundir
 from vaecore.evaluation import metric_rows
-from vaecore.files import RunFileError, atomic_write, check_writable_folder, os_reason, read_json, read_text
+from vaecore.files import atomic_write, os_reason
+from vaecore.rundir import RunFileError, check_writable_folder, read_json, read_text
 
 PICTURES = (
     ("samples.png", "Samples from the prior"),

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from vaecore.config import ConfigError, RunConfig
-from vaecore.files import RunFileError, os_reason, read_text
+from vaecore.files import os_reason
 
 CONFIG = "config.json"
 LOCK = ".lock"
@@ -43,6 +43,56 @@ def torch_checkpoint(step: int) -> str:
 def eval_file(split: str) -> str:
     """``evaluate.py``'s figures of one split."""
     return f"eval_{split}.json"
+
+
+class RunFileError(ConfigError):
+    """A file of a run (or a table) that cannot be read, parsed or written: one line, exit status 2,
+    naming the file and what is wrong with it, whichever command reads it."""
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """The UTF-8 text of ``path``; an unreadable or non-UTF-8 file is a ``RunFileError`` that names it
+    (``what`` says what it should be, e.g. "run configuration")."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RunFileError(f"{path}: not a UTF-8 {what} (byte {e.start}: {e.reason}); restore it or remove it") from None
+    except OSError as e:
+        raise RunFileError(f"{path}: cannot read the {what} ({os_reason(e)})") from None
+
+
+def read_json(path: Path, what: str = "JSON file") -> dict:
+    """The JSON object in ``path``; a missing, unreadable, non-JSON or non-object file is a
+    ``RunFileError`` naming it."""
+    text = read_text(path, what)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RunFileError(f"{path}: damaged {what} (not JSON: {e.msg} at line {e.lineno}); restore it "
+                           f"or remove it") from None
+    if not isinstance(value, dict):
+        raise RunFileError(f"{path}: damaged {what} (a JSON {type(value).__name__}, not an object); restore it "
+                           f"or remove it")
+    return value
+
+
+def check_writable_folder(folder: Path, flag: str) -> None:
+    """Raise ``RunFileError`` unless files can be created in the existing folder ``folder`` (a real
+    probe: a temporary file made and removed, so a read-only file system, a full disk's inode table
+    or missing permissions show up now, not after the work). ``flag`` names the folder's option."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        kind = "a file" if folder.exists() else "missing"
+        raise RunFileError(f"{flag} {folder}: {kind}, not a folder; give a folder")
+    probe = folder / f".write-probe.{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"")
+    except OSError as e:
+        raise RunFileError(f"{flag} {folder}: cannot write there ({os_reason(e)}); free space or fix its "
+                           f"permissions, or choose another folder") from None
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def has_checkpoint(workdir: Path) -> bool:
