@@ -167,9 +167,10 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
             train_time = train_steps(task, engine, writer, guard, start, earlier_seconds, layout.main, log)
             return finish(task, engine, writer, workdir, layout, train_time, earlier_seconds)
         except OSError as e:  # a full disk, a folder made read-only: what is written stays
-            raise TrainingError(f"cannot write {e.filename or workdir} ({os_reason(e)}); stopped. "
+            again = "run it again" if guard.last_checkpoint is None else "continue with --resume"
+            raise TrainingError(f"stopped by an I/O error on {e.filename or workdir} ({os_reason(e)}). "
                                 f"{kept_checkpoints(workdir, guard.last_checkpoint)}; free space or fix the "
-                                f"folder's permissions first") from None
+                                f"folder's permissions, then {again}") from None
     finally:
         if lock is not None:
             lock.release()
@@ -315,7 +316,8 @@ def save(engine: Engine, guard: Guard, step: int, meta: dict) -> None:
     except Exception as e:  # noqa: BLE001 -- a full disk is an OSError here, a RuntimeError in torch's zip writer
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise TrainingError(f"cannot write the checkpoint of step {step} ({reason}); stopped. "
-                            f"{kept_checkpoints(guard.workdir, guard.last_checkpoint)}; free space first") from None
+                            f"{kept_checkpoints(guard.workdir, guard.last_checkpoint)}; free space, then "
+                            f"{'run it again' if guard.last_checkpoint is None else 'continue with --resume'}") from None
     guard.last_checkpoint = step
 
 
