@@ -96,16 +96,21 @@ def check_finite(terms: dict[str, float], step: int, last_checkpoint: int | None
     written yet) if a loss term is NaN/inf."""
     if not all(math.isfinite(v) for v in terms.values()):
         bad = {k: v for k, v in terms.items() if not math.isfinite(v)}
+        fresh = " in a new run (without --resume)" if last_checkpoint is None else ""
         raise TrainingError(f"non-finite loss at step {step} ({bad}); stopped. {kept_checkpoints(workdir, last_checkpoint)}; "
-                            f"try a lower --lr")
+                            f"try a lower --lr{fresh}")
 
 
 def kept_checkpoints(workdir: Path, last_checkpoint: int | None) -> str:
     """What a stopped run leaves to continue from, in one sentence."""
     if last_checkpoint is None:
-        return ("No checkpoint was written yet, so there is nothing to resume: run the command again without "
-                "--resume (in this --workdir or a new one)")
+        return "No checkpoint was written yet, so there is nothing to resume"
     return f"The last good checkpoint (step {last_checkpoint}) is kept in {Path(workdir) / rundir.CHECKPOINTS}"
+
+
+def next_command(last_checkpoint: int | None) -> str:
+    """How to go on after a stop that was not the run's fault (a full disk)."""
+    return "run the command again (without --resume)" if last_checkpoint is None else "continue with --resume"
 
 
 class Guard:
@@ -167,10 +172,9 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
             train_time = train_steps(task, engine, writer, guard, start, earlier_seconds, layout.main, log)
             return finish(task, engine, writer, workdir, layout, train_time, earlier_seconds)
         except OSError as e:  # a full disk, a folder made read-only: what is written stays
-            again = "run it again" if guard.last_checkpoint is None else "continue with --resume"
             raise TrainingError(f"stopped by an I/O error on {e.filename or workdir} ({os_reason(e)}). "
                                 f"{kept_checkpoints(workdir, guard.last_checkpoint)}; free space or fix the "
-                                f"folder's permissions, then {again}") from None
+                                f"folder's permissions, then {next_command(guard.last_checkpoint)}") from None
     finally:
         if lock is not None:
             lock.release()
@@ -317,7 +321,7 @@ def save(engine: Engine, guard: Guard, step: int, meta: dict) -> None:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise TrainingError(f"cannot write the checkpoint of step {step} ({reason}); stopped. "
                             f"{kept_checkpoints(guard.workdir, guard.last_checkpoint)}; free space, then "
-                            f"{'run it again' if guard.last_checkpoint is None else 'continue with --resume'}") from None
+                            f"{next_command(guard.last_checkpoint)}") from None
     guard.last_checkpoint = step
 
 
