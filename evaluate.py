@@ -5,13 +5,17 @@
 
 The first loads ``RUN/config.json`` and the newest checkpoint with the run's backend (only that one is
 imported), computes the importance-sampled NLL, negative ELBO, KL, mutual information and active
-units on the split (``vaecore/evaluation.py`` says how), writes ``RUN/eval_<split>.json``, merges it
-into ``RUN/results.json`` under ``eval_<split>`` (atomically, every other key kept), draws the pictures
-(MNIST: interpolations, latent space; the training curves if training did not draw them), writes ``RUN/report.md`` and prints a table.
-It only adds files to the run folder. The second writes ``DIR/comparison.md`` and ``DIR/comparison.csv``,
+units on the split (``vaecore/evaluation.py`` says how), writes ``RUN/eval_<split>.json``, draws the
+pictures (MNIST: interpolations, latent space; the training curves if training did not draw them), writes
+``RUN/report.md`` and prints a table. A finished run (``results.json`` of the evaluated checkpoint's
+step) also gets the figures merged into ``results.json`` under ``eval_<split>`` (atomically, every other
+key kept, under the run folder's lock); an unfinished one keeps its ``results.json`` absent or as it is,
+so no tool takes it for finished. It only adds files to the run folder, and checks that it can write
+there before it evaluates. The second writes ``DIR/comparison.md`` and ``DIR/comparison.csv``,
 one row per run; an earlier ``comparison.csv`` among the runs keeps its rows (a run folder of the same
 name replaces its row), so a study's table grows without its older run folders.
-Bad input prints one line and exits with status 2.
+Bad input (a damaged file included) prints one line and exits with status 2; a failure to write
+after the evaluation prints one line and exits with status 1.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import numpy as np
 from vaecore import evaluation, rundir
 from vaecore.cli import OneLineParser
 from vaecore.config import ConfigError, RunConfig, on_any_device
-from vaecore.files import atomic_write_json
+from vaecore.files import atomic_write_json, os_reason
+from vaecore.rundir import check_writable_folder, read_json
 
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 8, 10
 LATENT_POINTS = 5000
@@ -158,13 +163,48 @@ def reconstruction_accuracy(decoding, vae, batches: list) -> float:
     return correct / total
 
 
+def training_results(workdir: Path) -> dict | None:
+    """The run's ``results.json`` (None when the run has not finished), read before hours of
+    evaluation: a damaged one is refused now."""
+    path = workdir / rundir.RESULTS
+    return read_json(path, "results file") if path.exists() else None
+
+
+def merge_if_finished(workdir: Path, split: str, metrics: dict, log) -> bool:
+    """Merge ``metrics`` into ``results.json`` under ``eval_<split>`` when the run is finished at the
+    evaluated step: ``results.json`` exists and names the checkpoint's step (a run resumed past its
+    end and stopped again has newer checkpoints than its results). Under the folder's lock, so a
+    training run that writes results.json meanwhile is never overwritten; held by another process,
+    the merge is skipped (the figures are in eval_<split>.json). Returns whether it merged."""
+    lock = None
+    try:
+        lock = rundir.lock_run(workdir)
+        results = training_results(workdir)
+        if results is None or results.get("step", metrics["step"]) != metrics["step"]:
+            told = "no results.json" if results is None else f"results.json is of step {results.get('step')}"
+            log(f"the run is unfinished ({told}, the checkpoint of step {metrics['step']}): results.json is left "
+                f"as it is; the figures are in {rundir.eval_file(split)}")
+            return False
+        evaluation.merge_json(workdir / rundir.RESULTS, {f"eval_{split}": metrics})
+        return True
+    except ConfigError as e:
+        log(f"results.json is left as it is ({e}); the figures are in {rundir.eval_file(split)}")
+        return False
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def evaluate_run(args: argparse.Namespace, log=print) -> dict:
-    """Evaluate ``args.workdir``; write eval_<split>.json, results.json, pictures and report.md."""
+    """Evaluate ``args.workdir``; write eval_<split>.json, pictures and report.md, and merge the
+    figures into results.json if the run is finished at the evaluated checkpoint."""
     from vaecore.metrics import progress_bar
     from vaecore.report import write_report
 
     workdir = Path(args.workdir)
     cfg = load_config(workdir)
+    training_results(workdir)  # a damaged results.json is refused before the evaluation, not after
+    check_writable_folder(workdir, "--workdir")
     k = args.k if args.k is not None else evaluation.DEFAULT_K[cfg.task]
     if evaluation.samples_needed(cfg, k) != k:
         log(f"the language model (--no-latent) has no code to sample: its NLL is exact with K = 1, not {k}")
@@ -208,8 +248,8 @@ def evaluate_run(args: argparse.Namespace, log=print) -> dict:
     metrics = {"split": args.split, "units": f"nats per {unit}", "backend": cfg.backend, "task": cfg.task,
                "step": step, "data": source, "limited": args.limit is not None, "batch_size": args.batch_size,
                **metrics}
-    atomic_write_json(workdir / rundir.eval_file(args.split), metrics)
-    evaluation.merge_json(workdir / rundir.RESULTS, {f"eval_{args.split}": metrics})
+    atomic_write_json(workdir / rundir.eval_file(args.split), metrics)  # first: the hours of work are kept
+    merge_if_finished(workdir, args.split, metrics, log)
     if not args.no_pictures:
         from vaecore import plots
         from vaecore.report import read_jsonl
@@ -239,9 +279,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {md} and {csv_path}")
         else:
             evaluate_run(args)
-    except UsageError as e:
+    except (UsageError, ConfigError) as e:  # RunFileError: a damaged or unreadable file, named
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # checked before the evaluation; a disk that fills up meanwhile
+        print(f"evaluate.py: error: cannot write {e.filename or 'a file'} ({os_reason(e)}); the figures "
+              f"written before it are kept", file=sys.stderr)
+        return 1
     return 0
 
 

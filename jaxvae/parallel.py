@@ -66,6 +66,16 @@ def stop(finished: bool = False) -> None:
         jax.distributed.shutdown()
 
 
+def main_refused(refused: bool) -> bool:
+    """The main process's ``refused`` on every process (``vaecore.driver.agree``: a run the main
+    process refuses stops everywhere, instead of waiting for it in a collective)."""
+    if jax.process_count() == 1:
+        return refused
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(refused)))
+
+
 def layout() -> Layout:
     return Layout(devices=jax.device_count(), processes=jax.process_count(), process_index=jax.process_index(),
                   platform=jax.default_backend())

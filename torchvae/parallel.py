@@ -165,6 +165,16 @@ def concat_rows(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+def main_refused(refused: bool) -> bool:
+    """The main process's ``refused`` on every process (``vaecore.driver.agree``: a run the main
+    process refuses stops everywhere, instead of waiting for it in a collective)."""
+    if not active():
+        return refused
+    box = [refused]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

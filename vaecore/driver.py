@@ -21,9 +21,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from vaecore import rundir
 from vaecore.config import ConfigError, RunConfig
-from vaecore.files import atomic_write_json
+from vaecore.files import atomic_write_json, os_reason
 from vaecore.metrics import MetricsWriter, progress_bar
 from vaecore.parallel import SINGLE, Layout
+from vaecore.rundir import RunFileError, check_writable_folder
 
 PARTS = ("all", "encoder", "decoder")
 
@@ -90,18 +91,32 @@ class Task(Protocol):
     def outputs(self, engine: Engine, workdir: Path) -> None: ...
 
 
-def check_finite(terms: dict[str, float], step: int, last_checkpoint: int, workdir: Path) -> None:
-    """Raise ``TrainingError`` naming ``step`` and the last good checkpoint if a loss term is NaN/inf."""
+def check_finite(terms: dict[str, float], step: int, last_checkpoint: int | None, workdir: Path) -> None:
+    """Raise ``TrainingError`` naming ``step`` and the last good checkpoint (``None``: none was
+    written yet) if a loss term is NaN/inf."""
     if not all(math.isfinite(v) for v in terms.values()):
         bad = {k: v for k, v in terms.items() if not math.isfinite(v)}
-        raise TrainingError(f"non-finite loss at step {step} ({bad}); stopped. The last good checkpoint "
-                            f"(step {last_checkpoint}) is kept in {Path(workdir) / rundir.CHECKPOINTS}; try a lower --lr")
+        fresh = " in a new run (without --resume)" if last_checkpoint is None else ""
+        raise TrainingError(f"non-finite loss at step {step} ({bad}); stopped. {kept_checkpoints(workdir, last_checkpoint)}; "
+                            f"try a lower --lr{fresh}")
+
+
+def kept_checkpoints(workdir: Path, last_checkpoint: int | None) -> str:
+    """What a stopped run leaves to continue from, in one sentence."""
+    if last_checkpoint is None:
+        return "No checkpoint was written yet, so there is nothing to resume"
+    return f"The last good checkpoint (step {last_checkpoint}) is kept in {Path(workdir) / rundir.CHECKPOINTS}"
+
+
+def next_command(last_checkpoint: int | None) -> str:
+    """How to go on after a stop that was not the run's fault (a full disk)."""
+    return "run the command again (without --resume)" if last_checkpoint is None else "continue with --resume"
 
 
 class Guard:
     """The NaN stop of one run: ``guard(terms, step)`` raises ``TrainingError`` on a non-finite term."""
 
-    def __init__(self, workdir: Path, last_checkpoint: int):
+    def __init__(self, workdir: Path, last_checkpoint: int | None):
         self.workdir, self.last_checkpoint = workdir, last_checkpoint
 
     def __call__(self, terms: dict[str, float], step: int) -> None:
@@ -128,43 +143,132 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
 
     ``layout``: the devices and processes of a data-parallel run (``vaecore.parallel``). Every
     process takes every step, validation and test (the engines exchange what spans processes);
-    only the main one logs and writes the run folder."""
+    only the main one logs, holds the folder's lock (``rundir.lock_run``) and writes the folder.
+
+    Refusals (``ConfigError``, exit status 2) come before the first write: the engine (which checks
+    the device) is built before the folder is created, the lock is taken before anything is written,
+    and a resume past the steps asked for is refused. A failure to write during training is a
+    ``TrainingError`` (exit status 1) that keeps the checkpoints."""
     workdir = Path(workdir)
-    cfg, tc = task.cfg, task.cfg.train
-    per_epoch, total_steps = task.per_epoch, task.total_steps
-    layout.check_batch(tc.batch_size)
-    main = layout.main
-    if not main:
+    cfg = task.cfg
+    layout.check_batch(cfg.train.batch_size)
+    if not layout.main:
         def log(*_):
             pass
-    workdir.mkdir(parents=True, exist_ok=True)
     engine = engine_factory(cfg, workdir)
-    start, earlier_seconds = 0, 0.0  # earlier_seconds: training time of the sessions before a resume
-    if resume:
-        meta = engine.restore()
-        if meta is None:  # never start again silently: that would truncate the run's history
-            raise ConfigError(f"--resume: {workdir / rundir.CHECKPOINTS} holds no readable checkpoint (the run "
-                              f"stopped before its first one, or every one is damaged); nothing was changed. Start "
-                              f"the run again in a new --workdir")
-        if meta.get("batches_per_epoch", per_epoch) != per_epoch:
-            raise ConfigError(f"--resume: the data gives {per_epoch} batches per epoch, the checkpoint "
-                              f"{meta['batches_per_epoch']}; the data changed since the run started")
-        start, earlier_seconds = int(meta["step"]), meta.get("train_seconds", 0.0)
-        task.resume(meta)
-        log(f"resuming from the checkpoint at step {start}")
-    writer = NullWriter()
-    if main:  # the layout is recorded beside the config (a run resumes on any layout)
-        atomic_write_json(workdir / rundir.CONFIG, {**cfg.to_dict(), "layout": layout.to_dict()})
-        task.prepare(workdir)
-        writer = MetricsWriter(workdir)
-    writer.truncate_after(start)
-    log(f"{cfg.backend} on {layout.describe()}: {task.describe()}, {per_epoch} steps per epoch, {total_steps} steps")
+    lock = claim(workdir, resume, layout, cfg.backend)
+    try:
+        try:
+            start, earlier_seconds = resume_point(task, engine, workdir, log) if resume else (0, 0.0)
+            writer = open_run(task, workdir, layout, start)
+        except ConfigError:
+            if lock is not None:
+                lock.discard()  # a folder this command created goes again
+            raise
+        log(f"{cfg.backend} on {layout.describe()}: {task.describe()}, {task.per_epoch} steps per epoch, "
+            f"{task.total_steps} steps")
+        guard = Guard(workdir, start if resume else None)
+        try:
+            train_time = train_steps(task, engine, writer, guard, start, earlier_seconds, layout.main, log)
+            return finish(task, engine, writer, workdir, layout, train_time, earlier_seconds)
+        except OSError as e:  # a full disk, a folder made read-only: what is written stays
+            raise TrainingError(f"stopped by an I/O error on {e.filename or workdir} ({os_reason(e)}). "
+                                f"{kept_checkpoints(workdir, guard.last_checkpoint)}; free space or fix the "
+                                f"folder's permissions, then {next_command(guard.last_checkpoint)}") from None
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def agree(layout: Layout, backend: str, refusal: ConfigError | None) -> None:
+    """Raise the main process's ``refusal`` on every process: the others would wait for it in their
+    first collective for ever. Only the main process decides (it alone touches the folder); with
+    several processes its verdict travels through the backend's ``parallel.main_refused``."""
+    refused = refusal is not None
+    if layout.processes > 1:
+        import importlib
+
+        refused = importlib.import_module(f"{backend}vae.parallel").main_refused(refused)
+    if refusal is not None:
+        raise refusal
+    if refused:
+        raise ConfigError("the main process (rank 0) refused the run; its error says why")
+
+
+def claim(workdir: Path, resume: bool, layout: Layout, backend: str) -> rundir.RunLock | None:
+    """The main process's lock on the run folder (None on the others), taken before anything is
+    written; a new run also finds no checkpoint under the lock (a run that began since
+    ``options.resolve`` looked would be overwritten)."""
+    lock, refusal = None, None
+    if layout.main:
+        try:
+            lock = rundir.lock_run(workdir)
+            if not resume and rundir.has_checkpoint(workdir):
+                raise ConfigError(f"{workdir} already holds a run's checkpoints; pass --resume to continue it "
+                                  f"or choose another --workdir")
+        except ConfigError as e:
+            if lock is not None:
+                lock.release()
+            refusal = e
+    agree(layout, backend, refusal)
+    return lock
+
+
+def resume_point(task: Task, engine: Engine, workdir: Path, log) -> tuple[int, float]:
+    """(step, earlier training seconds) of the newest checkpoint, restored into ``engine`` and
+    ``task``; nothing is written."""
+    meta = engine.restore()
+    checkpoints = workdir / rundir.CHECKPOINTS
+    if meta is None:  # never start again silently: that would truncate the run's history
+        raise ConfigError(f"--resume: {checkpoints} holds no readable checkpoint (the run stopped before its "
+                          f"first one, or every one is damaged); nothing was changed. Start the run again in a "
+                          f"new --workdir")
+    if meta.get("batches_per_epoch", task.per_epoch) != task.per_epoch:
+        raise ConfigError(f"--resume: the data gives {task.per_epoch} batches per epoch, the checkpoint "
+                          f"{meta['batches_per_epoch']}; the data changed since the run started")
+    start = int(meta["step"])
+    if start > task.total_steps:  # results.json would name fewer steps than the weights took
+        raise ConfigError(f"--resume: the newest checkpoint in {checkpoints} is at step {start}, past the "
+                          f"{task.total_steps} steps asked for; --max-steps must be at least {start} (nothing "
+                          f"was changed)")
+    task.resume(meta)
+    log(f"resuming from the checkpoint at step {start}")
+    return start, meta.get("train_seconds", 0.0)
+
+
+def open_run(task: Task, workdir: Path, layout: Layout, start: int) -> MetricsWriter | NullWriter:
+    """The main process's metrics writer, after ``config.json`` (with the layout beside it: a run
+    resumes on any layout) and the task's files; the points logged after ``start`` dropped. Every
+    location is checked before the first write, so a refused run changes nothing."""
+    writer, refusal = NullWriter(), None
+    if layout.main:
+        try:
+            check_writable_folder(workdir, "--workdir")
+            try:
+                MetricsWriter.check(workdir)
+                atomic_write_json(workdir / rundir.CONFIG, {**task.cfg.to_dict(), "layout": layout.to_dict()})
+                task.prepare(workdir)
+                writer = MetricsWriter(workdir)
+                writer.truncate_after(start)
+            except OSError as e:
+                raise RunFileError(f"--workdir {workdir}: cannot write {e.filename or workdir} ({os_reason(e)}); "
+                                   f"nothing was trained: free space or fix its permissions") from None
+        except ConfigError as e:
+            refusal = e
+    agree(layout, task.cfg.backend, refusal)
+    return writer
+
+
+def train_steps(task: Task, engine: Engine, writer, guard: Guard, start: int, earlier_seconds: float,
+                main: bool, log) -> float:
+    """Train from step ``start`` to ``task.total_steps``: log, validate and checkpoint on their
+    periods. Returns the seconds spent inside steps."""
+    cfg, tc = task.cfg, task.cfg.train
+    per_epoch, total_steps = task.per_epoch, task.total_steps
     bar = progress_bar(total_steps, start, task.bar_label(), disable=not main)
     sums: dict[str, float] = {}
     batch_sums: dict[str, float] = {}  # sums weighted by the batch size (the text task's per-token loss)
     acc_steps, acc_units, acc_time, train_time = 0, 0, 0.0, 0.0  # seconds inside steps only
-    guard = Guard(workdir, start)
     per_call = getattr(task, "steps_per_call", 1)
     batches = task.batches(start)
     step = start
@@ -200,21 +304,38 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
             if done % per_epoch == 0 and (done // per_epoch % tc.validate_every == 0 or done == total_steps):
                 task.validate(engine, done // per_epoch, writer, done, log)
             if done % tc.checkpoint_every == 0 or done == total_steps:
-                engine.save(done, {"step": done, "epoch": done // per_epoch, "batch_index": done % per_epoch,
-                                   "batches_per_epoch": per_epoch, "seed": tc.seed, "config": cfg.to_dict(),
-                                   "train_seconds": earlier_seconds + train_time + acc_time, **task.state()})
-                guard.last_checkpoint = done
+                save(engine, guard, done, {"step": done, "epoch": done // per_epoch, "batch_index": done % per_epoch,
+                                           "batches_per_epoch": per_epoch, "seed": tc.seed, "config": cfg.to_dict(),
+                                           "train_seconds": earlier_seconds + train_time + acc_time, **task.state()})
             bar.update(len(chunk))
     finally:
         bar.close()
+    return train_time
 
+
+def save(engine: Engine, guard: Guard, step: int, meta: dict) -> None:
+    """A checkpoint at ``step``; a failure to write it stops the run with the older ones kept."""
+    try:
+        engine.save(step, meta)
+    except Exception as e:  # noqa: BLE001 -- a full disk is an OSError here, a RuntimeError in torch's zip writer
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise TrainingError(f"cannot write the checkpoint of step {step} ({reason}); stopped. "
+                            f"{kept_checkpoints(guard.workdir, guard.last_checkpoint)}; free space, then "
+                            f"{next_command(guard.last_checkpoint)}") from None
+    guard.last_checkpoint = step
+
+
+def finish(task: Task, engine: Engine, writer, workdir: Path, layout: Layout, train_time: float,
+           earlier_seconds: float) -> dict:
+    """The test figures in ``results.json`` (which marks the run finished) and the end-of-run outputs."""
+    cfg, total_steps = task.cfg, task.total_steps
     results, test_record = task.test(engine)
-    results = {"split": "test", "step": total_steps, "epochs": total_steps / per_epoch, **results,
+    results = {"split": "test", "step": total_steps, "epochs": total_steps / task.per_epoch, **results,
                "train_seconds_this_session": train_time, "train_seconds": earlier_seconds + train_time,
                "backend": cfg.backend, "devices": layout.devices, "processes": layout.processes}
     writer.write(total_steps, "test", test_record)
     writer.close()
-    if main:
+    if layout.main:
         atomic_write_json(workdir / rundir.RESULTS, results)
         task.outputs(engine, workdir)
         write_training_curves(workdir)

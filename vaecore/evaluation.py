@@ -35,7 +35,6 @@ a diagonal Gaussian posterior and a standard-normal prior, not only the project'
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vaecore.files import atomic_write_json
+from vaecore.rundir import read_json
 
 DEFAULT_K = {"mnist": 5000, "text": 500}  # Burda et al. (MNIST), He et al. (text)
 
@@ -298,11 +298,10 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 def merge_json(path: Path, updates: dict) -> dict:
     """Merge ``updates`` into the JSON object at ``path`` (created if absent), keeping every other
-    key; written atomically. Returns the merged object."""
+    key; written atomically. Returns the merged object. A damaged file is a ``RunFileError`` (left
+    as it is)."""
     path = Path(path)
-    current = json.loads(path.read_text()) if path.exists() else {}
-    if not isinstance(current, dict):
-        raise TypeError(f"{path} does not hold a JSON object")
+    current = read_json(path) if path.exists() else {}
     current.update(updates)
     atomic_write_json(path, current)
     return current

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from vaecore import rundir
 from vaecore.files import atomic_write
+from vaecore.rundir import read_text
 
 
 class MetricsWriter:
@@ -21,6 +22,15 @@ class MetricsWriter:
         self.path = Path(workdir) / rundir.METRICS
         self.tb_dir = Path(workdir) / "tb"
         self._tb = self._tensorboard() if tensorboard else None
+
+    @staticmethod
+    def check(workdir: Path) -> None:
+        """Raise ``OSError`` now if an existing ``metrics.jsonl`` cannot be appended to (opened for
+        appending, nothing written), rather than at the first logged point."""
+        path = Path(workdir) / rundir.METRICS
+        if path.exists() or path.is_symlink():
+            with path.open("a", encoding="utf-8"):
+                pass
 
     def _tensorboard(self):
         from tensorboardX import SummaryWriter
@@ -33,8 +43,8 @@ class MetricsWriter:
         steps a resumed run replays appear once)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and _step_of(line) <= step]
+        # a line cut short by a full disk has no step: it goes too
+        kept = [line for line in read_text(self.path, "metrics log").splitlines() if 0 <= _step_of(line) <= step]
         atomic_write(self.path, "".join(line + "\n" for line in kept))
         if self._tb is not None:
             import shutil
@@ -49,7 +59,7 @@ class MetricsWriter:
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
         row = {"step": int(step), "split": split}
         row.update({k: _jsonable(v) for k, v in scalars.items()})
-        with self.path.open("a") as f:
+        with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         if self._tb is not None:
             self._add_scalars(step, split, scalars)

@@ -15,7 +15,8 @@ from typing import Any
 
 from vaecore import rundir
 from vaecore.evaluation import metric_rows
-from vaecore.files import atomic_write
+from vaecore.files import atomic_write, os_reason
+from vaecore.rundir import RunFileError, check_writable_folder, read_json, read_text
 
 PICTURES = (
     ("samples.png", "Samples from the prior"),
@@ -69,7 +70,7 @@ def read_jsonl(path: Path) -> list[dict]:
     """The JSON objects of a ``metrics.jsonl`` (blank and unreadable lines skipped); [] if absent."""
     rows = []
     if Path(path).exists():
-        for line in Path(path).read_text().splitlines():
+        for line in read_text(path, "metrics log").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
@@ -201,9 +202,11 @@ def write_report(workdir: Path, metrics: dict[str, Any]) -> Path:
     returns them, plus ``split`` and ``units``), the training-time test figures, the pictures and
     text samples that exist in the folder. Returns the path."""
     workdir = Path(workdir)
-    config = json.loads((workdir / rundir.CONFIG).read_text())
+    config = read_json(workdir / rundir.CONFIG, "run configuration")
     results_path = workdir / rundir.RESULTS
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = read_json(results_path, "results file") if results_path.exists() else {}
+    if results.get("step", metrics.get("step")) != metrics.get("step"):
+        results = {}  # training's figures of another step (the run went on since) do not belong here
     parts = [f"# Run report: {workdir.name}", "", "## Configuration", "",
              markdown_table(["setting", "value"], config_summary(config)), "",
              f"## Evaluation ({metrics['split']} split)", "",
@@ -238,12 +241,12 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
     config_path = workdir / rundir.CONFIG
     if not config_path.exists():
         raise ReportError(f"{workdir}: no config.json (not a run folder)")
-    config = json.loads(config_path.read_text())
-    eval_path = workdir / f"eval_{split}.json"
+    config = read_json(config_path, "run configuration")
+    eval_path = workdir / rundir.eval_file(split)
     if not eval_path.exists():
         raise ReportError(f"{workdir}: no eval_{split}.json; run python evaluate.py --workdir {workdir} "
                           f"--split {split} first")
-    metrics = json.loads(eval_path.read_text())
+    metrics = read_json(eval_path, "evaluation file")
     if config.get("task") == "text" and config.get("text"):
         model, latent = f"{config['text'].get('rnn')}", config["text"].get("latent_dim")
     else:
@@ -256,7 +259,7 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
     row.update({c: metrics.get(c) for c in COMPARE_COLUMNS if c not in row})
     results_path = workdir / rundir.RESULTS
     if results_path.exists():  # time in training steps, all sessions (older runs: the last session's)
-        results = json.loads(results_path.read_text())
+        results = read_json(results_path, "results file")
         seconds = results.get("train_seconds", results.get("train_seconds_this_session"))
         row["train_hours"] = None if seconds is None else round(seconds / 3600, 2)
     return row
@@ -275,11 +278,25 @@ def _csv_value(text: str) -> Any:
 
 
 def table_rows(path: Path, split: str) -> list[dict[str, Any]]:
-    """The rows of an earlier ``comparison.csv`` (of the same ``split``), as ``run_row`` dicts."""
-    with open(path, newline="") as f:
-        rows = [{k: _csv_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    if not rows or "run" not in rows[0]:
-        raise ReportError(f"{path}: not a comparison.csv (no rows, or no 'run' column)")
+    """The rows of an earlier ``comparison.csv`` (of the same ``split``), as ``run_row`` dicts; a
+    file that is not such a table (not UTF-8, not CSV, a row longer or shorter than the header, a
+    row without a run name) is a ``ReportError`` naming the file and the line."""
+    try:
+        table = list(csv.reader(io.StringIO(read_text(path, "comparison table"), newline="")))
+    except csv.Error as e:
+        raise ReportError(f"{path}: not a comparison.csv ({e}); give the comparison.csv evaluate.py wrote") from None
+    if not table or "run" not in table[0]:
+        raise ReportError(f"{path}: not a comparison.csv (no header with a 'run' column)")
+    header, rows = table[0], []
+    for line, cells in enumerate(table[1:], start=2):
+        if not cells:
+            continue
+        if len(cells) != len(header) or not cells[header.index("run")]:
+            raise ReportError(f"{path}: line {line} has {len(cells)} cells for {len(header)} columns (or no run "
+                              f"name); not a comparison.csv as evaluate.py writes it")
+        rows.append({k: _csv_value(v) for k, v in zip(header, cells)})
+    if not rows:
+        raise ReportError(f"{path}: not a comparison.csv (no rows)")
     other = {row.get("split") for row in rows} - {split, None}
     if other:
         raise ReportError(f"{path}: rows of the {'/'.join(sorted(other))} split; this table is of the {split} split")
@@ -292,6 +309,12 @@ def compare_runs(runs: list[Path], out: Path, split: str = "test") -> tuple[Path
     where two folders share a name. A ``.csv`` file among ``runs`` (an earlier comparison.csv, the
     output itself included) contributes its rows, so a table can grow without its older run folders;
     a run folder given by name replaces a CSV row of the same name. Returns both paths."""
+    out = Path(out)
+    if out.exists():  # a file, or a folder it cannot write to: said before anything is read
+        try:
+            check_writable_folder(out, "--out")
+        except RunFileError as e:
+            raise ReportError(str(e)) from None
     folders = [r for r in runs if not (Path(r).suffix == ".csv" and Path(r).is_file())]
     rows = [run_row(r, split) for r in folders]
     names = [row["run"] for row in rows]
@@ -303,7 +326,14 @@ def compare_runs(runs: list[Path], out: Path, split: str = "test") -> tuple[Path
         kept += [row for row in table_rows(Path(table), split) if row["run"] not in {r["run"] for r in rows + kept}]
     rows = kept + rows
     columns = [c for c in COMPARE_COLUMNS if any(row.get(c) is not None for row in rows)]
-    out = Path(out)
+    try:
+        return write_comparison(out, split, columns, rows)
+    except OSError as e:
+        raise ReportError(f"--out {out}: cannot write {e.filename or out} ({os_reason(e)})") from None
+
+
+def write_comparison(out: Path, split: str, columns: list[str], rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """``out/comparison.md`` and ``out/comparison.csv`` of ``rows`` (``out`` made if needed)."""
     out.mkdir(parents=True, exist_ok=True)
     md = out / "comparison.md"
     atomic_write(md, f"# Comparison ({split} split, nats per example)\n\n"
