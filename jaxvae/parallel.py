@@ -78,7 +78,7 @@ def main_refused(refused: bool) -> bool:
 
 def layout() -> Layout:
     return Layout(devices=jax.device_count(), processes=jax.process_count(), process_index=jax.process_index(),
-                  platform=jax.default_backend())
+                  platform=jax.default_backend(), vote=main_refused)
 
 
 class Sharder:

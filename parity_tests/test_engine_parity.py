@@ -37,8 +37,11 @@ def test_image_engines_evaluate_the_same_weights_alike(kind, tmp_path):
     jax_engine.params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     images = (np.random.default_rng(0).random((1100, 784)) < 0.3).astype(np.float64)  # 3 batches, one short
-    t = image_task.evaluate(torch_engine, images, seed=5)
-    j = image_task.evaluate(jax_engine, images, seed=5)
+    import jaxvae.evaluation
+    import torchvae.evaluation
+
+    t = image_task.evaluate(torch_engine, images, kernels=torchvae.evaluation, seed=5)
+    j = image_task.evaluate(jax_engine, images, kernels=jaxvae.evaluation, seed=5)
     assert t["au"] == j["au"] and t["mi_batch_size"] == j["mi_batch_size"]
     assert_trees_close({k: np.asarray(j[k]) for k in ("recon", "kl", "neg_elbo", "mmd", "mi")},
                        {k: np.asarray(t[k]) for k in ("recon", "kl", "neg_elbo", "mmd", "mi")},

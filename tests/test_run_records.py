@@ -155,7 +155,6 @@ def test_seed_out_of_range_creates_no_folder(backend, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs the seed's range in TrainConfig (vaecore/config.py, the lead's)")
 def test_seed_out_of_range_is_one_line():
     out = run("train.py", "--seed", str(2 ** 64), "--max-steps", "2", "--workdir", "/nonexistent/never")
     assert out.returncode == 2 and "seed" in one_line(out)

@@ -187,10 +187,11 @@ class Recorder:
 
 def run_text(cfg, workdir, factory, log=print):
     """A text run through the one driver, with the engine ``factory(cfg, workdir)``."""
+    from twinvae.backends import module
     from vaecore import driver
     from vaecore.text_task import TextTask
 
-    return driver.run(TextTask(cfg, workdir), factory, workdir, log=log)
+    return driver.run(TextTask(cfg, workdir, kernels=module(cfg.backend, "evaluation")), factory, workdir, log=log)
 
 
 def test_aggressive_inner_loop_stops_as_he_et_al_and_switches_off_when_valid_mi_drops(tmp_path):

@@ -71,7 +71,8 @@ def start(cfg) -> Layout:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    return Layout(devices=world, processes=world, process_index=rank, platform="cuda" if cuda else "cpu")
+    return Layout(devices=world, processes=world, process_index=rank, platform="cuda" if cuda else "cpu",
+                  vote=main_refused)
 
 
 def check_environment(numbers: dict[str, int]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from twinvae import backends, portable
-from vaecore import evaluation, rng
+from vaecore import evaluation, rng, tasks
 from vaecore.config import RunConfig
 from vaecore.decoding import interpolation_path
 from vaecore.text_data import TextDataset, Vocab
@@ -37,7 +37,7 @@ class Model:
         self._config = RunConfig.from_dict(config)
         self._adapter, self._backend, self._vocab = adapter, backend, vocab
         self._step, self._results = step, results
-        self._kernels = evaluation.metric_kernels(backend)
+        self._kernels = backends.module(backend, "evaluation")
         self._encode_fn = None
 
     # ------------------------------------------------------------------------------ properties
@@ -211,11 +211,11 @@ class Model:
         language model without a code), example i's drawn as ``evaluate.py`` draws them for the i-th
         example of a split (``vaecore.evaluation.importance_noise``): on the first N examples of a split
         (for text in ``evaluate.py``'s order, by length) ``-mean`` equals ``evaluate.py --limit N``'s nll."""
-        k = evaluation.DEFAULT_K[self.task] if k is None else k
+        k = tasks.task(self.task).eval_k if k is None else k
         if k < 1:
             raise ValueError(f"k (importance samples) must be >= 1; got {k}")
         k = evaluation.samples_needed(self._config, k)
-        rows = chunk_rows or evaluation.DEFAULT_CHUNK_ROWS[self.task]
+        rows = chunk_rows or tasks.task(self.task).chunk_rows
         out, first = [], 0
         for batch in self._batches(x, batch_size):
             size = evaluation.batch_length(batch)

@@ -46,34 +46,21 @@ def generate(args, given: set[str]) -> None:
 
 def train(args, given: set[str]) -> dict:
     from twinvae.backends import backend_package
-    from vaecore import driver, options
+    from vaecore import driver, options, tasks
 
     cfg, workdir = options.resolve(args, given)
-    parallel = backend_package(cfg.backend).parallel  # several devices or processes
-    layout = parallel.start(cfg)
-    if cfg.task == "text":
-        from vaecore.text_task import TextTask
-
-        task = TextTask(cfg, workdir, resume=args.resume, generation=generation_options(args))
-    else:
-        from vaecore.image_task import ImageTask
-
-        task = ImageTask(cfg, resume=args.resume)
+    backend, spec = backend_package(cfg.backend), tasks.task(cfg.task)
+    layout = backend.parallel.start(cfg)  # several devices or processes
+    task = spec.build(cfg, workdir, resume=args.resume, generation=generation_options(args),
+                      kernels=backend.evaluation)
     finished = False
     try:
-        results = driver.run(task, engine_class(cfg.backend, cfg.task), workdir, resume=args.resume, layout=layout)
+        results = driver.run(task, backend.engine(cfg.task), workdir, resume=args.resume, layout=layout)
         finished = True
     finally:
-        parallel.stop(finished)
-    if not layout.main:
-        return results
-    if cfg.task == "text":
-        print("test: " + ", ".join(f"{k} {results[k]:.2f}" for k in ("neg_elbo", "recon", "kl", "ppl_bound"))
-              + f" (nats per sentence; {results['sentences']} sentences, {results['tokens']} tokens); "
-                f"run folder {workdir}")
-    else:
-        print("test: " + ", ".join(f"{k} {results[k]:.2f}" for k in ("neg_elbo", "recon", "kl", "mmd"))
-              + f" ({results['units']}); run folder {workdir}")
+        backend.parallel.stop(finished)
+    if layout.main:
+        print(f"{spec.result_line(results)}; run folder {workdir}")
     return results
 
 

@@ -183,12 +183,10 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
 def agree(layout: Layout, backend: str, refusal: ConfigError | None) -> None:
     """Raise the main process's ``refusal`` on every process: the others would wait for it in their
     first collective for ever. Only the main process decides (it alone touches the folder); with
-    several processes its verdict travels through the backend's ``parallel.main_refused``."""
+    several processes its verdict travels through ``layout.vote`` (the backend's ``parallel.main_refused``)."""
     refused = refusal is not None
     if layout.processes > 1:
-        import importlib
-
-        refused = importlib.import_module(f"{backend}vae.parallel").main_refused(refused)
+        refused = layout.vote(refused)
     if refusal is not None:
         raise refusal
     if refused:

@@ -60,14 +60,15 @@ def summarize(outs: list[tuple[int, dict]]) -> dict:
             "mean": np.concatenate([o["mean"] for _, o in outs]), "logvar": np.concatenate([o["logvar"] for _, o in outs])}
 
 
-def evaluate(engine, images: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+def evaluate(engine, images: np.ndarray, *, kernels, seed: int = 0) -> dict[str, float]:
     """Means over a binarised split of the loss terms, in nats per image, and how much the code is
     used: mutual information I(x; z) (aggregate posterior over batches of ``mi_batch_size``) and
-    active units, as ``evaluate.py`` computes them (``vaecore.evaluation.latent_usage``)."""
-    from vaecore.evaluation import latent_usage, metric_kernels
+    active units, as ``evaluate.py`` computes them (``vaecore.evaluation.latent_usage``, with the
+    backend's evaluation ``kernels``)."""
+    from vaecore.evaluation import latent_usage
 
     out = engine.evaluate(batching.eval_batches(images, EVAL_BATCH))
-    usage = latent_usage(metric_kernels(engine.cfg.backend), out["mean"], out["logvar"], seed=seed)
+    usage = latent_usage(kernels, out["mean"], out["logvar"], seed=seed)
     return {**{k: out[k] for k in ("recon", "kl", "neg_elbo", "mmd")},
             **{k: usage[k] for k in ("mi", "au", "mi_batch_size")}}
 
@@ -78,8 +79,9 @@ class ImageTask:
 
     unit = "images"
 
-    def __init__(self, cfg: RunConfig, *, resume: bool = False):
-        self.cfg = cfg
+    def __init__(self, cfg: RunConfig, *, kernels, resume: bool = False):
+        """``kernels``: the backend's evaluation module (``vaecore.evaluation.EvalBackend``)."""
+        self.cfg, self.kernels = cfg, kernels
         self.data = load_mnist(cfg.data)
         tc = cfg.train
         self.fixed_train = batching.fixed_binarization(self.data.train) if tc.binarization == "fixed" else None
@@ -140,10 +142,10 @@ class ImageTask:
         return {**means, **lr, "images_per_s": rate}, {"loss": f"{means['total']:.2f}", "img_s": f"{rate:.0f}"}
 
     def validate(self, engine, epoch: int, writer, step: int, log) -> None:
-        writer.write(step, "valid", {**evaluate(engine, self.valid, seed=self.cfg.train.seed), "epoch": epoch})
+        writer.write(step, "valid", {**evaluate(engine, self.valid, kernels=self.kernels, seed=self.cfg.train.seed), "epoch": epoch})
 
     def test(self, engine) -> tuple[dict, dict]:
-        figures = evaluate(engine, self.test_images, seed=self.cfg.train.seed)
+        figures = evaluate(engine, self.test_images, kernels=self.kernels, seed=self.cfg.train.seed)
         results = {"units": "nats per image", **figures, "data": self.data.source}
         return results, {k: figures[k] for k in ("recon", "kl", "mmd", "neg_elbo", "mi", "au")}
 
@@ -164,3 +166,15 @@ def write_pictures(engine, test: np.ndarray, workdir: Path, *, latent_dim: int, 
     rows = np.concatenate([originals[:8], recon[:8], originals[8:16], recon[8:16],
                            originals[16:24], recon[16:24], originals[24:32], recon[24:32]])
     save_image_grid(rows, workdir / rundir.RECONSTRUCTIONS_PNG, ncols=8)
+
+
+def eval_split(cfg: RunConfig, *, split: str, data: str | None, limit: int | None
+               ) -> tuple[np.ndarray, np.ndarray, str]:
+    """``evaluate.py``'s split: the binarised images (as training evaluated them), their labels and
+    the data source; ``data`` replaces the run's data location. Raises ``DataError``."""
+    loaded = load_mnist(data if data is not None else cfg.data)
+    images, labels = (loaded.test, loaded.test_labels) if split == "test" else (loaded.valid, loaded.valid_labels)
+    images = batching.fixed_binarization(images)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return images, labels, loaded.source

@@ -98,8 +98,9 @@ def check_given(cfg: RunConfig, args: argparse.Namespace, given: set[str]) -> No
 
 
 def default_workdir(cfg: RunConfig) -> Path:
-    kind = cfg.text.rnn if cfg.task == "text" else cfg.model.kind
-    return Path("runs") / f"{cfg.task}-{cfg.backend}-{kind}-{cfg.loss.objective}"
+    from vaecore.tasks import default_workdir as of_task
+
+    return of_task(cfg)
 
 
 def apply_preset(args: argparse.Namespace, given: set[str]) -> argparse.Namespace:

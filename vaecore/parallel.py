@@ -12,6 +12,7 @@ trace of the layout, so a run resumes on any device count.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,6 +28,9 @@ class Layout:
     processes: int = 1
     process_index: int = 0
     platform: str = "cpu"
+    # the main process's verdict, broadcast to every process (the backend's ``parallel.main_refused``;
+    # needed only with several processes): ``vote(refused) -> refused on the main process``
+    vote: Callable[[bool], bool] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def main(self) -> bool:

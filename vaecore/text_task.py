@@ -60,14 +60,14 @@ def encoder_updates(engine, train: TextDataset, batch: TextBatch, step: int, kl_
     return inner - 1
 
 
-def evaluate(engine, split: TextDataset, *, seed: int = 0) -> dict[str, float]:
+def evaluate(engine, split: TextDataset, *, kernels, seed: int = 0) -> dict[str, float]:
     """Per-sentence recon, kl, neg_elbo (nats), the perplexity bound and the counts of a split, and
     how much the code is used: mutual information I(x; z) (aggregate posterior over batches of
     ``mi_batch_size`` sentences) and active units, as ``evaluate.py`` computes them."""
-    from vaecore.evaluation import latent_usage, metric_kernels
+    from vaecore.evaluation import latent_usage
 
     s = engine.evaluate(split.batches(EVAL_BATCH, shuffle=False))
-    usage = latent_usage(metric_kernels(engine.cfg.backend), s["mean"], s["logvar"], seed=seed)
+    usage = latent_usage(kernels, s["mean"], s["logvar"], seed=seed)
     return {"recon": s["recon"], "kl": s["kl"], "neg_elbo": s["neg_elbo"], "ppl_bound": s["ppl_bound"],
             "mi": usage["mi"], "au": usage["au"], "mi_batch_size": usage["mi_batch_size"],
             "sentences": s["sentences"], "tokens": s["tokens"]}
@@ -94,8 +94,9 @@ class TextTask:
     unit = "tokens"
     steps_per_call = 1  # every step has its own KL weight, and aggressive inference its inner updates
 
-    def __init__(self, cfg: RunConfig, workdir: Path, *, resume: bool = False, generation=None):
-        self.generation = generation or GenerationOptions()
+    def __init__(self, cfg: RunConfig, workdir: Path, *, kernels, resume: bool = False, generation=None):
+        """``kernels``: the backend's evaluation module (``vaecore.evaluation.EvalBackend``)."""
+        self.generation, self.kernels = generation or GenerationOptions(), kernels
         vocab_path = Path(workdir) / rundir.VOCAB
         self.data = load_run_data(cfg, Vocab.load(str(vocab_path)) if resume and vocab_path.exists() else None)
         self.cfg = cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=len(self.data.vocab)))
@@ -176,7 +177,7 @@ class TextTask:
     def validate(self, engine, epoch: int, writer, step: int, log) -> None:
         """The validation figures; aggressive inference ends after the first epoch whose
         validation MI is below the previous epoch's."""
-        valid = evaluate(engine, self.data.splits["valid"], seed=self.cfg.train.seed)
+        valid = evaluate(engine, self.data.splits["valid"], kernels=self.kernels, seed=self.cfg.train.seed)
         writer.write(step, "valid", {**valid, "epoch": epoch})
         if self.aggressive and valid["mi"] < self.previous_mi:
             self.aggressive = False
@@ -186,7 +187,7 @@ class TextTask:
         self.previous_mi = valid["mi"]
 
     def test(self, engine) -> tuple[dict, dict]:
-        test, st = evaluate(engine, self.data.splits["test"], seed=self.cfg.train.seed), self.data.stats
+        test, st = evaluate(engine, self.data.splits["test"], kernels=self.kernels, seed=self.cfg.train.seed), self.data.stats
         results = {"units": "nats per sentence; ppl_bound = exp(sentences * neg_elbo / tokens), tokens = words + <eos>",
                    **test, "truncated": st["test"]["truncated"], "truncated_train": st["train"]["truncated"],
                    "unk": st["test"]["unk"], "empty_lines": st["test"]["empty_lines"],
@@ -196,3 +197,20 @@ class TextTask:
 
     def outputs(self, engine, workdir: Path) -> None:
         write_text_outputs(engine, self.data, workdir, self.cfg, self.generation, step=self.total_steps)
+
+
+def eval_split(cfg: RunConfig, workdir: Path, *, split: str, data: str | None, limit: int | None,
+               batch_size: int) -> tuple[list[TextBatch], str]:
+    """``evaluate.py``'s split: its first ``limit`` sentences (corpus order), batched by length with
+    the run's vocabulary, and the data source; ``data`` replaces the run's corpus. Raises
+    ``TextDataError`` (a ValueError) when the corpus or the vocabulary cannot be read."""
+    if data is not None:
+        cfg = dataclasses.replace(cfg, data=data)
+    try:
+        run = load_run_data(cfg, Vocab.load(str(Path(workdir) / rundir.VOCAB)))
+    except (OSError, ValueError) as e:
+        raise TextDataError(str(e)) from None
+    sentences = run.splits[split]
+    n = len(sentences) if limit is None else min(limit, len(sentences))
+    order = np.argsort(sentences.word_counts[:n], kind="stable")  # similar lengths together: little padding
+    return [sentences.make_batch(order[i:i + batch_size]) for i in range(0, n, batch_size)], run_data_source(cfg)
