@@ -67,7 +67,7 @@ def _shape(a) -> tuple:
 
 
 def _ours(meta) -> bool:
-    return isinstance(meta, dict) and "step" in meta and "config" in meta
+    return isinstance(meta, dict) and "step" in meta  # as torchvae.checkpoint asks of its meta
 
 
 class Checkpoints:
@@ -114,7 +114,7 @@ class Checkpoints:
         manager = self._get()
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         if not _ours(meta):
-            raise checksum.ForeignCheckpoint("not a checkpoint of this project (its metadata has no step and config)")
+            raise checksum.ForeignCheckpoint("not a checkpoint of this project (its metadata has no step)")
         saved = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
         found = {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(saved)}
         expected = {_name(path): _shape(leaf) for path, leaf in jax.tree.leaves_with_path(target)}
