@@ -40,14 +40,17 @@ class PerExample(NamedTuple):
     logvar: jax.Array  # [batch, latent]
 
 
-def _result(recon: jax.Array, kl: jax.Array, mmd_value: jax.Array, total: jax.Array) -> Loss:
+def _result(recon: jax.Array, kl: jax.Array, mmd_value: jax.Array | None, total: jax.Array) -> Loss:
+    """(the batch mean of ``total``, the terms); ``mmd_value`` None: an objective without an MMD (0)."""
+    if mmd_value is None:
+        mmd_value = jnp.zeros((), recon.dtype)
     terms = {"recon": recon, "kl": kl, "mmd": jnp.broadcast_to(mmd_value, recon.shape), "total": total}
     return total.mean(), terms
 
 
 def elbo(t: PerExample, w: Weights) -> Loss:
     """The negative ELBO: recon + kl_weight * KL."""
-    return _result(t.recon, t.kl, jnp.zeros((), t.recon.dtype), t.recon + w.kl_weight * t.kl_term)
+    return _result(t.recon, t.kl, None, t.recon + w.kl_weight * t.kl_term)
 
 
 def infovae(t: PerExample, w: Weights) -> Loss:
@@ -67,12 +70,13 @@ def iwae(t: PerExample, w: Weights) -> Loss:
     cancel). ``recon`` is reported as the mean over the k samples; ``w`` is not read."""
     del w
     if t.z.ndim != 3:
-        raise ValueError(f"objective 'iwae' needs k samples per example, z [k, batch, latent]; got {t.z.shape}")
+        raise ValueError(f"objective 'iwae' needs k samples per example, z [k, batch, latent]; "
+                         f"got {tuple(t.z.shape)}")
     k = t.recon.shape[0]
     log_w = -t.recon + 0.5 * (t.eps * t.eps - t.z * t.z + t.logvar).sum(-1)
     total = -(jax.nn.logsumexp(log_w, axis=0) - math.log(k))
     recon = t.recon.mean(0)
-    return _result(recon, t.kl, jnp.zeros((), recon.dtype), total)
+    return _result(recon, t.kl, None, total)
 
 
 OBJECTIVES: dict[str, Callable[[PerExample, Weights], Loss]] = {"elbo": elbo, "mmd": infovae, "iwae": iwae}

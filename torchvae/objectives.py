@@ -40,14 +40,17 @@ class PerExample(NamedTuple):
     logvar: torch.Tensor  # [batch, latent]
 
 
-def _result(recon: torch.Tensor, kl: torch.Tensor, mmd_value: torch.Tensor, total: torch.Tensor) -> Loss:
+def _result(recon: torch.Tensor, kl: torch.Tensor, mmd_value: torch.Tensor | None, total: torch.Tensor) -> Loss:
+    """(the batch mean of ``total``, the terms); ``mmd_value`` None: an objective without an MMD (0)."""
+    if mmd_value is None:
+        mmd_value = torch.zeros((), dtype=recon.dtype, device=recon.device)
     terms = {"recon": recon, "kl": kl, "mmd": mmd_value.expand_as(recon), "total": total}
     return total.mean(), terms
 
 
 def elbo(t: PerExample, w: Weights) -> Loss:
     """The negative ELBO: recon + kl_weight * KL."""
-    return _result(t.recon, t.kl, torch.zeros((), dtype=t.recon.dtype, device=t.recon.device), t.recon + w.kl_weight * t.kl_term)
+    return _result(t.recon, t.kl, None, t.recon + w.kl_weight * t.kl_term)
 
 
 def infovae(t: PerExample, w: Weights) -> Loss:
@@ -69,12 +72,13 @@ def iwae(t: PerExample, w: Weights) -> Loss:
     cancel). ``recon`` is reported as the mean over the k samples; ``w`` is not read."""
     del w
     if t.z.dim() != 3:
-        raise ValueError(f"objective 'iwae' needs k samples per example, z [k, batch, latent]; got {tuple(t.z.shape)}")
+        raise ValueError(f"objective 'iwae' needs k samples per example, z [k, batch, latent]; "
+                         f"got {tuple(t.z.shape)}")
     k = t.recon.shape[0]
     log_w = -t.recon + 0.5 * (t.eps * t.eps - t.z * t.z + t.logvar).sum(-1)
     total = -(torch.logsumexp(log_w, 0) - math.log(k))
     recon = t.recon.mean(0)
-    return _result(recon, t.kl, torch.zeros((), dtype=recon.dtype, device=recon.device), total)
+    return _result(recon, t.kl, None, total)
 
 
 OBJECTIVES: dict[str, Callable[[PerExample, Weights], Loss]] = {"elbo": elbo, "mmd": infovae, "iwae": iwae}
