@@ -44,7 +44,7 @@ def torch_run(name: str, x: dict[str, np.ndarray]):
     loss, out = to.objective(objective, terms, Weights(prior_z=t["prior_z"], **spec))
     loss.backward()
     grads = {k: t[k].grad.numpy() if t[k].grad is not None else np.zeros_like(x[k]) for k in GRAD_INPUTS}
-    return float(loss), {k: v.detach().numpy() for k, v in out.items()}, grads
+    return float(loss.detach()), {k: v.detach().numpy() for k, v in out.items()}, grads
 
 
 def jax_run(name: str, x: dict[str, np.ndarray]):
