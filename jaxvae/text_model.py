@@ -23,16 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxvae import objectives
 from jaxvae.layers import flat_matmul
-from jaxvae.mmd import mmd
+from jaxvae.objectives import PerExample
 from jaxvae.posterior import PosteriorHead
 from jaxvae.rnn import make_rnn
 from vaecore import rng
-from vaecore.config import TEXT_LOSSES
+from vaecore.objectives import Weights
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
-
-OBJECTIVES = TEXT_LOSSES
 
 
 def _symmetric_uniform(bound: float, param_dtype):
@@ -261,62 +260,46 @@ def sentence_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The sentence VAE's objective -> (batch-mean loss, per-example terms [B]).
 
-    tokens [B, T], lengths [B]: a ``TextBatch``; eps: [B, latent] standard-normal noise;
-    word_mask: [B, T-1] bool or None; prior_z: [M, latent] prior samples (objective "mmd").
+    tokens [B, T], lengths [B]: a ``TextBatch``; eps: [B, latent] standard-normal noise ([k, B, latent]
+    for k importance samples); word_mask: [B, T-1] bool or None; prior_z: [M, latent] prior samples
+    (objective "mmd"). The objective is ``jaxvae.objectives``'s (the ELBO, InfoVAE, the IWAE bound) of
+    the text task's terms (``sentence_terms``), with the KL weighed by ``kl_weight`` (its schedule; may
+    be a traced scalar in JAX) and made the free-bits KL (``free_bits_kl``). Terms per sentence:
 
-    - ``recon``: token cross-entropy summed over each sentence, the <eos> target included;
+    - ``recon``: token cross-entropy summed over each sentence, the <eos> target included (the mean
+      over the k samples for the IWAE);
     - ``kl``: the true analytic KL(q(z|x) || N(0, I)), summed over latent dimensions;
     - ``mmd``: MMD(z, prior_z) of the batch (z sampled from q(z|x) with eps), broadcast; 0 for elbo;
-    - ``total``: what is optimised, per example, with KL_fb the free-bits KL (``free_bits_kl``):
-        elbo: recon + kl_weight * KL_fb
-        mmd:  recon + kl_weight * (1 - alpha) * KL_fb + (alpha + lam - 1) * MMD   (InfoVAE)
-    The loss is ``mean(total)``. kl_weight may be a traced scalar (annealing without recompiles).
+    - ``total``: what is optimised, per example. The loss is ``mean(total)``.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     logits, mean, logvar, z = model(tokens, lengths, eps, word_mask)
-    if objective == "iwae":
-        return sentence_iwae(logits, mean, logvar, z, eps, tokens, lengths)
-    return sentence_objective(logits, mean, logvar, z, tokens, lengths, kl_weight=kl_weight, free_bits=free_bits,
-                              objective=objective, alpha=alpha, lam=lam, prior_z=prior_z, mmd_kwargs=mmd_kwargs)
+    return sentence_objective(logits, mean, logvar, z, tokens, lengths, eps=eps, kl_weight=kl_weight,
+                              free_bits=free_bits, objective=objective, alpha=alpha, lam=lam, prior_z=prior_z,
+                              mmd_kwargs=mmd_kwargs)
+
+
+def sentence_terms(logits: jax.Array, mean: jax.Array, logvar: jax.Array, z: jax.Array, eps: jax.Array | None,
+                   tokens: jax.Array, lengths: jax.Array, free_bits: float = 0.0) -> PerExample:
+    """The text task's per-example terms from the model's outputs: the token NLL summed per sentence
+    (per sample: [k, B] when z is [k, B, latent]), the analytic KL and the free-bits KL that is optimised.
+    logits [B, T-1, vocab] ([k * B, T-1, vocab], sample-major rows, with k samples); mean, logvar [B, latent]."""
+    if z.ndim == 3:  # k samples per sentence: the decoder read every sentence k times
+        k, b = z.shape[0], z.shape[1]
+        recon = token_nll(logits, jnp.tile(tokens, (k, 1)), jnp.tile(lengths, k)).reshape(k, b)
+    else:
+        recon = token_nll(logits, tokens, lengths)
+    kl_dims = gaussian_kl_per_dim(mean, logvar)
+    return PerExample(recon, jnp.sum(kl_dims, axis=1), free_bits_kl(kl_dims, free_bits), z, eps, logvar)
 
 
 def sentence_objective(
     logits: jax.Array, mean: jax.Array, logvar: jax.Array, z: jax.Array, tokens: jax.Array, lengths: jax.Array, *,
-    kl_weight: float | jax.Array = 1.0, free_bits: float = 0.0, objective: str = "elbo", alpha: float = 0.0,
-    lam: float = 1.0, prior_z: jax.Array | None = None, mmd_kwargs: dict | None = None,
+    eps: jax.Array | None = None, kl_weight: float | jax.Array = 1.0, free_bits: float = 0.0, objective: str = "elbo",
+    alpha: float = 0.0, lam: float = 1.0, prior_z: jax.Array | None = None, mmd_kwargs: dict | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """``sentence_loss`` from the model's outputs (logits [B, T-1, vocab]; mean, logvar, z [B, latent])."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
-    recon = token_nll(logits, tokens, lengths)
-    kl_dims = gaussian_kl_per_dim(mean, logvar)
-    kl = jnp.sum(kl_dims, axis=1)
-    kl_term = free_bits_kl(kl_dims, free_bits)
-    if objective == "elbo":
-        mmd_value = jnp.zeros((), recon.dtype)
-        total = recon + kl_weight * kl_term
-    else:
-        if prior_z is None:
-            raise ValueError("objective 'mmd' needs prior_z, samples of the prior [M, latent]")
-        mmd_value = mmd(z, prior_z, **(mmd_kwargs or {}))
-        total = recon + kl_weight * (1.0 - alpha) * kl_term + (alpha + lam - 1.0) * mmd_value
-    terms = {"recon": recon, "kl": kl, "mmd": jnp.broadcast_to(mmd_value, recon.shape), "total": total}
-    return jnp.mean(total), terms
-
-
-def sentence_iwae(logits: jax.Array, mean: jax.Array, logvar: jax.Array, z: jax.Array, eps: jax.Array,
-                  tokens: jax.Array, lengths: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The importance-weighted bound of each sentence over k = eps.shape[0] samples; see
-    ``torchvae.text_model.sentence_iwae``."""
-    k, b = z.shape[0], z.shape[1]
-    recon_k = token_nll(logits, jnp.tile(tokens, (k, 1)), jnp.tile(lengths, k)).reshape(k, b)
-    log_w = -recon_k + 0.5 * jnp.sum(eps * eps - z * z + logvar, axis=-1)
-    total = -(jax.nn.logsumexp(log_w, axis=0) - math.log(k))
-    recon = jnp.mean(recon_k, axis=0)
-    terms = {"recon": recon, "kl": jnp.sum(gaussian_kl_per_dim(mean, logvar), axis=1), "mmd": jnp.zeros_like(recon),
-             "total": total}
-    return jnp.mean(total), terms
+    """``sentence_loss`` from the model's outputs (see ``sentence_terms``; ``eps``: the IWAE's)."""
+    terms = sentence_terms(logits, mean, logvar, z, eps, tokens, lengths, free_bits)
+    return objectives.objective(objective, terms, Weights(kl_weight, alpha, lam, prior_z, mmd_kwargs or {}))
 
 
 @nnx.jit

@@ -26,6 +26,7 @@ from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from jaxvae.train import adam, adam_update, new_model
 from vaecore import rng, rundir
 from vaecore.config import RunConfig
+from vaecore.objectives import draws_prior, noise_shape
 from vaecore.text_config import DECODER_REINIT_MODULES, module_side
 from vaecore.text_data import TextBatch
 
@@ -57,11 +58,10 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg: RunConfig, 
         if inner:
             key = jax.random.fold_in(jax.random.fold_in(key, rng.INNER), inner_index)
         k_eps, k_mask, k_prior, k_dropout = jax.random.split(key, 4)
-        shape = (tokens.shape[0], mc.latent_dim)
-        # the IWAE: k posterior samples per sentence
-        eps = jax.random.normal(k_eps, (lc.iw_samples, *shape) if lc.objective == "iwae" else shape, dtype)
+        # [k, batch, latent] for k importance samples per sentence
+        eps = jax.random.normal(k_eps, noise_shape(lc, tokens.shape[0], mc.latent_dim), dtype)
         word_mask = jax.random.bernoulli(k_mask, mc.word_dropout, (tokens.shape[0], tokens.shape[1] - 1))
-        prior_z = jax.random.normal(k_prior, shape, dtype) if lc.objective == "mmd" else None
+        prior_z = jax.random.normal(k_prior, (tokens.shape[0], mc.latent_dim), dtype) if draws_prior(lc) else None
 
         # embedding dropout draws from the model's RNG stream: reseed it so it is a function of (seed, step) too
         model = nnx.merge(graphdef, params, stats, rest)

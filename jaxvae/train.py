@@ -26,6 +26,7 @@ from jaxvae.parallel import Sharder
 from vaecore import rng, rundir
 from vaecore.config import LossConfig, RunConfig
 from vaecore.image_task import check_whole_model, steps_per_call, summarize
+from vaecore.objectives import noise_shape
 
 
 def _noise(key: jax.Array, shape: tuple[int, ...], dtype) -> tuple[jax.Array, jax.Array]:
@@ -40,9 +41,7 @@ def make_step(graphdef, tx: optax.GradientTransformation, loss_cfg: LossConfig, 
     ``lr_scale`` are constants of it."""
 
     def one_step(params, opt_state, stats, key, x, step):
-        shape = (x.shape[0], latent_dim)
-        if loss_cfg.objective == "iwae":  # k posterior samples per image
-            shape = (loss_cfg.iw_samples, *shape)
+        shape = noise_shape(loss_cfg, x.shape[0], latent_dim)  # [k, batch, latent] for k importance samples
         eps, prior_z = _noise(jax.random.fold_in(key, step), shape, x.dtype)
 
         def loss_fn(p):

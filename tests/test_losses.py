@@ -9,6 +9,7 @@ import jaxvae.losses as jl
 import torchvae.losses as tl
 from tests.mmd_reference import mmd as mmd_reference
 from vaecore.config import LossConfig
+from vaecore.objectives import Weights, draws_prior, importance_samples, noise_shape
 
 rng = np.random.default_rng(0)
 LOGITS = rng.normal(0, 8, (5, 30))
@@ -46,24 +47,80 @@ def test_bernoulli_from_logits_is_stable(backend):
     np.testing.assert_allclose(out, [400.0], rtol=1e-5)
 
 
+def backend_modules(backend: str):
+    """(objectives module, array constructor, relative tolerance) of a backend: torch in float64, JAX in
+    float32 (x64 is off in this suite)."""
+    import jaxvae.objectives as jo
+    import torchvae.objectives as to
+
+    return (to, torch.tensor, 1e-12) if backend == "torch" else (jo, jnp.asarray, 2e-5)
+
+
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_objectives_weight_the_terms(backend):
-    mod, arr = (tl, torch.tensor) if backend == "torch" else (jl, jnp.asarray)
-    recon, kl = rng.random(6) * 100, rng.random(6) * 10
+    """The ELBO and InfoVAE of the shared objectives module against numpy: the reported ``kl`` and the
+    optimised ``kl_term`` (the text task's free bits) are separate inputs, and the KL weight scales
+    InfoVAE's KL term too (issue 14: it was ignored)."""
+    mod, arr, tol = backend_modules(backend)
+    recon, kl, kl_term = rng.random(6) * 100, rng.random(6) * 10, rng.random(6) * 10 + 1.0
     z, prior = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
-    loss, terms = mod.combine(arr(recon), arr(kl), arr(z), None, LossConfig(objective="elbo", kl_weight=0.25))
-    np.testing.assert_allclose(np.asarray(terms["total"]), recon + 0.25 * kl, rtol=1e-5)
-    np.testing.assert_allclose(float(loss), (recon + 0.25 * kl).mean(), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(terms["neg_elbo"]), recon + kl, rtol=1e-5)
-    cfg = LossConfig(objective="mmd", alpha=0.3, lam=50.0, kernel="rbf", bandwidth=1.5)
-    loss, terms = mod.combine(arr(recon), arr(kl), arr(z), arr(prior), cfg)
+    terms_in = mod.PerExample(arr(recon), arr(kl), arr(kl_term), arr(z), arr(z), arr(z))
+    loss, terms = mod.objective("elbo", terms_in, Weights(kl_weight=0.25))
+    np.testing.assert_allclose(np.asarray(terms["total"]), recon + 0.25 * kl_term, rtol=tol)
+    np.testing.assert_allclose(float(loss), (recon + 0.25 * kl_term).mean(), rtol=tol)
+    np.testing.assert_allclose(np.asarray(terms["kl"]), kl, rtol=tol)
+    assert list(terms) == ["recon", "kl", "mmd", "total"] and np.all(np.asarray(terms["mmd"]) == 0.0)
+    mmd_kwargs = {"kernel": "rbf", "bandwidth": 1.5, "estimator": "unbiased"}
     m = mmd_reference(z, prior, kernel="rbf", bandwidth=1.5, estimator="unbiased")
-    np.testing.assert_allclose(np.asarray(terms["mmd"]), np.full(6, m), rtol=1e-5)
-    np.testing.assert_allclose(float(loss), (recon + 0.7 * kl).mean() + 49.3 * m, rtol=1e-5)
-    # the KL weight scales InfoVAE's KL term too, as in the text objective (issue 14: it was ignored)
-    cfg = LossConfig(objective="mmd", alpha=0.3, lam=50.0, kernel="rbf", bandwidth=1.5, kl_weight=0.5)
-    loss, terms = mod.combine(arr(recon), arr(kl), arr(z), arr(prior), cfg)
-    np.testing.assert_allclose(float(loss), (recon + 0.5 * 0.7 * kl).mean() + 49.3 * m, rtol=1e-5)
+    for kl_weight in (1.0, 0.5):
+        weights = Weights(kl_weight=kl_weight, alpha=0.3, lam=50.0, prior_z=arr(prior), mmd=mmd_kwargs)
+        loss, terms = mod.objective("mmd", terms_in, weights)
+        np.testing.assert_allclose(np.asarray(terms["mmd"]), np.full(6, m), rtol=tol)
+        np.testing.assert_allclose(float(loss), (recon + kl_weight * 0.7 * kl_term).mean() + 49.3 * m, rtol=tol)
+    with pytest.raises(ValueError, match="needs prior_z"):
+        mod.objective("mmd", terms_in, Weights())
+    with pytest.raises(ValueError, match="objective must be one of"):
+        mod.objective("elbo2", terms_in, Weights())
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_iwae_objective_against_numpy(backend):
+    """The IWAE bound of the shared module from per-sample reconstructions, against the densities
+    written out in numpy: -log (1/k) sum_i p(x|z_i) N(z_i; 0, I) / N(z_i; mean, sigma^2)."""
+    mod, arr, tol = backend_modules(backend)
+    k, b, d = 4, 3, 2
+    recon_k, mean, logvar = rng.random((k, b)) * 50, rng.normal(size=(b, d)), rng.normal(size=(b, d))
+    eps = rng.normal(size=(k, b, d))
+    z = mean + np.exp(0.5 * logvar) * eps
+    kl = np_kl(mean, logvar)
+    loss, terms = mod.objective("iwae", mod.PerExample(*(arr(a) for a in (recon_k, kl, kl, z, eps, logvar))),
+                                Weights())
+    sigma = np.exp(0.5 * logvar)
+    log_pz = (-0.5 * z**2 - 0.5 * np.log(2 * np.pi)).sum(-1)
+    log_qz = (-0.5 * ((z - mean) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)).sum(-1)
+    log_w = -recon_k + log_pz - log_qz
+    want = -(np.log(np.exp(log_w - log_w.max(0)).mean(0)) + log_w.max(0))
+    np.testing.assert_allclose(np.asarray(terms["total"]), want, rtol=tol)
+    np.testing.assert_allclose(float(loss), want.mean(), rtol=tol)
+    np.testing.assert_allclose(np.asarray(terms["recon"]), recon_k.mean(0), rtol=tol)
+    with pytest.raises(ValueError, match="k samples per example"):
+        mod.objective("iwae", mod.PerExample(*(arr(a) for a in (recon_k[0], kl, kl, z[0], eps[0], logvar))),
+                      Weights())
+
+
+def test_the_noise_of_an_objective_is_decided_once():
+    """``vaecore.objectives``: k posterior samples (a leading axis) for the IWAE only, prior samples
+    for InfoVAE only; every engine asks these."""
+    iwae = LossConfig(objective="iwae", iw_samples=5)
+    assert importance_samples(iwae) == 5 and noise_shape(iwae, 7, 3) == (5, 7, 3)
+    assert importance_samples(LossConfig(objective="iwae")) == 1 and noise_shape(LossConfig(objective="iwae"), 7, 3) == (1, 7, 3)
+    for name in ("elbo", "mmd"):
+        assert importance_samples(LossConfig(objective=name)) is None
+        assert noise_shape(LossConfig(objective=name), 7, 3) == (7, 3)
+    assert [draws_prior(LossConfig(objective=n)) for n in ("elbo", "mmd", "iwae")] == [False, True, False]
+    weights = Weights.of(LossConfig(objective="mmd", alpha=0.5, lam=10.0, kernel="rbf", kl_weight=0.5), prior_z=3)
+    assert (weights.kl_weight, weights.alpha, weights.lam, weights.prior_z) == (0.5, 0.5, 10.0, 3)
+    assert weights.mmd == {"kernel": "rbf", "bandwidth": "2d", "estimator": "unbiased"}
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])

@@ -110,11 +110,8 @@ def test_torch_packed_training_loss_equals_the_full_logits(name, objective):
     def run(packed: bool):
         vae.zero_grad()
         logits, mean, logvar, z = vae(tokens, lengths, eps, word_mask, masks, packed=packed)
-        if objective == "iwae":
-            loss, terms = ttm.sentence_iwae(logits, mean, logvar, z, eps, tokens, lengths)
-        else:
-            mk = {key: kwargs[key] for key in ("kl_weight", "free_bits", "objective", "alpha", "lam", "prior_z")}
-            loss, terms = ttm.sentence_objective(logits, mean, logvar, z, tokens, lengths, **mk)
+        mk = {key: kwargs[key] for key in ("kl_weight", "free_bits", "objective", "alpha", "lam", "prior_z")}
+        loss, terms = ttm.sentence_objective(logits, mean, logvar, z, tokens, lengths, eps=eps, **mk)
         loss.backward()
         return logits.shape, float(loss.detach()), {n: v.detach().numpy() for n, v in terms.items()}, \
             {n: p.grad.clone().numpy() for n, p in vae.named_parameters() if p.grad is not None}

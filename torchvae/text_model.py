@@ -16,7 +16,6 @@ RNG (parity tests run the model in evaluation mode).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -25,15 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from torchvae import parallel
-from torchvae.mmd import mmd
+from torchvae import objectives, parallel
+from torchvae.objectives import PerExample
 from torchvae.posterior import PosteriorHead
 from vaecore import rng
-from vaecore.config import TEXT_LOSSES
+from vaecore.objectives import Weights
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
 
-OBJECTIVES = TEXT_LOSSES
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
@@ -261,66 +259,49 @@ def sentence_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The sentence VAE's objective -> (batch-mean loss, per-example terms [B]).
 
-    tokens [B, T], lengths [B]: a ``TextBatch``; eps: [B, latent] standard-normal noise;
-    word_mask: [B, T-1] bool or None; prior_z: [M, latent] prior samples (objective "mmd").
+    tokens [B, T], lengths [B]: a ``TextBatch``; eps: [B, latent] standard-normal noise ([k, B, latent]
+    for k importance samples); word_mask: [B, T-1] bool or None; prior_z: [M, latent] prior samples
+    (objective "mmd"). The objective is ``torchvae.objectives``'s (the ELBO, InfoVAE, the IWAE bound) of
+    the text task's terms (``sentence_terms``), with the KL weighed by ``kl_weight`` (its schedule)
+    and made the free-bits KL (``free_bits_kl``). Terms per sentence:
 
-    - ``recon``: token cross-entropy summed over each sentence, the <eos> target included;
+    - ``recon``: token cross-entropy summed over each sentence, the <eos> target included (the mean
+      over the k samples for the IWAE);
     - ``kl``: the true analytic KL(q(z|x) || N(0, I)), summed over latent dimensions;
     - ``mmd``: MMD(z, prior_z) of the batch (z sampled from q(z|x) with eps), broadcast; 0 for elbo;
-    - ``total``: what is optimised, per example, with KL_fb the free-bits KL (``free_bits_kl``):
-        elbo: recon + kl_weight * KL_fb
-        mmd:  recon + kl_weight * (1 - alpha) * KL_fb + (alpha + lam - 1) * MMD   (InfoVAE)
-    The loss is ``mean(total)``.
+    - ``total``: what is optimised, per example. The loss is ``mean(total)``.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     logits, mean, logvar, z = model(tokens, lengths, eps, word_mask, dropout_masks, packed=True)
-    if objective == "iwae":
-        return sentence_iwae(logits, mean, logvar, z, eps, tokens, lengths)
-    return sentence_objective(logits, mean, logvar, z, tokens, lengths, kl_weight=kl_weight, free_bits=free_bits,
-                              objective=objective, alpha=alpha, lam=lam, prior_z=prior_z, mmd_kwargs=mmd_kwargs)
+    return sentence_objective(logits, mean, logvar, z, tokens, lengths, eps=eps, kl_weight=kl_weight,
+                              free_bits=free_bits, objective=objective, alpha=alpha, lam=lam, prior_z=prior_z,
+                              mmd_kwargs=mmd_kwargs)
+
+
+def sentence_terms(logits: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor,
+                   eps: torch.Tensor | None, tokens: torch.Tensor, lengths: torch.Tensor,
+                   free_bits: float = 0.0) -> PerExample:
+    """The text task's per-example terms from the model's outputs: the token NLL summed per sentence
+    (per sample: [k, B] when z is [k, B, latent]), the analytic KL and the free-bits KL that is optimised.
+    logits [B, T-1, vocab] ([k * B, T-1, vocab], sample-major rows, with k samples) or packed
+    (``token_nll``); mean, logvar [B, latent]."""
+    if z.dim() == 3:  # k samples per sentence: the decoder read every sentence k times
+        k, b = z.shape[0], z.shape[1]
+        recon = token_nll(logits, tokens.repeat(k, 1), lengths.repeat(k)).reshape(k, b)
+    else:
+        recon = token_nll(logits, tokens, lengths)
+    kl_dims = gaussian_kl_per_dim(mean, logvar)
+    return PerExample(recon, kl_dims.sum(1), free_bits_kl(kl_dims, free_bits), z, eps, logvar)
 
 
 def sentence_objective(
-    logits: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, *,
-    kl_weight: float = 1.0, free_bits: float = 0.0, objective: str = "elbo", alpha: float = 0.0,
-    lam: float = 1.0, prior_z: torch.Tensor | None = None, mmd_kwargs: dict | None = None,
+    logits: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, tokens: torch.Tensor,
+    lengths: torch.Tensor, *,
+    eps: torch.Tensor | None = None, kl_weight: float = 1.0, free_bits: float = 0.0, objective: str = "elbo",
+    alpha: float = 0.0, lam: float = 1.0, prior_z: torch.Tensor | None = None, mmd_kwargs: dict | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``sentence_loss`` from the model's outputs (logits [B, T-1, vocab] or packed [N, vocab], see
-    ``token_nll``; mean, logvar, z [B, latent])."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
-    recon = token_nll(logits, tokens, lengths)
-    kl_dims = gaussian_kl_per_dim(mean, logvar)
-    kl = kl_dims.sum(1)
-    kl_term = free_bits_kl(kl_dims, free_bits)
-    if objective == "elbo":
-        mmd_value = torch.zeros((), dtype=recon.dtype, device=recon.device)
-        total = recon + kl_weight * kl_term
-    else:
-        if prior_z is None:
-            raise ValueError("objective 'mmd' needs prior_z, samples of the prior [M, latent]")
-        mmd_value = mmd(parallel.gather_rows(z), prior_z, **(mmd_kwargs or {}))  # the global batch's z
-        total = recon + kl_weight * (1.0 - alpha) * kl_term + (alpha + lam - 1.0) * mmd_value
-    terms = {"recon": recon, "kl": kl, "mmd": mmd_value.expand_as(recon), "total": total}
-    return total.mean(), terms
-
-
-def sentence_iwae(logits: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, eps: torch.Tensor,
-                  tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The importance-weighted bound (Burda et al. 2015) of each sentence from k = eps.shape[0]
-    samples of q(z|x): total = -(logsumexp_i log w_i - log k), log w_i = log p(x|z_i) + log p(z_i)
-    - log q(z_i|x) = -recon_i + sum_d (eps^2 - z^2 + logvar) / 2. Terms per sentence: total, recon
-    (the mean over the k samples), the analytic kl, mmd 0. logits [k * B, T-1, vocab] (or packed,
-    see ``token_nll``), z and eps [k, B, latent]."""
-    k, b = z.shape[0], z.shape[1]
-    recon_k = token_nll(logits, tokens.repeat(k, 1), lengths.repeat(k)).reshape(k, b)
-    log_w = -recon_k + 0.5 * (eps * eps - z * z + logvar).sum(-1)
-    total = -(torch.logsumexp(log_w, 0) - math.log(k))
-    recon = recon_k.mean(0)
-    terms = {"recon": recon, "kl": gaussian_kl_per_dim(mean, logvar).sum(1), "mmd": torch.zeros_like(recon),
-             "total": total}
-    return total.mean(), terms
+    """``sentence_loss`` from the model's outputs (see ``sentence_terms``; ``eps``: the IWAE's)."""
+    terms = sentence_terms(logits, mean, logvar, z, eps, tokens, lengths, free_bits)
+    return objectives.objective(objective, terms, Weights(kl_weight, alpha, lam, prior_z, mmd_kwargs or {}))
 
 
 @torch.no_grad()

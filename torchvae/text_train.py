@@ -19,6 +19,7 @@ from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
 from torchvae.train import adam
 from vaecore import rng, rundir
 from vaecore.config import RunConfig
+from vaecore.objectives import draws_prior, importance_samples, noise_shape
 from vaecore.text_config import DECODER_REINIT_MODULES, module_side
 from vaecore.text_data import TextBatch
 
@@ -65,18 +66,17 @@ class TorchTextEngine:
         tokens = torch.as_tensor(rows(batch.tokens), device=dev)
         lengths = torch.as_tensor(rows(batch.lengths), device=dev)
         size, steps = batch.tokens.shape[0], batch.tokens.shape[1] - 1  # the global batch's
-        shape = (size, mc.latent_dim)
-        samples = lc.iw_samples if lc.objective == "iwae" else None  # k posterior samples per sentence
+        samples = importance_samples(lc)  # k posterior samples per sentence, or None
         noise = self._noise_id(step, inner)
         # drawn on the CPU from seeded generators for the global batch, then this process's rows moved:
         # the same numbers on every device and for every number of processes
-        eps = torch.randn(shape if samples is None else (samples, *shape), generator=self._generator(*noise, rng.EPS),
+        eps = torch.randn(noise_shape(lc, size, mc.latent_dim), generator=self._generator(*noise, rng.EPS),
                           dtype=self.dtype)
         eps = (rows(eps) if samples is None else rows(eps.transpose(0, 1)).transpose(0, 1)).to(dev)
         word_mask = rows(torch.rand((size, steps), generator=self._generator(*noise, rng.WORD_MASK))
                          < mc.word_dropout).to(dev)
-        prior_z = (torch.randn(shape, generator=self._generator(*noise, rng.PRIOR), dtype=self.dtype).to(dev)
-                   if lc.objective == "mmd" else None)
+        prior_z = (torch.randn((size, mc.latent_dim), generator=self._generator(*noise, rng.PRIOR), dtype=self.dtype).to(dev)
+                   if draws_prior(lc) else None)
         self._model.train()
         self.opt.zero_grad(set_to_none=True)
         loss, terms = sentence_loss(self._train_model, tokens, lengths, eps, word_mask, kl_weight=kl_weight,

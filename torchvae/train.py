@@ -19,6 +19,7 @@ from torchvae.mmd import mmd
 from vaecore import rng, rundir
 from vaecore.config import RunConfig
 from vaecore.image_task import check_whole_model, summarize
+from vaecore.objectives import draws_prior, noise_shape
 
 
 def adam(params, tc) -> torch.optim.Adam:
@@ -69,12 +70,10 @@ class TorchEngine:
         """One Adam step on images ``batch`` (the ``vaecore.driver.Engine`` protocol)."""
         check_whole_model(part, inner)
         x = parallel.my_rows(batch)  # this process's shard of the global batch
-        shape = (len(batch), self.cfg.model.latent_dim)
-        if self.cfg.loss.objective == "iwae":  # k posterior samples per image
-            shape = (self.cfg.loss.iw_samples, *shape)
+        shape = noise_shape(self.cfg.loss, len(batch), self.cfg.model.latent_dim)  # [k, ...]: k importance samples
         eps = self._normal(shape, step, rng.EPS)
         # the MMD compares the global batch's z with all the prior draws
-        prior_z = self._normal(shape, step, rng.PRIOR, rows=False) if self.cfg.loss.objective == "mmd" else None
+        prior_z = self._normal(shape, step, rng.PRIOR, rows=False) if draws_prior(self.cfg.loss) else None
         self._model.train()
         self.opt.zero_grad(set_to_none=True)
         loss_cfg = self.cfg.loss if kl_weight == self.cfg.loss.kl_weight else dataclasses.replace(
