@@ -4,7 +4,7 @@
                                      [--part all|encoder|decoder] [flags of train.py's text model, e.g. --rnn gru]   (from the repo root)
 
 Builds the run config as ``train.py --task text`` does (``vaecore.options``, the same defaults and
-flags), the backend's text engine (``jaxvae.engine("text")`` / ``torchvae``), and calls its
+flags), the backend's text engine (``twinvae.backends.backend_package(B).engine("text")``), and calls its
 ``train_step`` on the first ``--steps`` batches of epoch 0, after one warm-up step per distinct padded
 length among them (for JAX, the compilations). Prints target tokens/s, ms per step, the fraction of
 the limit (``bench.peak``'s 2048 matmul, measured in a child process on ``--threads`` CPUs) and the minor
@@ -76,9 +76,9 @@ def main() -> None:
                           min_freq=cfg.text_train.min_freq, max_size=cfg.text_train.max_vocab)
     cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=len(data.vocab)))
     limit = peak.measure(args.backend, args.threads)
-    import importlib
+    from twinvae.backends import backend_package
 
-    engine = importlib.import_module(f"{args.backend}vae").engine("text")(cfg, workdir)
+    engine = backend_package(args.backend).engine("text")(cfg, workdir)
     order = list(data.splits["train"].batches(cfg.train.batch_size, seed=0, epoch=0, drop_last=True))
     timed = order[: args.steps]
     warm = {b.tokens.shape[1]: b for b in timed}

@@ -184,10 +184,12 @@ class TextModel:
 def load_model(cfg: RunConfig, workdir: Path):
     """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
     checkpoint, and that checkpoint's step, restored through the task's engine (the public
-    ``jaxvae.engine``). Raises FileNotFoundError when there is none readable."""
-    from jaxvae import engine as engine_of
+    the training engine). Raises FileNotFoundError when there is none readable."""
+    from jaxvae.text_train import JaxTextEngine
+    from jaxvae.train import JaxEngine
 
-    engine = engine_of(cfg.task)(cfg, Path(workdir), restoring=True)  # the engine reads the checkpoints it writes
+    engine_class = {"mnist": JaxEngine, "text": JaxTextEngine}[cfg.task]  # as backend.BACKEND.engine
+    engine = engine_class(cfg, Path(workdir), restoring=True)  # the engine reads the checkpoints it writes
     meta = engine.restore()
     if meta is None:
         raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / rundir.CHECKPOINTS}")

@@ -160,10 +160,12 @@ class TextModel:
 def load_model(cfg: RunConfig, workdir: Path):
     """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
     checkpoint, and that checkpoint's step, restored through the task's engine (the public
-    ``torchvae.engine``). Raises FileNotFoundError when there is none readable."""
-    from torchvae import engine as engine_of
+    the training engine). Raises FileNotFoundError when there is none readable."""
+    from torchvae.text_train import TorchTextEngine
+    from torchvae.train import TorchEngine
 
-    engine = engine_of(cfg.task)(cfg, Path(workdir), restoring=True)  # the engine reads the checkpoints it writes
+    engine_class = {"mnist": TorchEngine, "text": TorchTextEngine}[cfg.task]  # as backend.BACKEND.engine
+    engine = engine_class(cfg, Path(workdir), restoring=True)  # the engine reads the checkpoints it writes
     meta = engine.restore()
     if meta is None:
         raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / rundir.CHECKPOINTS}")

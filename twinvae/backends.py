@@ -23,17 +23,17 @@ def check_backend(backend: str) -> None:
 
 
 def backend_package(backend: str):
-    """The backend object (``jaxvae.BACKEND`` or ``torchvae.BACKEND``), imported only when asked for; its
+    """The backend object (``jaxvae.backend.BACKEND`` or ``torchvae.backend.BACKEND``), imported only when asked for; its
     entry points (``engine``, ``parallel``, ``evaluation``, ``decoding``, ``params``) import their
     modules on first use."""
     check_backend(backend)
     if backend == "jax":
-        import jaxvae
+        from jaxvae.backend import BACKEND
 
-        return jaxvae.BACKEND
-    import torchvae
+        return BACKEND
+    from torchvae.backend import BACKEND
 
-    return torchvae.BACKEND
+    return BACKEND
 
 
 def module(backend: str, name: str):

@@ -1,0 +1,48 @@
+"""The jax backend's entry points, one object (``BACKEND``): ``engine(task)``, the training engine
+of a task (``vaecore.driver.Engine``); ``parallel``, the device layout of a run; ``evaluation``,
+``load_model`` and the evaluation kernels (``vaecore.evaluation.EvalBackend``); ``decoding``, the
+greedy, beam and sampled decodings of the sentence VAE; ``params``, ``export_params`` /
+``import_params`` (the canonical weights that move between backends). Each imports its module when
+first used, and no module of the backend imports this one, so the package has no import cycle."""
+
+from __future__ import annotations
+
+
+class Backend:
+    """The jax backend's entry points (``vaecore.evaluation`` and ``twinvae`` reach a backend only here)."""
+
+    name = "jax"
+
+    def engine(self, task: str):
+        """The engine class of ``task`` (a name of ``vaecore.tasks.REGISTRY``)."""
+        from jaxvae.text_train import JaxTextEngine
+        from jaxvae.train import JaxEngine
+
+        return {"mnist": JaxEngine, "text": JaxTextEngine}[task]
+
+    @property
+    def parallel(self):
+        import jaxvae.parallel as module
+
+        return module
+
+    @property
+    def evaluation(self):
+        import jaxvae.evaluation as module
+
+        return module
+
+    @property
+    def decoding(self):
+        import jaxvae.decoding as module
+
+        return module
+
+    @property
+    def params(self):
+        import jaxvae.params as module
+
+        return module
+
+
+BACKEND = Backend()
