@@ -37,9 +37,9 @@ def _compiled(graphdef):
     """Jitted (initial state, step, beam reordering, greedy loop) for a model structure, compiled once
     per structure and shape."""
 
-    @jax.jit
-    def init(state, z):
-        return nnx.merge(graphdef, state).initial_state(z)
+    @functools.partial(jax.jit, static_argnums=2)
+    def init(state, z, max_len):
+        return nnx.merge(graphdef, state).initial_state(z, max_len)
 
     @jax.jit
     def step(state, token, dec_state, z):
@@ -63,7 +63,7 @@ def _compiled(graphdef):
             return (token, dec_state), token
 
         start = jnp.full((z.shape[0],), BOS_ID, jnp.int32)
-        _, tokens = jax.lax.scan(body, (start, model.initial_state(z)), None, length=max_len)
+        _, tokens = jax.lax.scan(body, (start, model.initial_state(z, max_len)), None, length=max_len)
         return tokens
 
     @functools.partial(jax.jit, static_argnums=4)
@@ -83,7 +83,7 @@ def _compiled(graphdef):
             return (token, dec_state), token
 
         start = jnp.full((z.shape[0],), BOS_ID, jnp.int32)
-        _, tokens = jax.lax.scan(body, (start, model.initial_state(z)), uniforms.T)
+        _, tokens = jax.lax.scan(body, (start, model.initial_state(z, uniforms.shape[0])), uniforms.T)
         return tokens
 
     @functools.partial(jax.jit, static_argnums=(3, 4))
@@ -145,7 +145,7 @@ def _compiled(graphdef):
         fin = (jnp.full((B, slots), -jnp.inf, z.dtype), jnp.zeros((B, slots, max_len), jnp.int32),
                jnp.zeros((B, slots), jnp.int32), jnp.zeros((B,), jnp.int32))
         done = jnp.arange(B) >= rows
-        c = (jnp.asarray(0, jnp.int32), jnp.full((B * k,), BOS_ID, jnp.int32), model.initial_state(zk), scores,
+        c = (jnp.asarray(0, jnp.int32), jnp.full((B * k,), BOS_ID, jnp.int32), model.initial_state(zk, max_len), scores,
              jnp.zeros((B, k, max_len), jnp.int32), fin, done)
         *_, (f_scores, f_hist, f_len, _), _ = jax.lax.while_loop(running, body, c)
         best = jnp.argmax(f_scores, axis=1)  # the first of the best
@@ -171,9 +171,9 @@ class _Stepper:
         z = np.asarray(z, self.dtype)
         return jnp.asarray(np.concatenate([z, np.zeros((padded_rows(len(z)) - len(z), z.shape[1]), z.dtype)]))
 
-    def start(self, z: np.ndarray):
+    def start(self, z: np.ndarray, max_len: int):
         z = self.padded_z(z)
-        return self._init(self.params, z), z
+        return self._init(self.params, z, max_len), z
 
     def step(self, tokens: np.ndarray, carry) -> tuple[np.ndarray, object]:
         dec_state, z = carry

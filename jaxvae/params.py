@@ -7,6 +7,7 @@ plus, for Flax's own layers, a transpose:
 - ``nnx.Linear.kernel`` ``(in, out)``           <-> ``weight`` ``(out, in)``
 - ``nnx.Conv.kernel``   ``(kh, kw, in, out)``   <-> ``weight`` ``(out, in, kh, kw)``
 - ``nnx.Embed.embedding`` ``(vocab, features)`` <-> ``weight`` (same layout)
+- ``nnx.LayerNorm.scale`` ``(features,)``        <-> ``weight``
 
 Parameters of the project's own modules (RNN cells, transposed convolutions) are stored in
 torch's layout already and pass through unchanged. Transposes are exact, so the round trip is too.
@@ -25,6 +26,7 @@ _RULES = {
     (nnx.Linear, "kernel"): ("weight", lambda a: a.T, lambda a: a.T),
     (nnx.Conv, "kernel"): ("weight", lambda a: a.transpose(3, 2, 0, 1), lambda a: a.transpose(2, 3, 1, 0)),
     (nnx.Embed, "embedding"): ("weight", lambda a: a, lambda a: a),
+    (nnx.LayerNorm, "scale"): ("weight", lambda a: a, lambda a: a),
 }
 
 

@@ -16,11 +16,9 @@ module's ``nnx.Rngs`` (parity tests run them off).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from jaxvae import objectives
@@ -28,10 +26,10 @@ from jaxvae.layers import flat_matmul
 from jaxvae.objectives import PerExample
 from jaxvae.posterior import PosteriorHead
 from jaxvae.rnn import make_rnn
-from vaecore import rng
+from jaxvae.transformer import TransformerDecoder
 from vaecore.objectives import Weights
 from vaecore.text_config import TextModelConfig
-from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
+from vaecore.text_data import BOS_ID, UNK_ID
 
 
 def _symmetric_uniform(bound: float, param_dtype):
@@ -52,7 +50,8 @@ def _torch_linear(n_in: int, n_out: int, rngs: nnx.Rngs, param_dtype) -> nnx.Lin
 
 class SentenceVAE(nnx.Module):
     """RNN encoder -> Gaussian q(z|x) -> RNN decoder conditioned on z (initial state, optionally
-    every step). ``param_dtype``: float32, or float64 under ``jax.enable_x64``."""
+    every step), or a Transformer decoder (``jaxvae.transformer``) that reads z as a memory, in its
+    input embeddings, or both. ``param_dtype``: float32, or float64 under ``jax.enable_x64``."""
 
     def __init__(self, config: TextModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         c = self.config = config.built()
@@ -70,10 +69,17 @@ class SentenceVAE(nnx.Module):
         self.to_logvar = _torch_linear(c.encoder_features, c.latent_dim, rngs, param_dtype)
         self.posterior = PosteriorHead(c.latent_dim, delta_rate=c.delta_rate, bn_gamma=c.bn_gamma,
                                        use_latent=c.use_latent, param_dtype=param_dtype)
-        self.latent_to_hidden = _torch_linear(c.latent_dim, c.decoder_state_size, rngs, param_dtype)
-        dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
-        self.decoder_rnn = make_rnn(c.rnn, dec_in, c.hidden_dim, c.num_layers, False, rngs=rngs,
-                                    param_dtype=param_dtype)
+        if c.decoder == "rnn":
+            self.latent_to_hidden = _torch_linear(c.latent_dim, c.decoder_state_size, rngs, param_dtype)
+            dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
+            self.decoder_rnn = make_rnn(c.rnn, dec_in, c.hidden_dim, c.num_layers, False, rngs=rngs,
+                                        param_dtype=param_dtype)
+        else:
+            self.decoder_transformer = TransformerDecoder(c, rngs=rngs, param_dtype=param_dtype)
+            if c.z_memory:
+                self.latent_to_memory = _torch_linear(c.latent_dim, c.hidden_dim, rngs, param_dtype)
+            if c.z_embedding:
+                self.latent_to_embedding = _torch_linear(c.latent_dim, c.hidden_dim, rngs, param_dtype)
         if c.tie_embeddings:
             if c.hidden_dim != c.embed_dim:
                 self.output_projection = _torch_linear(c.hidden_dim, c.embed_dim, rngs, param_dtype)
@@ -101,6 +107,8 @@ class SentenceVAE(nnx.Module):
     def decoder_states(self, inputs: jax.Array, z: jax.Array) -> jax.Array:
         """The teacher-forced decoder's outputs before the vocabulary layer, without dropout (evaluation):
         inputs [B, T_dec], z [B, latent] -> [B, T_dec, hidden]."""
+        if self.config.decoder == "transformer":
+            return self._transformer(self.embedding(inputs), z, dropout=False)
         out, _ = self.decoder_rnn(self._decoder_inputs(self.embedding(inputs), z), None, self.initial_state(z))
         return out
 
@@ -120,8 +128,29 @@ class SentenceVAE(nnx.Module):
         """What the decoder sees of z: z itself, or zeros for the language-model baseline."""
         return z if self.config.use_latent else jnp.zeros_like(z)
 
-    def initial_state(self, z: jax.Array):
-        """z: [B, latent] -> the decoder's initial state, [layers, B, H] (GRU) or a pair (LSTM)."""
+    def _z_maps(self, z: jax.Array) -> tuple[jax.Array | None, jax.Array | None]:
+        """A Transformer decoder's views of z [B, latent]: (memory, added embedding), each [B, hidden] or None."""
+        code = self._code(z)
+        return (self.latent_to_memory(code) if self.config.z_memory else None,
+                self.latent_to_embedding(code) if self.config.z_embedding else None)
+
+    def _transformer(self, emb: jax.Array, z: jax.Array, *, dropout: bool = True) -> jax.Array:
+        """Teacher-forced Transformer decoder: embeddings [B, T, embed] -> features [B, T, hidden]
+        (``dropout`` False: none, whatever the modules' mode, as ``decoder_states`` promises)."""
+        self.decoder_transformer.check_length(emb.shape[1])
+        memory, z_emb = self._z_maps(z)
+        x = self.decoder_transformer.inputs(emb, jnp.arange(emb.shape[1]), None if z_emb is None else z_emb[:, None])
+        if not dropout:
+            return self.decoder_transformer(x, memory, dropout=False)
+        return self.decoder_transformer(self.embedding_dropout(x), memory)
+
+    def initial_state(self, z: jax.Array, max_len: int | None = None):
+        """z: [B, latent] -> the decoder's initial state, [layers, B, H] (GRU) or a pair (LSTM); for a
+        Transformer an empty key/value cache for ``max_len`` steps (``TransformerDecoder.start``)."""
+        if self.config.decoder == "transformer":
+            if max_len is None:
+                raise ValueError("a Transformer decoder's state is a key/value cache: give max_len")
+            return self.decoder_transformer.start(z.shape[0], max_len, z.dtype)
         s = self.latent_to_hidden(self._code(z))
         if self.config.decoder_init_tanh:
             s = jnp.tanh(s)
@@ -142,12 +171,17 @@ class SentenceVAE(nnx.Module):
         Returns logits [B, T_dec, vocab]."""
         if word_mask is not None:
             inputs = jnp.where(word_mask & (inputs != BOS_ID), UNK_ID, inputs)
+        if self.config.decoder == "transformer":
+            return self.vocab_logits(self.output_dropout(self._transformer(self.embedding(inputs), z)))
         emb = self.embedding_dropout(self.embedding(inputs))
         out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), None, self.initial_state(z))
         return self.vocab_logits(self.output_dropout(out))
 
     def decoder_step(self, token: jax.Array, state, z: jax.Array):
         """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""
+        if self.config.decoder == "transformer":
+            features, state = self.decoder_transformer.step(self.embedding(token), state, *self._z_maps(z))
+            return self.vocab_logits(features), state
         emb = self.embedding(token)
         out, state = self.decoder_rnn.step(self._decoder_inputs(emb, z), state)
         return self.vocab_logits(out), state
@@ -300,42 +334,3 @@ def sentence_objective(
     """``sentence_loss`` from the model's outputs (see ``sentence_terms``; ``eps``: the IWAE's)."""
     terms = sentence_terms(logits, mean, logvar, z, eps, tokens, lengths, free_bits)
     return objectives.objective(objective, terms, Weights(kl_weight, alpha, lam, prior_z, mmd_kwargs or {}))
-
-
-@nnx.jit
-def _eval_terms(model: SentenceVAE, tokens, lengths, eps):
-    logits, mean, logvar, _ = model(tokens, lengths, eps)
-    return token_nll(logits, tokens, lengths).sum(), gaussian_kl_per_dim(mean, logvar).sum(), mean, logvar
-
-
-def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0,
-                  keep_posteriors: bool = False, shard=None) -> dict:
-    """Summed recon and KL over a split with one z ~ q(z|x) per sentence, no dropout.
-
-    Returns ``text_eval_summary``: recon, kl, neg_elbo (= recon + kl) per sentence, the sentence and
-    target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens); with
-    ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D]).
-    ``shard``: a ``jaxvae.parallel.Sharder`` that splits each batch across the devices."""
-    rows, fetch = (shard.rows, shard.fetch) if shard is not None else (jnp.asarray, np.asarray)
-    was_training = not model.embedding_dropout.deterministic
-    model.eval()
-    recon = kl = 0.0
-    sentences = tokens = 0
-    means, logvars = [], []
-    dtype = model.to_mean.kernel[...].dtype
-    try:
-        for i, b in enumerate(batches):
-            eps = rows(np.asarray(rng.eval_noise(seed, i, len(b.lengths), model.config.latent_dim), dtype))
-            r, k, mean, logvar = _eval_terms(model, rows(b.tokens), rows(b.lengths), eps)
-            recon, kl = recon + float(r), kl + float(k)
-            sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets
-            if keep_posteriors:
-                means.append(fetch(mean))
-                logvars.append(fetch(logvar))
-    finally:
-        if was_training:
-            model.train()
-    out = text_eval_summary(recon, kl, sentences, tokens)
-    if keep_posteriors:
-        out.update(mean=np.concatenate(means), logvar=np.concatenate(logvars))
-    return out

@@ -22,7 +22,8 @@ from flax import nnx
 from jaxvae import decoding
 from jaxvae.checkpoint import Checkpoints
 from jaxvae.parallel import Sharder
-from jaxvae.text_model import SentenceVAE, evaluate_text, sentence_loss
+from jaxvae.text_eval import evaluate_text
+from jaxvae.text_model import SentenceVAE, sentence_loss
 from jaxvae.train import adam, adam_update, new_model
 from vaecore import rng, rundir
 from vaecore.config import RunConfig

@@ -19,10 +19,12 @@ import pytest
 import torch
 from flax import nnx
 
+from jaxvae import text_eval as jte
 from jaxvae import text_model as jtm
 from jaxvae.params import export_params as jax_export
 from jaxvae.params import import_params as jax_import
 from parity_tests.util import TOL, assert_exact, assert_trees_close, jax_precision
+from torchvae import text_eval as tte
 from torchvae import text_model as ttm
 from torchvae.params import export_params as torch_export
 from torchvae.params import import_params as torch_import
@@ -287,8 +289,8 @@ def test_evaluate_text_agrees():
     dataset = TextDataset(sents, Vocab(words))
     with jax_precision("float32"):
         tmodel, jmodel, _ = make_pair(CASES[1], "float32", "torch")
-        t_eval = ttm.evaluate_text(tmodel, dataset.batches(4, shuffle=False), seed=2)
-        j_eval = jtm.evaluate_text(jmodel, dataset.batches(4, shuffle=False), seed=2)
+        t_eval = tte.evaluate_text(tmodel, dataset.batches(4, shuffle=False), seed=2)
+        j_eval = jte.evaluate_text(jmodel, dataset.batches(4, shuffle=False), seed=2)
     assert t_eval["sentences"] == j_eval["sentences"] == 10
     assert t_eval["tokens"] == j_eval["tokens"] == sum(len(s) + 1 for s in sents)
     assert_trees_close({k: np.array(v) for k, v in j_eval.items()}, {k: np.array(v) for k, v in t_eval.items()},

@@ -27,9 +27,9 @@ class _Stepper:
         self.param = model.to_mean.weight
 
     @torch.no_grad()
-    def start(self, z: np.ndarray):
+    def start(self, z: np.ndarray, max_len: int):
         z = torch.as_tensor(np.asarray(z), dtype=self.param.dtype, device=self.param.device)
-        return self.model.initial_state(z), z
+        return self.model.initial_state(z, max_len), z
 
     @torch.no_grad()
     def step(self, tokens: np.ndarray, carry) -> tuple[np.ndarray, object]:

@@ -16,9 +16,6 @@ RNG (parity tests run the model in evaluation mode).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,17 +24,23 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torchvae import objectives, parallel
 from torchvae.objectives import PerExample
 from torchvae.posterior import PosteriorHead
-from vaecore import rng
+from torchvae.transformer import TransformerDecoder
 from vaecore.objectives import Weights
 from vaecore.text_config import TextModelConfig
-from vaecore.text_data import BOS_ID, UNK_ID, TextBatch, text_eval_summary
+from vaecore.text_data import BOS_ID, UNK_ID
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
+def _dropout(x: torch.Tensor, masks, module: nn.Dropout) -> torch.Tensor:
+    """The next explicit mask's multiplier (training with the engine's masks), else the module."""
+    return x * next(masks) if masks is not None else module(x)
+
+
 class SentenceVAE(nn.Module):
     """RNN encoder -> Gaussian q(z|x) -> RNN decoder conditioned on z (initial state, optionally
-    every step)."""
+    every step), or a Transformer decoder (``torchvae.transformer``) that reads z as a memory, in its
+    input embeddings, or both."""
 
     def __init__(self, config: TextModelConfig):
         super().__init__()
@@ -50,9 +53,16 @@ class SentenceVAE(nn.Module):
         self.to_logvar = nn.Linear(c.encoder_features, c.latent_dim)
         self.posterior = PosteriorHead(c.latent_dim, delta_rate=c.delta_rate, bn_gamma=c.bn_gamma,
                                        use_latent=c.use_latent)
-        self.latent_to_hidden = nn.Linear(c.latent_dim, c.decoder_state_size)
-        dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
-        self.decoder_rnn = RNNS[c.rnn](dec_in, c.hidden_dim, c.num_layers, batch_first=True)
+        if c.decoder == "rnn":
+            self.latent_to_hidden = nn.Linear(c.latent_dim, c.decoder_state_size)
+            dec_in = c.embed_dim + (c.latent_dim if c.z_every_step else 0)
+            self.decoder_rnn = RNNS[c.rnn](dec_in, c.hidden_dim, c.num_layers, batch_first=True)
+        else:
+            self.decoder_transformer = TransformerDecoder(c)
+            if c.z_memory:
+                self.latent_to_memory = nn.Linear(c.latent_dim, c.hidden_dim)
+            if c.z_embedding:
+                self.latent_to_embedding = nn.Linear(c.latent_dim, c.hidden_dim)
         if c.tie_embeddings:
             bound = 1.0 / c.embed_dim ** 0.5
             nn.init.uniform_(self.embedding.weight, -bound, bound)
@@ -89,8 +99,28 @@ class SentenceVAE(nn.Module):
         """What the decoder sees of z: z itself, or zeros for the language-model baseline."""
         return z if self.config.use_latent else torch.zeros_like(z)
 
-    def initial_state(self, z: torch.Tensor):
-        """z: [B, latent] -> the decoder's initial state, [layers, B, H] (GRU) or a pair (LSTM)."""
+    def _z_maps(self, z: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """A Transformer decoder's views of z [B, latent]: (memory, added embedding), each [B, hidden] or None."""
+        code = self._code(z)
+        return (self.latent_to_memory(code) if self.config.z_memory else None,
+                self.latent_to_embedding(code) if self.config.z_embedding else None)
+
+    def _transformer(self, emb: torch.Tensor, z: torch.Tensor, masks, training: bool) -> torch.Tensor:
+        """Teacher-forced Transformer decoder: embeddings [B, T, embed] -> features [B, T, hidden]."""
+        memory, z_emb = self._z_maps(z)
+        self.decoder_transformer.check_length(emb.shape[1])
+        positions = torch.arange(emb.shape[1], device=emb.device)
+        x = self.decoder_transformer.inputs(emb, positions, None if z_emb is None else z_emb[:, None, :])
+        x = _dropout(x, masks, self.embedding_dropout)
+        return self.decoder_transformer(x, memory, masks, training)
+
+    def initial_state(self, z: torch.Tensor, max_len: int | None = None):
+        """z: [B, latent] -> the decoder's initial state, [layers, B, H] (GRU) or a pair (LSTM); for a
+        Transformer an empty key/value cache for ``max_len`` steps (``TransformerDecoder.start``)."""
+        if self.config.decoder == "transformer":
+            if max_len is None:
+                raise ValueError("a Transformer decoder's state is a key/value cache: give max_len")
+            return self.decoder_transformer.start(z.shape[0], max_len, z)
         s = self.latent_to_hidden(self._code(z))
         if self.config.decoder_init_tanh:
             s = torch.tanh(s)
@@ -116,10 +146,16 @@ class SentenceVAE(nn.Module):
         if word_mask is not None:
             inputs = torch.where(word_mask & (inputs != BOS_ID), torch.full_like(inputs, UNK_ID), inputs)
         emb = self.embedding(inputs)
-        explicit = dropout_masks is not None and self.training
-        emb = emb * dropout_masks[0] if explicit else self.embedding_dropout(emb)
-        out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), self.initial_state(z))
-        out = out * dropout_masks[1] if explicit else self.output_dropout(out)
+        masks = iter(dropout_masks) if dropout_masks is not None and self.training else None
+        if self.config.decoder == "transformer":
+            out = self._transformer(emb, z, masks, self.training)
+        else:
+            emb = _dropout(emb, masks, self.embedding_dropout)
+            out, _ = self.decoder_rnn(self._decoder_inputs(emb, z), self.initial_state(z))
+        out = _dropout(out, masks, self.output_dropout)
+        if masks is not None and next(masks, None) is not None:
+            raise ValueError(f"{len(dropout_masks)} dropout masks for the decoder's "
+                             f"{len(self.config.dropout_sites(inputs.shape[1]))} sites (TextModelConfig.dropout_sites)")
         return self.vocab_logits(out if positions is None else out[positions])
 
     def vocab_layer(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -134,11 +170,16 @@ class SentenceVAE(nn.Module):
     def decoder_states(self, inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The teacher-forced decoder's outputs before the vocabulary layer, without dropout (evaluation):
         inputs [B, T_dec], z [B, latent] -> [B, T_dec, hidden]."""
+        if self.config.decoder == "transformer":
+            return self._transformer(self.embedding(inputs), z, None, False)
         out, _ = self.decoder_rnn(self._decoder_inputs(self.embedding(inputs), z), self.initial_state(z))
         return out
 
     def decoder_step(self, token: torch.Tensor, state, z: torch.Tensor):
         """One decoding step without dropout: token [B] -> (logits [B, vocab], state)."""
+        if self.config.decoder == "transformer":
+            features, state = self.decoder_transformer.step(self.embedding(token), state, *self._z_maps(z))
+            return self.vocab_logits(features), state
         emb = self.embedding(token[:, None])
         out, state = self.decoder_rnn(self._decoder_inputs(emb, z), state)
         return self.vocab_logits(out[:, 0]), state
@@ -302,75 +343,3 @@ def sentence_objective(
     """``sentence_loss`` from the model's outputs (see ``sentence_terms``; ``eps``: the IWAE's)."""
     terms = sentence_terms(logits, mean, logvar, z, eps, tokens, lengths, free_bits)
     return objectives.objective(objective, terms, Weights(kl_weight, alpha, lam, prior_z, mmd_kwargs or {}))
-
-
-@torch.no_grad()
-def evaluate_text(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int = 0,
-                  keep_posteriors: bool = False) -> dict:
-    """Summed recon and KL over a split with one z ~ q(z|x) per sentence, no dropout.
-
-    Returns ``text_eval_summary``: recon, kl, neg_elbo (= recon + kl) per sentence, the sentence and
-    target-token counts, and the perplexity bound exp(sum(recon + kl) / tokens); with
-    ``keep_posteriors`` also the posterior ``mean`` and ``logvar`` of every sentence (numpy [N, D]).
-    In a data-parallel run each process evaluates its rows of every batch and the figures are
-    gathered (every process returns the whole split's)."""
-    if parallel.active():
-        return _evaluate_text_sharded(model, batches, seed=seed, keep_posteriors=keep_posteriors)
-    was_training = model.training
-    model.eval()
-    param = model.to_mean.weight
-    recon = kl = 0.0
-    sentences = tokens = 0
-    means, logvars = [], []
-    try:
-        for i, b in enumerate(batches):
-            eps = torch.as_tensor(rng.eval_noise(seed, i, len(b.lengths), model.config.latent_dim),
-                                  dtype=param.dtype, device=param.device)
-            t = torch.as_tensor(b.tokens, device=param.device)
-            n = torch.as_tensor(b.lengths, device=param.device)
-            logits, mean, logvar, _ = model(t, n, eps)
-            recon += float(token_nll(logits, t, n).sum())
-            kl += float(gaussian_kl_per_dim(mean, logvar).sum())
-            sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets
-            if keep_posteriors:
-                means.append(mean.detach().cpu().numpy())
-                logvars.append(logvar.detach().cpu().numpy())
-    finally:
-        model.train(was_training)
-    out = text_eval_summary(recon, kl, sentences, tokens)
-    if keep_posteriors:
-        out.update(mean=np.concatenate(means), logvar=np.concatenate(logvars))
-    return out
-
-
-def _evaluate_text_sharded(model: SentenceVAE, batches: Iterable[TextBatch], *, seed: int,
-                           keep_posteriors: bool) -> dict:
-    """``evaluate_text`` in a process group: this process's rows of each batch (the global batch's
-    noise rows), then every process's per-sentence figures gathered in the batches' order."""
-    was_training = model.training
-    model.eval()
-    param = model.to_mean.weight
-    latent = model.config.latent_dim
-    parts, sentences, tokens = [], 0, 0  # per batch: (recon [b], kl [b], mean [b, D], logvar [b, D])
-    try:
-        for i, b in enumerate(batches):
-            eps = parallel.my_rows(rng.eval_noise(seed, i, len(b.lengths), latent))
-            tok, lens = parallel.my_rows(b.tokens), parallel.my_rows(b.lengths)
-            sentences, tokens = sentences + len(b.lengths), tokens + b.num_targets
-            if len(lens) == 0:  # a batch shorter than the number of processes
-                empty = np.zeros((0, latent), np.float64)
-                parts.append((np.zeros(0), np.zeros(0), empty, empty))
-                continue
-            t, n = torch.as_tensor(tok, device=param.device), torch.as_tensor(lens, device=param.device)
-            logits, mean, logvar, _ = model(t, n, torch.as_tensor(eps, dtype=param.dtype, device=param.device))
-            parts.append(tuple(a.detach().cpu().numpy() for a in (
-                token_nll(logits, t, n), gaussian_kl_per_dim(mean, logvar).sum(1), mean, logvar)))
-    finally:
-        model.train(was_training)
-    ranks = parallel.gather_objects(parts)
-    columns = [[np.concatenate([rank[i][c] for rank in ranks]) for i in range(len(parts))] for c in range(4)]
-    recon, kl = (float(sum(a.sum() for a in col)) for col in columns[:2])
-    out = text_eval_summary(recon, kl, sentences, tokens)
-    if keep_posteriors:
-        out.update(mean=np.concatenate(columns[2]), logvar=np.concatenate(columns[3]))
-    return out

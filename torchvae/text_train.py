@@ -15,7 +15,8 @@ import torch
 
 from torchvae import decoding, device, parallel
 from torchvae.checkpoint import Checkpoints
-from torchvae.text_model import SentenceVAE, evaluate_text, sentence_loss
+from torchvae.text_eval import evaluate_text
+from torchvae.text_model import SentenceVAE, sentence_loss
 from torchvae.train import adam
 from vaecore import rng, rundir
 from vaecore.config import RunConfig
@@ -100,20 +101,22 @@ class TorchTextEngine:
         return parallel.mean_terms({k: float(v.detach().mean()) for k, v in terms.items()})
 
     def _dropout_masks(self, noise: tuple[int, ...], size: int, steps: int, samples: int | None = None):
-        """The multipliers of embedding and output dropout (0 or 1 / (1 - p)) for this process's rows
-        of the global batch [size, steps, features] (IWAE: [samples * rows, steps, features], one
-        mask per sample and sentence); None when both rates are 0."""
-        mc = self.cfg.text
-        if mc.embedding_dropout == 0.0 and mc.output_dropout == 0.0:
+        """The multipliers (0 or 1 / (1 - p)) of every dropout site of the decoder
+        (``TextModelConfig.dropout_sites``: the RNN's embedding and output dropout; the Transformer's
+        embedding, attention, residual and output dropout) for this process's rows of the global batch,
+        [size, *site] (IWAE: [samples * rows, *site], one mask per sample and sentence), drawn in the
+        sites' order from one generator; None when every rate is 0."""
+        sites = self.cfg.text.dropout_sites(steps)
+        if all(rate == 0.0 for rate, _ in sites):
             return None
         g = self._generator(*noise, rng.DROPOUT)
         masks = []
-        for rate, features in ((mc.embedding_dropout, mc.embed_dim), (mc.output_dropout, mc.hidden_dim)):
+        for rate, shape in sites:
             if samples is None:
-                keep = parallel.my_rows(torch.rand((size, steps, features), generator=g) >= rate)
+                keep = parallel.my_rows(torch.rand((size, *shape), generator=g) >= rate)
             else:
-                keep = torch.rand((size, samples, steps, features), generator=g) >= rate
-                keep = parallel.my_rows(keep).transpose(0, 1).reshape(-1, steps, features)  # sample-major rows
+                keep = torch.rand((size, samples, *shape), generator=g) >= rate
+                keep = parallel.my_rows(keep).transpose(0, 1).reshape(-1, *shape)  # sample-major rows
             masks.append((keep.to(self.dtype) / (1.0 - rate)).to(self.device))
         return tuple(masks)
 

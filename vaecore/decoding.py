@@ -1,6 +1,7 @@
 """The search half of sentence decoding, shared by both backends (numpy, float64 log-probs).
 
-A backend supplies a *stepper*: ``start(z) -> carry`` (decoder state from z [B, latent]),
+A backend supplies a *stepper*: ``start(z, max_len) -> carry`` (decoder state from z [B, latent] for
+at most ``max_len`` steps: a Transformer's key/value cache is that long),
 ``step(tokens [B], carry) -> (log-probs [B, vocab] float64 numpy, carry)`` and
 ``reorder(carry, index) -> carry`` (beam bookkeeping). The JAX stepper also runs each search as one
 compiled loop, without a dispatch per token: ``greedy_tokens(z, max_len)`` and ``sample_tokens(z,
@@ -25,7 +26,7 @@ METHODS = ("greedy", "sample", "beam")
 
 
 class Stepper(Protocol):
-    def start(self, z: np.ndarray) -> Any: ...
+    def start(self, z: np.ndarray, max_len: int) -> Any: ...
     def step(self, tokens: np.ndarray, carry: Any) -> tuple[np.ndarray, Any]: ...
     def reorder(self, carry: Any, index: np.ndarray) -> Any: ...
 
@@ -35,7 +36,7 @@ def _step_by_step(stepper: Stepper, z: np.ndarray, max_len: int, pick: Callable[
     out: list[list[int]] = [[] for _ in range(B)]
     done = np.zeros(B, bool)
     tokens = np.full(B, BOS_ID, np.int64)
-    carry = stepper.start(z)
+    carry = stepper.start(z, max_len)
     for t in range(max_len):
         logp, carry = stepper.step(tokens, carry)
         tokens = pick(logp, t)
@@ -117,7 +118,7 @@ def beam(stepper: Stepper, z: np.ndarray, *, beam_width: int = 5, max_len: int =
     if hasattr(stepper, "beam_ids"):
         check_beam_width(k, stepper.vocab_size)
         return stepper.beam_ids(z, k, max_len, length_norm)
-    carry = stepper.start(np.repeat(z, k, axis=0))  # row b*k + j is beam j of sentence b
+    carry = stepper.start(np.repeat(z, k, axis=0), max_len)  # row b*k + j is beam j of sentence b
     scores = np.full((B, k), -np.inf)
     scores[:, 0] = 0.0
     hist = np.zeros((B, k, 0), np.int64)

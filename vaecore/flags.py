@@ -32,7 +32,7 @@ from vaecore.config import (
     TrainConfig,
 )
 from vaecore.declare import ByTask, Option, Rule, finite, int_list, seed
-from vaecore.text_config import RNN_KINDS, TextModelConfig
+from vaecore.text_config import DECODER_KINDS, POSITION_KINDS, RNN_KINDS, Z_INJECTIONS, TextModelConfig
 
 SECTIONS = {"model": ImageModelConfig, "loss": LossConfig, "train": TrainConfig, "text": TextModelConfig,
             "text_train": TextTrainConfig}
@@ -103,12 +103,19 @@ AGGRESSIVE = Rule(lambda c, a: c.task != "text" or c.text_train.aggressive,
 TORCH_DEVICE = Rule(lambda c, a: c.backend == "torch" or a.device == "auto",
                     lambda f, c, a: f"--device {a.device} applies to --backend torch; JAX runs on its default "
                                     f"backend (set JAX_PLATFORMS=cpu to force the CPU)")
-RULES = (NO_CODE_FREE_BITS, MMD_ONLY, NOT_TEXT_IWAE, LINEAR, LOGISTIC, CYCLICAL, NO_CODE_KL, NO_CODE, NO_CODE_LOSS,
+TRANSFORMER = Rule(lambda c, a: c.text.decoder == "transformer",
+                   lambda f, c, a: f"{f} applies to --decoder transformer; this run's decoder is an RNN: add "
+                                   f"--decoder transformer or drop it")
+RNN_DECODER = Rule(lambda c, a: c.text.decoder == "rnn",
+                   lambda f, c, a: f"{f} applies to the RNN decoder (--decoder rnn); this run's decoder is a "
+                                   f"Transformer (z enters it as --z-injection says): drop it")
+RULES = (TRANSFORMER, RNN_DECODER, NO_CODE_FREE_BITS, MMD_ONLY, NOT_TEXT_IWAE, LINEAR, LOGISTIC, CYCLICAL, NO_CODE_KL, NO_CODE, NO_CODE_LOSS,
          MLP_ONLY, CONV_ONLY, DECAYING, AGGRESSIVE, TORCH_DEVICE)
 KL_SHAPE = (NOT_TEXT_IWAE, NO_CODE_KL)
 
 G_WHAT, G_MODEL = "what to train", "model"
 G_TEXT = "sentence VAE (--task text)"
+G_TF = "Transformer decoder (--task text --decoder transformer)"
 G_KL = "KL annealing, free bits, learning-rate decay (--task text; --kl-weight is the peak weight)"
 G_GEN = "generated text (end of a text run, and --sample / --interpolate on a run folder)"
 G_OBJ, G_TRAIN = "objective", "training"
@@ -160,23 +167,43 @@ OPTIONS: tuple[Option, ...] = (
     opt("bidirectional", "bidirectional encoder (the decoder is left to right)", group=G_TEXT,
         action="store_true", tasks=TEXT, field="text.bidirectional", rules=(NO_CODE,)),
     opt("embed-dim", "word embedding size (shared)", group=G_TEXT, type=int, tasks=TEXT, field="text.embed_dim"),
-    opt("hidden-dim", "RNN hidden size", group=G_TEXT, type=int, tasks=TEXT, field="text.hidden_dim"),
+    opt("hidden-dim", "RNN hidden size; the Transformer decoder's width", group=G_TEXT, type=int, tasks=TEXT, field="text.hidden_dim"),
     opt("word-dropout", "probability that a decoder input word becomes <unk> (Bowman et al.)", group=G_TEXT,
         type=finite, tasks=TEXT, field="text.word_dropout"),
-    opt("embedding-dropout", "dropout on the decoder's input embeddings", group=G_TEXT, type=finite, tasks=TEXT,
+    opt("embedding-dropout", "dropout on the decoder's input embeddings (the Transformer's: with positions and z added)", group=G_TEXT, type=finite, tasks=TEXT,
         field="text.embedding_dropout"),
-    opt("output-dropout", "dropout on the decoder's RNN outputs, before the vocabulary projection", group=G_TEXT,
+    opt("output-dropout", "dropout on the decoder's outputs (RNN outputs, the Transformer's last LayerNorm), before the "
+        "vocabulary projection", group=G_TEXT,
         type=finite, tasks=TEXT, field="text.output_dropout"),
-    opt("z-every-step", "also feed z to the decoder at every step", group=G_TEXT, action="store_true",
-        tasks=TEXT, field="text.z_every_step", rules=(NO_CODE,)),
-    opt("decoder-init-tanh", "tanh on the decoder's initial state from z", group=G_TEXT, action="store_true",
-        tasks=TEXT, field="text.decoder_init_tanh", rules=(NO_CODE,)),
+    opt("z-every-step", "also feed z to the RNN decoder at every step", group=G_TEXT, action="store_true",
+        tasks=TEXT, field="text.z_every_step", rules=(RNN_DECODER, NO_CODE)),
+    opt("decoder-init-tanh", "tanh on the RNN decoder's initial state from z", group=G_TEXT, action="store_true",
+        tasks=TEXT, field="text.decoder_init_tanh", rules=(RNN_DECODER, NO_CODE)),
     opt("tie-embeddings", "the vocabulary projection reuses the word embedding (Press and Wolf 2017), through a "
         "linear from hidden to embedding size when the two differ; default %(default)s", group=G_TEXT,
         action=argparse.BooleanOptionalAction, tasks=TEXT, field="text.tie_embeddings"),
     opt("no-latent", "the language-model baseline: q(z|x) is the prior and the decoder ignores z (KL 0)",
         group=G_TEXT, action="store_true", tasks=TEXT, field="text.use_latent", to_field=lambda v: not v,
         rules=(NOT_TEXT_IWAE,)),
+    opt("decoder", "rnn: the --rnn cell (z sets its initial state); transformer: causal self-attention blocks "
+        "of width --hidden-dim (pre-norm; the encoder stays the --rnn cell)", group=G_TF, choices=DECODER_KINDS,
+        tasks=TEXT, field="text.decoder"),
+    opt("z-injection", "how z enters the Transformer: memory (a one-vector memory every block attends to, as "
+        "texar's VAE), embedding (a map of z added to every input embedding), or both", group=G_TF,
+        choices=Z_INJECTIONS, tasks=TEXT, field="text.z_injection", rules=(TRANSFORMER, NO_CODE)),
+    opt("transformer-layers", "Transformer decoder blocks", group=G_TF, type=int, tasks=TEXT,
+        field="text.transformer_layers", rules=(TRANSFORMER,)),
+    opt("transformer-heads", "attention heads (must divide --hidden-dim)", group=G_TF, type=int, tasks=TEXT,
+        field="text.transformer_heads", rules=(TRANSFORMER,)),
+    opt("transformer-ff", "width of each block's feed-forward layer", group=G_TF, type=int, tasks=TEXT,
+        field="text.transformer_ff", rules=(TRANSFORMER,)),
+    opt("positions", "sinusoidal (Vaswani et al.) or learned position codes (a table of 512)", group=G_TF,
+        choices=POSITION_KINDS, tasks=TEXT, field="text.positions", rules=(TRANSFORMER,)),
+    opt("attention-dropout", "dropout on the attention probabilities", group=G_TF, type=finite, tasks=TEXT,
+        field="text.attention_dropout", rules=(TRANSFORMER,)),
+    opt("residual-dropout", "dropout on every sublayer's output before it is added back, and on the "
+        "feed-forward's hidden units", group=G_TF, type=finite, tasks=TEXT, field="text.residual_dropout",
+        rules=(TRANSFORMER,)),
     opt("max-len", "cut sentences of every split to this many words (results.json counts them); default: no cut",
         group=G_TEXT, type=int, tasks=TEXT, field="text_train.max_len"),
     opt("min-freq", "words seen fewer times in the train split become <unk>", group=G_TEXT, type=int, tasks=TEXT,

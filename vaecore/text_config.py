@@ -6,12 +6,17 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 RNN_KINDS = ("lstm", "gru")
+DECODER_KINDS = ("rnn", "transformer")
+Z_INJECTIONS = ("memory", "embedding", "both")  # how z enters a Transformer decoder
+POSITION_KINDS = ("sinusoidal", "learned")
+LEARNED_POSITIONS = 512  # rows of the learned position table: the longest decoder input (<bos> + words)
 # The sentence VAE's top-level modules by side, for the training modes that update or re-initialise
 # one side only (aggressive inference, a pretrained encoder with a fresh decoder). The word embedding
 # is shared by both sides (and tied to the output layer): it counts as the decoder's, so an
 # encoder-only update leaves every parameter the decoder uses untouched.
 ENCODER_MODULES = ("encoder_rnn", "to_mean", "to_logvar", "posterior")
-DECODER_MODULES = ("embedding", "latent_to_hidden", "decoder_rnn", "output", "output_projection", "output_bias")
+DECODER_MODULES = ("embedding", "latent_to_hidden", "decoder_rnn", "output", "output_projection", "output_bias",
+                   "decoder_transformer", "latent_to_memory", "latent_to_embedding")
 # Re-initialised after pretraining: the decoder without the shared embedding (the encoder reads it).
 DECODER_REINIT_MODULES = DECODER_MODULES[1:]
 
@@ -63,6 +68,14 @@ class TextModelConfig:
     delta_rate: float = 0.0
     bn_gamma: float = 0.0
     use_latent: bool = True
+    decoder: str = "rnn"
+    z_injection: str = "memory"
+    transformer_layers: int = 3
+    transformer_heads: int = 8
+    transformer_ff: int = 1024
+    positions: str = "sinusoidal"
+    attention_dropout: float = 0.0
+    residual_dropout: float = 0.0
 
     def built(self) -> TextModelConfig:
         """This config, for building a model: its vocabulary size must be known."""
@@ -71,7 +84,8 @@ class TextModelConfig:
         return self
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim", "num_layers"):
+        for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim", "num_layers", "transformer_layers",
+                     "transformer_heads", "transformer_ff"):
             value = getattr(self, name)
             if name == "vocab_size" and value is None:  # not known until the corpus is read
                 continue
@@ -84,7 +98,13 @@ class TextModelConfig:
                              "bn_gamma must be 0")
         if self.rnn not in RNN_KINDS:
             raise ValueError(f"rnn must be one of {list(RNN_KINDS)}, got {self.rnn!r}")
-        for name in ("embedding_dropout", "word_dropout", "output_dropout"):
+        for name, allowed in (("decoder", DECODER_KINDS), ("z_injection", Z_INJECTIONS), ("positions", POSITION_KINDS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if self.decoder == "transformer" and self.hidden_dim % self.transformer_heads:
+            raise ValueError(f"--hidden-dim {self.hidden_dim} does not split into --transformer-heads "
+                             f"{self.transformer_heads} equal heads; choose a divisor of it")
+        for name in ("embedding_dropout", "word_dropout", "output_dropout", "attention_dropout", "residual_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
@@ -108,6 +128,33 @@ class TextModelConfig:
     def encoder_features(self) -> int:
         """Width of the concatenated final encoder states: layers x directions x hidden."""
         return self.num_layers * self.num_directions * self.hidden_dim
+
+    @property
+    def head_dim(self) -> int:
+        """The Transformer decoder's width per attention head."""
+        return self.hidden_dim // self.transformer_heads
+
+    @property
+    def z_memory(self) -> bool:
+        """Whether a Transformer decoder reads z as a memory (``z_injection`` memory or both)."""
+        return self.z_injection in ("memory", "both")
+
+    @property
+    def z_embedding(self) -> bool:
+        """Whether a Transformer decoder adds a map of z to its input embeddings (embedding or both)."""
+        return self.z_injection in ("embedding", "both")
+
+    def dropout_sites(self, steps: int) -> tuple[tuple[float, tuple[int, ...]], ...]:
+        """Every dropout of the decoder in a teacher-forced pass over ``steps`` positions, in the order
+        the model applies them: (rate, the mask's shape after the batch axis). The torch engine draws
+        one mask per site for the global batch (``torchvae/text_train.py``)."""
+        if self.decoder == "rnn":
+            return ((self.embedding_dropout, (steps, self.embed_dim)), (self.output_dropout, (steps, self.hidden_dim)))
+        d, residual = self.hidden_dim, (self.residual_dropout, (steps, self.hidden_dim))
+        block = ((self.attention_dropout, (self.transformer_heads, steps, steps)), residual,
+                 *((residual,) if self.z_memory else ()), (self.residual_dropout, (steps, self.transformer_ff)),
+                 residual)
+        return ((self.embedding_dropout, (steps, d)), *block * self.transformer_layers, (self.output_dropout, (steps, d)))
 
     @property
     def decoder_state_size(self) -> int:
