@@ -5,6 +5,7 @@
     python scripts/study.py --runs runs/study --rows bn-0.7,lm --backend jax --jobs 8 --device cuda  # a GPU
     python scripts/study.py --study mnist-record --data DIR --runs runs/mnist --rows burda-vae --out results/mnist_record
 
+``--study ptb-transformer`` is issue 35's study of the Transformer decoder on PTB (``TRANSFORMER_ROWS``).
 ``--study ptb-collapse`` (the default) is the posterior-collapse study on PTB: each row is a
 ``train.py --task text`` run with the defaults plus the row's flags (``ROWS``), evaluated with
 K = 100. ``--study mnist-record`` is issue 18's MNIST table: each row is ``train.py --task mnist``
@@ -75,6 +76,24 @@ ROWS = {
     "infovae": ["--loss", "mmd", "--alpha", "0.5", "--lambda", "10"],
 }
 
+# issue 35: the sentence VAE with a Transformer decoder beside texar's (Mikolov's PTB, -ELBO 101.48 TF / 101.61
+# PyTorch). TRANSFORMER is texar's configuration: an LSTM 256 encoder, 3 pre-norm blocks of width 256 with 8
+# heads and a 1,024 feed-forward, z a one-vector memory (--z-injection's default), dropout 0.2 on embeddings, attention and residuals,
+# Adam 1e-3, batch 32. Texar anneals the KL weight linearly from 0.1 to 1 over 10 epochs and halves the rate
+# on a validation plateau for up to 100 epochs; these rows ramp from 0 over 10 epochs (13,140 steps) and decay
+# the rate by 0.7 per epoch after the 16th of 24 (what one CPU core trains in about 4 hours per row).
+TRANSFORMER = ["--decoder", "transformer", "--transformer-layers", "3",
+               "--transformer-heads", "8", "--transformer-ff", "1024", "--embedding-dropout", "0.2",
+               "--attention-dropout", "0.2", "--residual-dropout", "0.2", "--output-dropout", "0", "--lr", "1e-3",
+               "--epochs", "24", "--lr-decay-start", "16", "--lr-decay", "0.7"]
+TRANSFORMER_ROWS = {
+    "texar": [*TRANSFORMER, "--kl-schedule", "linear", "--kl-warmup-steps", "13140", "--free-bits", "0"],
+    "lm": [*TRANSFORMER, "--no-latent"],
+    # the remedies that won on the LSTM (docs/2026-12-01-collapse-study.md), on the same budget
+    "pretrain-fb": [*TRANSFORMER, "--pretrain-ae-epochs", "2", "--free-bits", "0.25"],
+    "bn": [*TRANSFORMER, "--bn-gamma", "0.7", "--free-bits", "0"],
+}
+
 # issue 18: the MNIST rows beside Burda et al.'s (2015) published figures (VAE 86.76, IWAE k 5 85.54, k 50
 # 84.78 nats, K = 5000); the preset is their protocol (784-200-200-50 tanh, batch 20, 3,280 epochs)
 # (an epoch of Burda's protocol is 2,750 steps of about 1 ms: validating every epoch, checkpointing every 500
@@ -97,6 +116,7 @@ MNIST_ROWS = {
 STUDIES = {
     "ptb-collapse": ("text", ROWS, "torch", 100, []),
     "mnist-record": ("mnist", MNIST_ROWS, "jax", 5000, ["--mi-batch-size", "10000"]),
+    "ptb-transformer": ("text", TRANSFORMER_ROWS, "torch", 100, []),
 }
 
 
