@@ -40,6 +40,11 @@ CASES = {
     "mnist-mmd-short": ["--task", "mnist", "--max-steps", "6", "--log-every", "1", "--loss", "mmd"],
     "text-iwae": ["--task", "text", "--batch-size", "8", "--max-steps", "30", "--log-every", "5", "--loss", "iwae",
                   "--iw-samples", "3"],  # torch: k noise rows and dropout masks per sentence, on the examples' axis
+    # the Transformer decoder: every dropout site's mask is drawn for the global batch (torch)
+    "text-transformer": ["--task", "text", "--batch-size", "8", "--max-steps", "30", "--log-every", "5", "--decoder",
+                         "transformer", "--z-injection", "both", "--transformer-layers", "2", "--transformer-heads", "2",
+                         "--transformer-ff", "32", "--attention-dropout", "0.1", "--residual-dropout", "0.1",
+                         "--loss", "mmd", "--alpha", "0.5", "--lambda", "10"],
     "text-mmd": ["--task", "text", "--batch-size", "8", "--max-steps", "30", "--log-every", "5", "--loss", "mmd",
                  "--alpha", "0.5", "--lambda", "10"],
 }
@@ -123,6 +128,7 @@ def reference(backend: str, case: str, corpus: Path, tmp_path_factory, dtype: st
     ("jax", 2, "mnist-elbo"), ("jax", 4, "mnist-mmd"), ("jax", 2, "text-elbo"), ("jax", 4, "text-mmd"),
     ("torch", 2, "mnist-elbo"), ("torch", 2, "mnist-mmd"), ("torch", 2, "mnist-bn"), ("torch", 2, "text-elbo"),
     ("torch", 2, "text-mmd"), ("torch", 2, "text-iwae"), ("jax", 2, "text-iwae"),
+    ("torch", 2, "text-transformer"), ("jax", 2, "text-transformer"),
 ])
 def test_data_parallel_matches_one_device_float64(backend, devices, case, corpus, tmp_path, tmp_path_factory):
     one = reference(backend, case, corpus, tmp_path_factory)

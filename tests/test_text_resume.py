@@ -20,9 +20,14 @@ def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
+TRANSFORMER = ["--decoder", "transformer", "--z-injection", "both", "--transformer-layers", "2", "--transformer-heads",
+               "4", "--transformer-ff", "48", "--attention-dropout", "0.1", "--residual-dropout", "0.1"]
 # training modes whose state goes beyond parameters and optimiser (BN-VAE's running averages)
 RESUME_MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"],
-                "aggressive": ["--aggressive", "--aggressive-max-inner", "8", "--bn-gamma", "0.5"], "pretrain": ["--pretrain-ae-epochs", "1"]}
+                "aggressive": ["--aggressive", "--aggressive-max-inner", "8", "--bn-gamma", "0.5"], "pretrain": ["--pretrain-ae-epochs", "1"],
+                # the Transformer decoder: its dropout sites, the key/value cache of the end-of-run decoding
+                "transformer-aggressive": [*TRANSFORMER, "--aggressive", "--aggressive-max-inner", "8"],
+                "transformer-pretrain": [*TRANSFORMER, "--pretrain-ae-epochs", "1", "--bn-gamma", "0.5"]}
 
 
 @pytest.mark.parametrize("mode", list(RESUME_MODES))

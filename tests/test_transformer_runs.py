@@ -1,0 +1,71 @@
+"""The sentence VAE with a Transformer decoder (issue 35) through everything the RNN decoder has: the
+Python API's likelihoods equal ``evaluate.py``'s IW-NLL, its samples and homotopies equal ``train.py
+--sample`` / ``--interpolate``'s, a run trained in one framework decodes the same tokens in the other,
+an export loads in both (the tests of ``tests/test_api_text.py``, run here on Transformer runs); the
+language model with the same decoder; the flags that do not apply to the chosen decoder are refused.
+SIGKILL + ``--resume`` is in ``tests/test_text_resume.py``, data parallel in ``tests/test_data_parallel.py``,
+parity in ``parity_tests/test_transformer_parity.py``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import twinvae
+from tests.test_api_text import (  # noqa: F401  (fixtures and tests, run on Transformer runs)
+    BACKENDS,
+    TINY,
+    corpus,
+    sentences,
+    test_a_run_decodes_the_same_tokens_in_the_other_framework,
+    test_export_carries_the_vocabulary_and_loads_in_both,
+    test_log_likelihood_is_evaluate_py_nll,
+    test_samples_and_homotopy_are_train_py_s,
+)
+from tests.test_text_cli import run
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TRANSFORMER = {"decoder": "transformer", "z_injection": "both", "transformer_layers": 2, "transformer_heads": 4,
+               "transformer_ff": 24, "positions": "learned", "attention_dropout": 0.1, "residual_dropout": 0.1,
+               "embedding_dropout": 0.1, "word_dropout": 0.2}
+
+
+@pytest.fixture(scope="module")
+def runs(corpus, tmp_path_factory):  # noqa: F811  (the API tests' fixture, with a Transformer decoder)
+    root = tmp_path_factory.mktemp("runs")
+    return {b: twinvae.train(backend=b, **TINY, **TRANSFORMER, data=str(corpus), workdir=str(root / b)).workdir
+            for b in BACKENDS}
+
+
+def test_the_runs_are_transformer_runs(runs):
+    for backend in BACKENDS:
+        config = json.loads((runs[backend] / "config.json").read_text())["text"]
+        assert (config["decoder"], config["z_injection"], config["transformer_layers"]) == ("transformer", "both", 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_language_model_with_the_same_decoder(backend, corpus, tmp_path):
+    lm = {k: v for k, v in {**TINY, **TRANSFORMER}.items() if k not in ("z_injection", "latent_dim")}
+    trained = twinvae.train(backend=backend, **lm, no_latent=True, data=str(corpus),
+                            workdir=str(tmp_path / "lm"))
+    results = trained.results
+    assert results["kl"] == 0.0 and results["neg_elbo"] == results["recon"] and results["recon"] > 0
+    model = twinvae.load(trained.workdir)
+    assert model.sample(3, seed=0, method="greedy") == model.sample(3, seed=7, method="greedy")  # z is ignored
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--transformer-layers", "2"], "--transformer-layers applies to --decoder transformer"),
+    (["--decoder", "transformer", "--z-every-step"], "--z-every-step applies to the RNN decoder"),
+    (["--decoder", "transformer", "--decoder-init-tanh"], "--decoder-init-tanh applies to the RNN decoder"),
+    (["--decoder", "transformer", "--hidden-dim", "16", "--transformer-heads", "3"],
+     "--hidden-dim 16 does not split into --transformer-heads 3 equal heads"),
+    (["--decoder", "transformer", "--no-latent", "--z-injection", "embedding"], "--z-injection shapes the code"),
+    (["--decoder", "transformer", "--attention-dropout", "1.0"], "attention_dropout must be a number in [0, 1)"),
+    (["--decoder", "mlp"], "argument --decoder: invalid choice"),
+])
+def test_flags_that_do_not_apply_are_one_line_errors(args, message, corpus, tmp_path):
+    proc = run("--task", "text", "--data", str(corpus), "--workdir", str(tmp_path / "run"), *args)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "run").exists()
