@@ -89,9 +89,23 @@ def rnn_flops(input_size: int, hidden_dim: int, rnn: str) -> int:
     return 2 * RNN_GATES[rnn] * hidden_dim * (input_size + hidden_dim)
 
 
+def transformer_flops(width: int, ff: int, layers: int, steps: int, embed_dim: int | None = None) -> int:
+    """Forward FLOP per position of the Transformer decoder (``*/transformer.py``) over ``steps`` padded
+    positions: per block the fused q/k/v ``2 d 3d``, the attention scores and the weighted sum ``2 * 2 d T``
+    (the whole T x T square, as the teacher-forced pass computes it, the causal mask after), the output
+    projection ``2 d^2`` and the feed-forward ``2 * 2 d ff``; the input projection when the embedding is
+    narrower or wider. Ignored: the memory sublayer (per sentence), LayerNorms, softmax, dropout.
+
+    Texar's configuration (d 256, ff 1,024, 3 blocks) at T = 40: 3 x (393,216 + 40,960 + 131,072 +
+    1,048,576) = 4,841,472 forward FLOP per position."""
+    d = width
+    block = dense_flops(d, 3 * d) + 2 * 2 * d * steps + dense_flops(d, d) + dense_flops(d, ff) + dense_flops(ff, d)
+    return layers * block + (dense_flops(embed_dim, d) if embed_dim not in (None, d) else 0)
+
+
 def flops_text_token(embed_dim: int, hidden_dim: int, vocab_size: int, *, rnn: str = "gru", latent_dim: int = 0,
                      num_layers: int = 1, bidirectional: bool = False, z_every_step: bool = False,
-                     tie_embeddings: bool = False) -> int:
+                     tie_embeddings: bool = False, transformer: tuple[int, int, int] | None = None) -> int:
     """Training FLOP per target token (forward + backward, 3x forward) of the sentence VAE.
 
     Per target token (words + <eos>; the encoder reads as many tokens as the decoder predicts):
@@ -104,6 +118,10 @@ def flops_text_token(embed_dim: int, hidden_dim: int, vocab_size: int, *, rnn: s
 
     GRU, embed 300, hidden 256, vocab 10,002, untied: encoder 854,016 + decoder 854,016 + vocabulary
     5,121,024 = 6,829,056 forward; x3 = 20,487,168 FLOP (20.5 M).
+
+    ``transformer`` = (feed-forward width, blocks, padded steps): the decoder is a Transformer of width
+    ``hidden_dim`` (``transformer_flops``) instead of an RNN; the encoder stays the RNN. The figures count
+    work per target token as if every padded position were a target (the padding is a few per cent).
     """
     directions = 2 if bidirectional else 1
     encoder = decoder = 0
@@ -112,6 +130,8 @@ def flops_text_token(embed_dim: int, hidden_dim: int, vocab_size: int, *, rnn: s
         encoder += directions * rnn_flops(enc_in, hidden_dim, rnn)
         dec_in = embed_dim + (latent_dim if z_every_step else 0) if layer == 0 else hidden_dim
         decoder += rnn_flops(dec_in, hidden_dim, rnn)
+    if transformer is not None:
+        decoder = transformer_flops(hidden_dim, *transformer, embed_dim=embed_dim)
     if not tie_embeddings:
         output = dense_flops(hidden_dim, vocab_size)
     else:

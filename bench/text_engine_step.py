@@ -93,12 +93,15 @@ def main() -> None:
     run_s = time.perf_counter() - t0
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / len(timed)
     tokens = sum(b.num_targets for b in timed)
-    flops = token_flops(cfg.text)
+    flops = token_flops(cfg.text, round(sum(b.tokens.shape[1] - 1 for b in timed) / len(timed)))
     print(f"machine: {peak.machine()}; load average {peak.load()}; threads {args.threads or 'all'}")
     print(f"peak: {peak.describe(limit)}")
     fraction = (f", fraction of the limit {peak.fraction(tokens / run_s, flops, limit):.3f}" if args.part == "all"
                 else "")
-    print(f"{args.backend} text engine, {cfg.text.rnn} {cfg.text.embed_dim}/{cfg.text.hidden_dim}, batch "
+    decoder = (cfg.text.rnn if cfg.text.decoder == "rnn" else
+               f"{cfg.text.rnn} encoder + Transformer {cfg.text.transformer_layers}x{cfg.text.transformer_heads}h "
+               f"ff {cfg.text.transformer_ff}")
+    print(f"{args.backend} text engine, {decoder} {cfg.text.embed_dim}/{cfg.text.hidden_dim}, batch "
           f"{cfg.train.batch_size}, {len(timed)} steps of part {args.part}: {tokens / run_s:,.0f} target tokens/s, "
           f"{1e3 * run_s / len(timed):.1f} ms/step{fraction}, {faults:,.0f} minor faults/step "
           f"(warm-up {warm_s:.1f} s, {len(warm)} lengths)")

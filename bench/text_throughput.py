@@ -124,11 +124,14 @@ def sizes(args):
     return {k: v for k, v in given if v is not None}
 
 
-def token_flops(cfg: TextModelConfig) -> int:
-    """Training FLOP per target token of ``cfg``'s model (``bench.peak.flops_text_token``)."""
+def token_flops(cfg: TextModelConfig, steps: int = 0) -> int:
+    """Training FLOP per target token of ``cfg``'s model (``bench.peak.flops_text_token``); a Transformer
+    decoder's attention is counted over ``steps`` padded positions."""
+    transformer = (cfg.transformer_ff, cfg.transformer_layers, steps) if cfg.decoder == "transformer" else None
     return peak.flops_text_token(cfg.embed_dim, cfg.hidden_dim, cfg.vocab_size, rnn=cfg.rnn, latent_dim=cfg.latent_dim,
                                  num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
-                                 z_every_step=cfg.z_every_step, tie_embeddings=cfg.tie_embeddings)
+                                 z_every_step=cfg.z_every_step, tie_embeddings=cfg.tie_embeddings,
+                                 transformer=transformer)
 
 
 def one(args):
