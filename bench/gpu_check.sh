@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check: one call of a few minutes on a CUDA machine (an H100), from the repo root:
 #
-#     bash bench/gpu_check.sh [--steps 200] [--out DIR] [--parts tests,mmd,train,text]
+#     bash bench/gpu_check.sh [--steps 200] [--out DIR] [--parts tests,mmd,train,text,transformer]
 #
 # It uses whatever python3 (or $PYTHON) holds torch/JAX there, and installs nothing from the network:
 # wheels carried in .whl/ (see the device notes: pip download ... -d .whl NAME==VERSION here, e.g.
@@ -10,8 +10,8 @@
 # (tests/test_torch_cuda.py, tests/test_mmd_triton.py, tests/test_mmd_torch.py), the MMD paths, Triton's
 # included, against the float64 reference on the GPU (bench/mmd_cuda.py: max errors, timings), a
 # train.py --device cuda --max-steps 200 MNIST run per backend (steps/s) and a short text run per backend
-# (tokens/s, greedy and beam-search decoding), and a summary. Without a CUDA GPU it says so, skips the
-# GPU parts and exits 0. Exit status 1: a part that ran failed.
+# (tokens/s, greedy and beam-search decoding), the same with the Transformer decoder, and a summary.
+# Without a CUDA GPU it says so, skips the GPU parts and exits 0. Exit status 1: a part that ran failed.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -6,6 +6,7 @@ language model with the same decoder; the flags that do not apply to the chosen 
 SIGKILL + ``--resume`` is in ``tests/test_text_resume.py``, data parallel in ``tests/test_data_parallel.py``,
 parity in ``parity_tests/test_transformer_parity.py``."""
 
+# ruff: noqa: F811  (the fixtures imported from tests/test_api_text.py are requested by name as arguments)
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ TRANSFORMER = {"decoder": "transformer", "z_injection": "both", "transformer_lay
 
 
 @pytest.fixture(scope="module")
-def runs(corpus, tmp_path_factory):  # noqa: F811  (the API tests' fixture, with a Transformer decoder)
+def runs(corpus, tmp_path_factory):  # the API tests' fixture, with a Transformer decoder
     root = tmp_path_factory.mktemp("runs")
     return {b: twinvae.train(backend=b, **TINY, **TRANSFORMER, data=str(corpus), workdir=str(root / b)).workdir
             for b in BACKENDS}
