@@ -26,18 +26,19 @@ SMALL_MNIST = ["--task", "mnist", "--max-steps", "200", "--log-every", "50", "--
 SMALL_TEXT = ["--task", "text", "--max-steps", "200", "--log-every", "50", "--checkpoint-every", "200",
               "--max-vocab", "2000", "--max-len", "20", "--embed-dim", "32", "--hidden-dim", "32",
               "--latent-dim", "8", "--batch-size", "64", "--num-samples", "2", "--beam-width", "2",
-              "--interp-steps", "3", "--kl-logistic-x0", "100", "--kl-logistic-k", "0.05"]
+              "--interp-steps", "3"]
+KL_SOON = ["--kl-logistic-x0", "100", "--kl-logistic-k", "0.05"]  # the KL weight rises within the run
 CONFIGS = {
     "mnist-mlp-elbo": [*SMALL_MNIST, "--model", "mlp", "--hidden-sizes", "64,64"],
     "mnist-conv-infovae": [*SMALL_MNIST, "--model", "conv", "--conv-channels", "8,16", "--conv-dense", "64",
                            "--loss", "mmd", "--alpha", "0", "--lambda", "100"],
     "mnist-mlp-iwae": [*SMALL_MNIST, "--model", "mlp", "--hidden-sizes", "64,64", "--loss", "iwae",
                        "--iw-samples", "5"],
-    "text-elbo": [*SMALL_TEXT],
+    "text-elbo": [*SMALL_TEXT, *KL_SOON],
     "text-iwae": [*SMALL_TEXT, "--loss", "iwae", "--iw-samples", "3"],
     # 256 sentences a batch: an epoch of PTB is 165 steps, so the autoencoder pretrains for one and the
     # ELBO trains on for 135
-    "text-pretrain-ae": [*SMALL_TEXT, "--batch-size", "256", "--max-steps", "300", "--pretrain-ae-epochs", "1"],
+    "text-pretrain-ae": [*SMALL_TEXT, *KL_SOON, "--batch-size", "256", "--max-steps", "300", "--pretrain-ae-epochs", "1"],
 }
 RUNS = {f"{name}-{backend}": ["--backend", backend, *flags] for name, flags in CONFIGS.items()
         for backend in ("jax", "torch")}
