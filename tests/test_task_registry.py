@@ -68,7 +68,7 @@ def branches(source: str) -> list[int]:
 
 
 def scanned_files() -> list[Path]:
-    return [*(f for p in SCANNED for f in sorted((ROOT / p).glob("*.py"))), ROOT / "train.py", ROOT / "evaluate.py"]
+    return [*(f for p in SCANNED for f in sorted((ROOT / p).rglob("*.py"))), ROOT / "train.py", ROOT / "evaluate.py"]
 
 
 def test_no_code_outside_the_tasks_branches_on_a_task_name():
