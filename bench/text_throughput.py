@@ -26,15 +26,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from bench import peak
 from vaecore.text_config import TextModelConfig
 from vaecore.text_data import load_text_data
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def batches(args):

@@ -14,11 +14,11 @@ class Backend:
     name = "jax"
 
     def engine(self, task: str):
-        """The engine class of ``task`` (a name of ``vaecore.tasks.REGISTRY``)."""
-        from jaxvae.text_train import JaxTextEngine
-        from jaxvae.train import JaxEngine
+        """The engine class of ``task`` (a name of ``vaecore.tasks.REGISTRY``): its model family's
+        (``jaxvae.evaluation.FAMILIES``)."""
+        from vaecore.tasks import task as spec
 
-        return {"mnist": JaxEngine, "text": JaxTextEngine}[task]
+        return self.evaluation.FAMILIES[spec(task).family].engine()
 
     @property
     def parallel(self):

@@ -10,7 +10,8 @@ argument, hashed by identity; its weights are baked into the compiled function).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from flax import nnx
 
 from jaxvae.losses import bernoulli_nll, gaussian_kl
 from vaecore import evaluation as core
-from vaecore import rundir
+from vaecore import rundir, tasks
 from vaecore.config import RunConfig
 
 LOG_2PI = math.log(2 * math.pi)
@@ -181,18 +182,64 @@ class TextModel:
         return -tiled_token_nll(self.vae, states, tokens_k, lengths_k).reshape(k, b)
 
 
-def load_model(cfg: RunConfig, workdir: Path):
-    """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
-    checkpoint, and that checkpoint's step, restored through the task's engine (the public
-    the training engine). Raises FileNotFoundError when there is none readable."""
-    from jaxvae.text_train import JaxTextEngine
+@dataclass(frozen=True)
+class Family:
+    """What this backend holds for one model family (``vaecore.tasks.TaskSpec.family``): ``engine()``,
+    the training engine class (``vaecore.driver.Engine``); ``new_model(cfg, dtype)``, a freshly
+    initialised model of ``cfg``'s architecture with parameters of ``dtype``; ``adapter(model, cfg)``,
+    the model as the metrics see it (``ImageModel`` / ``TextModel``)."""
+
+    engine: Callable[[], type]
+    new_model: Callable[[RunConfig, Any], nnx.Module]
+    adapter: Callable[[nnx.Module, RunConfig], Any]
+
+
+def _image_engine() -> type:
     from jaxvae.train import JaxEngine
 
-    engine_class = {"mnist": JaxEngine, "text": JaxTextEngine}[cfg.task]  # as backend.BACKEND.engine
-    engine = engine_class(cfg, Path(workdir), restoring=True)  # the engine reads the checkpoints it writes
+    return JaxEngine
+
+
+def _text_engine() -> type:
+    from jaxvae.text_train import JaxTextEngine
+
+    return JaxTextEngine
+
+
+def _new_image_vae(cfg: RunConfig, dtype) -> nnx.Module:
+    from jaxvae.models import VAE
+
+    model = VAE(cfg.model, rngs=nnx.Rngs(cfg.train.seed))
+    # the engine trains in cfg.train.dtype; import_params keeps each parameter's dtype
+    for kind in (nnx.Param, nnx.BatchStat):
+        nnx.update(model, jax.tree.map(lambda a: a.astype(dtype), nnx.state(model, kind)))
+    return model
+
+
+def _new_sentence_vae(cfg: RunConfig, dtype) -> nnx.Module:
+    from jaxvae.text_model import SentenceVAE
+
+    return SentenceVAE(cfg.text, rngs=nnx.Rngs(cfg.train.seed), param_dtype=dtype)
+
+
+FAMILIES = {
+    "image": Family(_image_engine, _new_image_vae, lambda vae, cfg: ImageModel(vae, cfg.model.latent_dim)),
+    "sentence": Family(_text_engine, _new_sentence_vae, lambda vae, cfg: TextModel(vae)),
+}
+
+
+def family(cfg: RunConfig) -> Family:
+    """The model family of ``cfg``'s task."""
+    return FAMILIES[tasks.task(cfg.task).family]
+
+
+def load_model(cfg: RunConfig, workdir: Path):
+    """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
+    checkpoint, and that checkpoint's step, restored through the task's training engine (the engine
+    reads the checkpoints it writes). Raises FileNotFoundError when there is none readable."""
+    kind = family(cfg)
+    engine = kind.engine()(cfg, Path(workdir), restoring=True)
     meta = engine.restore()
     if meta is None:
         raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / rundir.CHECKPOINTS}")
-    if cfg.task == "text":
-        return TextModel(engine.model()), int(meta["step"])
-    return ImageModel(engine.model(), cfg.model.latent_dim), int(meta["step"])
+    return kind.adapter(engine.model(), cfg), int(meta["step"])

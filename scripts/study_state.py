@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from vaecore import evaluation, rundir
+from vaecore import rundir, tasks
 from vaecore.config import ConfigError, RunConfig
 from vaecore.report import read_jsonl
 
@@ -62,9 +62,9 @@ def evaluated(folder: Path, cfg: RunConfig, step: int, k: int) -> bool:
     if not path.exists():
         return False
     metrics = read_json(path)
-    # a text evaluation of an earlier version lacks the token accuracy: evaluated again
-    return (metrics.get("k") == evaluation.samples_needed(cfg, k) and metrics.get("step") == step
-            and (cfg.task != "text" or "token_acc" in metrics))
+    # a text evaluation of an earlier version lacks the token accuracy (TaskSpec.token_accuracy): evaluated again
+    return (metrics.get("k") == tasks.samples_needed(cfg, k) and metrics.get("step") == step
+            and (not tasks.task(cfg.task).token_accuracy or "token_acc" in metrics))
 
 
 def positive(value: object) -> bool:

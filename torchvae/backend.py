@@ -14,11 +14,11 @@ class Backend:
     name = "torch"
 
     def engine(self, task: str):
-        """The engine class of ``task`` (a name of ``vaecore.tasks.REGISTRY``)."""
-        from torchvae.text_train import TorchTextEngine
-        from torchvae.train import TorchEngine
+        """The engine class of ``task`` (a name of ``vaecore.tasks.REGISTRY``): its model family's
+        (``torchvae.evaluation.FAMILIES``)."""
+        from vaecore.tasks import task as spec
 
-        return {"mnist": TorchEngine, "text": TorchTextEngine}[task]
+        return self.evaluation.FAMILIES[spec(task).family].engine()
 
     @property
     def parallel(self):

@@ -8,7 +8,8 @@ Model adapters (``ImageModel``, ``TextModel``, or any object with ``latent_dim``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 
 from torchvae.losses import bernoulli_nll, gaussian_kl
 from vaecore import evaluation as core
-from vaecore import rundir
+from vaecore import rundir, tasks
 from vaecore.config import RunConfig
 
 LOG_2PI = math.log(2 * math.pi)
@@ -157,18 +158,60 @@ class TextModel:
         return -tiled_token_nll(self.vae, states, tokens_k, lengths_k).reshape(k, b)
 
 
-def load_model(cfg: RunConfig, workdir: Path):
-    """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
-    checkpoint, and that checkpoint's step, restored through the task's engine (the public
-    the training engine). Raises FileNotFoundError when there is none readable."""
-    from torchvae.text_train import TorchTextEngine
+@dataclass(frozen=True)
+class Family:
+    """What this backend holds for one model family (``vaecore.tasks.TaskSpec.family``): ``engine()``,
+    the training engine class (``vaecore.driver.Engine``); ``new_model(cfg)``, a freshly initialised
+    model of ``cfg``'s architecture (on the CPU, float32); ``adapter(model, cfg)``, the model as the
+    metrics see it (``ImageModel`` / ``TextModel``)."""
+
+    engine: Callable[[], type]
+    new_model: Callable[[RunConfig], torch.nn.Module]
+    adapter: Callable[[torch.nn.Module, RunConfig], Any]
+
+
+def _image_engine() -> type:
     from torchvae.train import TorchEngine
 
-    engine_class = {"mnist": TorchEngine, "text": TorchTextEngine}[cfg.task]  # as backend.BACKEND.engine
-    engine = engine_class(cfg, Path(workdir), restoring=True)  # the engine reads the checkpoints it writes
+    return TorchEngine
+
+
+def _text_engine() -> type:
+    from torchvae.text_train import TorchTextEngine
+
+    return TorchTextEngine
+
+
+def _new_image_vae(cfg: RunConfig) -> torch.nn.Module:
+    from torchvae.models import VAE
+
+    return VAE(cfg.model)
+
+
+def _new_sentence_vae(cfg: RunConfig) -> torch.nn.Module:
+    from torchvae.text_model import SentenceVAE
+
+    return SentenceVAE(cfg.text)
+
+
+FAMILIES = {
+    "image": Family(_image_engine, _new_image_vae, lambda vae, cfg: ImageModel(vae)),
+    "sentence": Family(_text_engine, _new_sentence_vae, lambda vae, cfg: TextModel(vae)),
+}
+
+
+def family(cfg: RunConfig) -> Family:
+    """The model family of ``cfg``'s task."""
+    return FAMILIES[tasks.task(cfg.task).family]
+
+
+def load_model(cfg: RunConfig, workdir: Path):
+    """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
+    checkpoint, and that checkpoint's step, restored through the task's training engine (the engine
+    reads the checkpoints it writes). Raises FileNotFoundError when there is none readable."""
+    kind = family(cfg)
+    engine = kind.engine()(cfg, Path(workdir), restoring=True)
     meta = engine.restore()
     if meta is None:
         raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / rundir.CHECKPOINTS}")
-    if cfg.task == "text":
-        return TextModel(engine.model()), int(meta["step"])
-    return ImageModel(engine.model()), int(meta["step"])
+    return kind.adapter(engine.model(), cfg), int(meta["step"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from twinvae import backends, portable
 from twinvae.model import Model
 from twinvae.training import Trained, train
+from vaecore import tasks
 from vaecore.config import ConfigError, on_any_device
 from vaecore.text_data import Vocab
 
@@ -37,7 +38,7 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
     backend = backend or cfg.backend
     backends.check_backend(backend)
     cfg = backends.with_device(cfg, backend, device)
-    vocab = _vocab(folder, cfg) if cfg.task == "text" else None
+    vocab = _vocab(folder, cfg) if tasks.task(cfg.task).has_vocab else None
     if kind == "run":
         adapter, step = backends.load_run(cfg, backend, folder)
     else:

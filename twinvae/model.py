@@ -35,6 +35,7 @@ class Model:
                  step: int | None = None, results: dict | None = None):
         self._config_dict = config
         self._config = RunConfig.from_dict(config)
+        self._spec = tasks.task(self._config.task)  # what the methods need of the task (sentences: has_vocab)
         self._adapter, self._backend, self._vocab = adapter, backend, vocab
         self._step, self._results = step, results
         self._kernels = backends.module(backend, "evaluation")
@@ -79,7 +80,7 @@ class Model:
         """Backend-ready batches of ``x`` in order: image rows, or ``TextBatch``es of sentences."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        if self.task == "text":
+        if self._spec.has_vocab:
             ids = self._sentences(x)
             return [ids.make_batch(list(range(i, min(i + batch_size, len(ids))))) for i in range(0, len(ids), batch_size)]
         images = self._images(x)
@@ -134,7 +135,7 @@ class Model:
         z = np.asarray(z, np.float64)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must be [N, latent_dim = {self.latent_dim}]; got shape {z.shape}")
-        if self.task != "text":
+        if not self._spec.has_vocab:
             if (method, max_len, beam_width, temperature, seed, length_norm) != ("greedy", None, 5, 1.0, 0, 0.0):
                 raise ValueError("method, max_len, beam_width, temperature, seed and length_norm apply to sentence "
                                  "VAEs; an image VAE decodes z to its Bernoulli means")
@@ -178,7 +179,7 @@ class Model:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
         z = rng.output_rng(seed, rng.SAMPLES).standard_normal((n, self.latent_dim))
-        if self.task != "text":
+        if not self._spec.has_vocab:
             if method is not None:
                 raise ValueError("method applies to sentence VAEs; images are decoded to their Bernoulli means")
             return self.decode(temperature * z.astype(np.float32), **decode_options)
@@ -195,7 +196,7 @@ class Model:
         two strings -> ``steps`` strings (the decoding options as in ``decode``)."""
         if steps < 2:
             raise ValueError(f"steps must be >= 2; got {steps}")
-        if self.task != "text":
+        if not self._spec.has_vocab:
             mean = self.encode(np.stack([self._images(a)[0], self._images(b)[0]]))[0]
             return self.decode(interpolation_path(mean[0], mean[1], steps))
         batch = self._batches([a, b], 2)[0]
@@ -211,11 +212,11 @@ class Model:
         language model without a code), example i's drawn as ``evaluate.py`` draws them for the i-th
         example of a split (``vaecore.evaluation.importance_noise``): on the first N examples of a split
         (for text in ``evaluate.py``'s order, by length) ``-mean`` equals ``evaluate.py --limit N``'s nll."""
-        k = tasks.task(self.task).eval_k if k is None else k
+        k = self._spec.eval_k if k is None else k
         if k < 1:
             raise ValueError(f"k (importance samples) must be >= 1; got {k}")
-        k = evaluation.samples_needed(self._config, k)
-        rows = chunk_rows or tasks.task(self.task).chunk_rows
+        k = tasks.samples_needed(self._config, k)
+        rows = chunk_rows or self._spec.chunk_rows
         out, first = [], 0
         for batch in self._batches(x, batch_size):
             size = evaluation.batch_length(batch)

@@ -39,7 +39,7 @@ def generate(args, given: set[str]) -> None:
     from vaecore import options, text_outputs
 
     cfg = options.generation_run(args, given)
-    text_outputs.generate(args.workdir, engine_class(cfg.backend, "text"), sample=args.sample,
+    text_outputs.generate(args.workdir, engine_class(cfg.backend, cfg.task), sample=args.sample,
                           between=tuple(args.interpolate) if args.interpolate else None,
                           opts=generation_options(args))
 

@@ -26,8 +26,6 @@ from vaecore.metrics import MetricsWriter, progress_bar
 from vaecore.parallel import SINGLE, Layout
 from vaecore.rundir import RunFileError, check_writable_folder
 
-PARTS = ("all", "encoder", "decoder")
-
 
 class TrainingError(RuntimeError):
     """The run cannot go on (for example the loss became NaN); checkpoints on disk are kept."""

@@ -46,13 +46,6 @@ import numpy as np
 from vaecore.files import atomic_write_json
 from vaecore.rundir import read_json
 
-
-def samples_needed(cfg: Any, k: int) -> int:
-    """The importance samples a run's evaluation takes for a requested ``k``: 1 for the language-model
-    baseline (``--no-latent``: no code to sample, its NLL is exact with one), ``k`` otherwise."""
-    return 1 if getattr(cfg, "text", None) is not None and not cfg.text.use_latent else k
-
-
 AU_THRESHOLD = 0.01
 MI_BATCH_SIZE = 500
 # Decoder rows (samples x examples) per backend call, which bounds memory: an MNIST row is 784

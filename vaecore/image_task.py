@@ -16,7 +16,6 @@ from vaecore.config import RunConfig
 from vaecore.mnist import load_mnist
 
 EVAL_BATCH = 500
-TERMS = ("recon", "kl", "mmd", "neg_elbo", "total")
 SAMPLES = 64
 # One engine call takes up to this many images' worth of steps (a power of two of steps, at most 64):
 # the JAX engine runs them in one compiled loop, which at batch 20 removes a third of the step time.

