@@ -291,3 +291,23 @@ def test_command_refuses_bad_input_in_one_line(image_run, tmp_path, capsys):
         taken.close()
     assert snapshot(image_run) == before
     assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and not server.is_loopback("0.0.0.0")
+
+
+def test_the_wheel_ships_the_page_and_the_command(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path)], capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheel = zipfile.ZipFile(next(tmp_path.glob("twinvae-*.whl")))
+    names = set(wheel.namelist())
+    for name in ("index.html", "explore.js", "explore.css"):
+        assert f"twinvae/explore/static/{name}" in names
+        assert wheel.read(f"twinvae/explore/static/{name}") == (root / "twinvae/explore/static" / name).read_bytes()
+    assert "explore.py" not in {n.split("/")[0] for n in names}
+    entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "twinvae-explore = twinvae.explore.cli:main" in entry_points
