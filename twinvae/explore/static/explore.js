@@ -93,11 +93,22 @@ function drawMap() {
     ctx.fillRect(sx(m.x[i]) - 1.5, sy(m.y[i]) - 1.5, 3, 3);
   }
   ctx.globalAlpha = 1;
+  if (m.labels) drawLegend(ctx, [...new Set(m.labels)].sort((a, b) => a - b), canvas.width);
   if (state.click) {
     ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
     ctx.beginPath(); ctx.arc(sx(state.click[0]), sy(state.click[1]), 6, 0, 2 * Math.PI); ctx.stroke();
   }
   document.body.dataset.mapPoints = String(m.x.length);
+}
+
+function drawLegend(ctx, labels, width) {  // the colour of each label, top right
+  ctx.font = "11px sans-serif"; ctx.textAlign = "left";
+  labels.slice(0, 20).forEach((label, i) => {
+    ctx.fillStyle = PALETTE[label % PALETTE.length];
+    ctx.fillRect(width - 34, 8 + 14 * i, 9, 9);
+    ctx.fillStyle = "#333";
+    ctx.fillText(String(label), width - 20, 16 + 14 * i);
+  });
 }
 
 function nearestPoint(px, py) {
