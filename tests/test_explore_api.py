@@ -281,6 +281,7 @@ def test_command_refuses_bad_input_in_one_line(image_run, tmp_path, capsys):
     cases = [(["--workdir", str(tmp_path / "missing"), "--port", "0"], "no such folder"),
              (["--workdir", str(image_run), "--port", port], f"cannot listen on 127.0.0.1:{port}"),
              (["--workdir", str(image_run), "--limit", "0"], "--limit must be >= 1"),
+             (["--workdir", str(image_run), "--threads", "0"], "--threads must be >= 1"),
              (["--workdir", str(image_run), "--port", "0", "--data", str(tmp_path)], "the test split:")]
     try:
         for argv, message in cases:

@@ -30,6 +30,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on; anything but a loopback "
                    "address lets other machines use the explorer")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="the port (0: any free one)")
+    p.add_argument("--threads", type=int, default=1, help="torch's CPU threads (a request is a few small "
+                   "matmuls: more threads spin against each other and against other work on a busy machine)")
     return p
 
 
@@ -42,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.limit is not None and args.limit < 1:
         return _fail(f"--limit must be >= 1; got {args.limit}")
+    if args.threads < 1:
+        return _fail(f"--threads must be >= 1; got {args.threads}")
     if not 0 <= args.port <= 65535:
         return _fail(f"--port must be from 0 to 65535; got {args.port}")
     from twinvae.explore import server
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         sock.close()
         return _fail(str(e))
+    if model.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         explorer = Explorer(model, folder=resolve(args.workdir), data=args.data, limit=args.limit)
         explorer.warm()
