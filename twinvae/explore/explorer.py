@@ -14,6 +14,7 @@ import numpy as np
 from twinvae.explore import fields
 from twinvae.explore.fields import BadRequest
 from twinvae.explore.sides import SIDES, TestSet
+from vaecore import tasks
 from vaecore.decoding import interpolation_path
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: a unit is active when Cov_x(E[z_d | x]) exceeds it
@@ -48,7 +49,7 @@ class Explorer:
     the frameworks' CPU kernels already use every core, and a handle is not meant for threads."""
 
     def __init__(self, model, *, folder: Path, data: str | None = None, limit: int | None = None):
-        self.model, self.side = model, SIDES[model.task](model)
+        self.model, self.side = model, SIDES[tasks.task(model.task).family](model)
         self.lock = threading.Lock()
         started = time.perf_counter()
         self.test: TestSet = self.side.load_test_set(folder, data, limit)

@@ -1,6 +1,6 @@
 """What differs between the explorer of an image VAE and that of a sentence VAE: the test set it maps,
 how a request names an input (a test index; for text also a typed sentence), how decodings are
-decoded and shown in JSON (images as base64 bytes, sentences as strings). ``SIDES`` finds a task's."""
+decoded and shown in JSON (images as base64 bytes, sentences as strings). ``SIDES`` finds a model family's (``vaecore.tasks``)."""
 
 from __future__ import annotations
 
@@ -155,4 +155,4 @@ class TextSide:
             self.model.encode([" ".join(["the"] * words)])
 
 
-SIDES = {"mnist": ImageSide, "text": TextSide}
+SIDES = {"image": ImageSide, "sentence": TextSide}  # by model family (vaecore.tasks.TaskSpec.family)
