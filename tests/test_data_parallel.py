@@ -42,7 +42,7 @@ CASES = {
                   "--iw-samples", "3"],  # torch: k noise rows and dropout masks per sentence, on the examples' axis
     # the Transformer decoder: every dropout site's mask is drawn for the global batch (torch)
     "text-transformer": ["--task", "text", "--batch-size", "8", "--max-steps", "30", "--log-every", "5", "--decoder",
-                         "transformer", "--z-injection", "both", "--transformer-layers", "2", "--transformer-heads", "2",
+                         "transformer", "--embed-dim", "48", "--hidden-dim", "64", "--z-injection", "both", "--transformer-layers", "2", "--transformer-heads", "2",
                          "--transformer-ff", "32", "--attention-dropout", "0.1", "--residual-dropout", "0.1",
                          "--loss", "mmd", "--alpha", "0.5", "--lambda", "10"],
     "text-mmd": ["--task", "text", "--batch-size", "8", "--max-steps", "30", "--log-every", "5", "--loss", "mmd",

@@ -30,8 +30,13 @@ RESUME_MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate",
                 "transformer-pretrain": [*TRANSFORMER, "--pretrain-ae-epochs", "1", "--bn-gamma", "0.5"]}
 
 
-@pytest.mark.parametrize("mode", list(RESUME_MODES))
-@pytest.mark.parametrize("backend", ["torch", "jax"])
+# every mode in both backends, but the Transformer's aggressive mode in torch only (in JAX it compiles a step
+# per side and was this file's longest test by far, 500 s on a loaded machine; its JAX parts are the
+# RNN's aggressive mode and the Transformer's other mode here)
+CASES = [(b, m) for m in RESUME_MODES for b in ("torch", "jax") if (b, m) != ("jax", "transformer-aggressive")]
+
+
+@pytest.mark.parametrize("backend, mode", CASES)
 def test_sigkill_and_resume_gives_the_same_results(backend, mode, corpus, tmp_path):
     args = [*RESUME_MODES[mode], "--backend", backend, "--task", "text", "--data", str(corpus), "--embed-dim", "32", "--hidden-dim", "64",
             "--latent-dim", "4", "--batch-size", "8", "--max-steps", "120", "--checkpoint-every", "10",
