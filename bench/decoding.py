@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vaecore.text_config import TextModelConfig
-from vaecore.text_data import EOS_ID
+from vaecore.data.text_data import EOS_ID
+from vaecore.settings.text_config import TextModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

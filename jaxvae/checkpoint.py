@@ -1,7 +1,7 @@
 """Checkpoints of the JAX engines: an orbax CheckpointManager (each step written to a temporary
 directory and renamed when complete) holding a state pytree and JSON metadata, newest ``keep`` kept.
 
-The metadata carries a sha256 of the state's arrays and of itself (``vaecore.checksum``), written in
+The metadata carries a sha256 of the state's arrays and of itself (``vaecore.runs.checksum``), written in
 the same orbax save, so a checkpoint and its digest are complete together or absent together. On
 restore the newest checkpoint that reads back, is ours and matches its digest is used; any other is
 reported on stderr and the next older one tried. One of ours whose arrays do not fit the model
@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaecore import checksum
-from vaecore.config import ConfigError
+from vaecore.runs import checksum
+from vaecore.settings.config import ConfigError
 
 
 @contextlib.contextmanager

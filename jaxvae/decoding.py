@@ -2,8 +2,8 @@
 
 Every function takes latent codes ``z`` [B, latent] (numpy or array: prior samples, posterior
 means) and returns one list of word ids per row, without <bos> and <eos>; a sentence that has not
-produced <eos> after ``max_len`` steps is cut there. ``vaecore.text_data.ids_to_text`` turns them into
-strings. The search is ``vaecore.decoding`` (numpy, shared by both backends), so the two backends decode
+produced <eos> after ``max_len`` steps is cut there. ``vaecore.data.text_data.ids_to_text`` turns them into
+strings. The search is ``vaecore.task.decoding`` (numpy, shared by both backends), so the two backends decode
 the same ids from the same weights and z; only the decoder step (one jitted function here) differs.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 from flax import nnx
 
 from jaxvae.text_model import SentenceVAE
-from vaecore import decoding as search
-from vaecore.text_data import BOS_ID, EOS_ID
+from vaecore.data.text_data import BOS_ID, EOS_ID
+from vaecore.task import decoding as search
 
 MIN_ROWS = 16  # decoders run on a power-of-two number of rows, at least this: few shapes, few compilations
 
@@ -67,7 +67,7 @@ def _compiled(graphdef):
     def sample(state, z, uniforms, temperature, max_len):
         """Ancestral sampling as one compiled loop: at step t, row b takes the first id whose CDF of
         softmax(log-probs / temperature) exceeds ``uniforms[b, t]`` times the total (the same inverse-CDF
-        lookup as ``vaecore.decoding.sample``, in float32), <eos> or not: [max_len, B]."""
+        lookup as ``vaecore.task.decoding.sample``, in float32), <eos> or not: [max_len, B]."""
         model = nnx.merge(graphdef, state)
 
         def body(carry, u):
@@ -85,7 +85,7 @@ def _compiled(graphdef):
 
     @functools.partial(jax.jit, static_argnums=(3, 4))
     def beam(state, z, rows, k, max_len, length_norm):
-        """``vaecore.decoding.beam`` as one compiled loop (float32 scores): the same 2k best extensions
+        """``vaecore.task.decoding.beam`` as one compiled loop (float32 scores): the same 2k best extensions
         per step (``lax.top_k``: ties towards the lower index, as the stable sort), the same rules for
         finishing and stopping, the same choice among the finished (the first of the best). Rows from
         ``rows`` on are padding, done from the start. -> (ids [B, max_len], lengths [B])."""
@@ -186,13 +186,13 @@ class _Stepper:
 
     def greedy_tokens(self, z: np.ndarray, max_len: int) -> np.ndarray:
         """The greedy choice at each of ``max_len`` steps in one compiled loop, <eos> or not: [B, max_len]
-        (the same argmax of the same log-probs as ``step``; ``vaecore.decoding.greedy`` cuts at <eos>)."""
+        (the same argmax of the same log-probs as ``step``; ``vaecore.task.decoding.greedy`` cuts at <eos>)."""
         z = self.padded_z(z)
         return np.asarray(self._greedy(self.params, z, max_len)).T[:self.rows]
 
     def sample_tokens(self, z: np.ndarray, uniforms: np.ndarray, temperature: float) -> np.ndarray:
         """Every step's sampled id in one compiled loop, <eos> or not: [B, max_len] (``uniforms`` [B,
-        max_len]: the inverse-CDF draws of ``vaecore.decoding.sample``)."""
+        max_len]: the inverse-CDF draws of ``vaecore.task.decoding.sample``)."""
         z = self.padded_z(z)
         u = np.zeros((z.shape[0], uniforms.shape[1]), self.dtype)
         u[:self.rows] = uniforms
@@ -200,7 +200,7 @@ class _Stepper:
         return np.asarray(tokens).T[:self.rows]
 
     def beam_ids(self, z: np.ndarray, beam_width: int, max_len: int, length_norm: float) -> list[list[int]]:
-        """``vaecore.decoding.beam`` in one compiled loop: the best finished hypothesis of each row."""
+        """``vaecore.task.decoding.beam`` in one compiled loop: the best finished hypothesis of each row."""
         z = self.padded_z(z)
         ids, lengths = self._beam(self.params, z, self.rows, beam_width, max_len,
                                   jnp.asarray(length_norm, self.dtype))

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.objectives import PerExample, objective
-from vaecore.config import LossConfig
-from vaecore.objectives import Weights
+from vaecore.settings.config import LossConfig
+from vaecore.settings.objectives import Weights
 
 
 def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -45,7 +45,7 @@ def with_neg_elbo(terms: dict[str, jax.Array]) -> dict[str, jax.Array]:
 def vae_loss(model, x: jax.Array, eps: jax.Array, prior_z: jax.Array | None,
              cfg: LossConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
     """x: [batch, 784] in {0, 1}; eps: [batch, latent] standard-normal draws, or [k, batch, latent]
-    for k importance samples (``vaecore.objectives.noise_shape``); prior_z: [batch, latent] (InfoVAE)."""
+    for k importance samples (``vaecore.settings.objectives.noise_shape``); prior_z: [batch, latent] (InfoVAE)."""
     mean, logvar = model.encode(x)
     z = reparameterize(mean, logvar, eps)
     logits = model.decode(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:-1], -1)

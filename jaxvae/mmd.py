@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaecore.mmd_args import check_args, kernel_scales, term_weights
+from vaecore.settings.mmd_args import check_args, kernel_scales, term_weights
 
 PATHS = ("auto", "reference", "tiled")
 

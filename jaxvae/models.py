@@ -15,7 +15,7 @@ from flax import nnx
 
 from jaxvae.layers import ConvTranspose2d
 from jaxvae.posterior import PosteriorHead
-from vaecore.config import ImageModelConfig
+from vaecore.settings.config import ImageModelConfig
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}  # the MLP's hidden layers
 IMAGE_SIDE = 28

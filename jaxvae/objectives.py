@@ -6,11 +6,11 @@ summed per sentence and the KL as its remedies shape it (free bits, and the KL w
 schedule in ``Weights``). ``objective(name, terms, weights)`` -> ``(loss, terms)``: the scalar batch
 mean that is optimised and the per-example terms [batch] ``recon``, ``kl``, ``mmd`` (the batch's MMD,
 the same for every example; 0 where none) and ``total``. How many posterior samples an objective
-reads, and whether it needs prior samples, is ``vaecore.objectives``, which every engine asks.
+reads, and whether it needs prior samples, is ``vaecore.settings.objectives``, which every engine asks.
 
 A new objective is one function per backend (here and in the twin, entered in ``OBJECTIVES``)
-plus its option declarations (its name in ``vaecore.config.LOSSES``, its flags; when it reads
-several posterior samples or prior samples, ``vaecore.objectives``); no task or engine changes.
+plus its option declarations (its name in ``vaecore.settings.config.LOSSES``, its flags; when it reads
+several posterior samples or prior samples, ``vaecore.settings.objectives``); no task or engine changes.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxvae.mmd import mmd
-from vaecore.objectives import Weights
+from vaecore.settings.objectives import Weights
 
 Loss = tuple[jax.Array, dict[str, jax.Array]]
 
 
 class PerExample(NamedTuple):
-    """A task's per-example terms. With k importance samples (``vaecore.objectives.importance_samples``)
+    """A task's per-example terms. With k importance samples (``vaecore.settings.objectives.importance_samples``)
     ``recon`` is [k, batch] and ``z``, ``eps`` are [k, batch, latent]; else [batch] and [batch, latent]."""
 
     recon: jax.Array  # -log p(x | z), summed over pixels or tokens
@@ -83,7 +83,7 @@ OBJECTIVES: dict[str, Callable[[PerExample, Weights], Loss]] = {"elbo": elbo, "m
 
 
 def objective(name: str, terms: PerExample, weights: Weights) -> Loss:
-    """The objective ``name`` (``vaecore.config.LOSSES``) of a task's per-example terms."""
+    """The objective ``name`` (``vaecore.settings.config.LOSSES``) of a task's per-example terms."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {name!r}")
     return OBJECTIVES[name](terms, weights)

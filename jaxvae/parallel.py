@@ -24,8 +24,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vaecore.config import ConfigError
-from vaecore.parallel import Layout, check_port, check_rank, shard_rows
+from vaecore.runs.parallel import Layout, check_port, check_rank, shard_rows
+from vaecore.settings.config import ConfigError
 
 ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
@@ -67,7 +67,7 @@ def stop(finished: bool = False) -> None:
 
 
 def main_refused(refused: bool) -> bool:
-    """The main process's ``refused`` on every process (``vaecore.driver.agree``: a run the main
+    """The main process's ``refused`` on every process (``vaecore.runner.driver.agree``: a run the main
     process refuses stops everywhere, instead of waiting for it in a collective)."""
     if jax.process_count() == 1:
         return refused

@@ -3,9 +3,9 @@
 Attribute names equal the torch twin's, so ``export_params`` gives the canonical (torch) names:
 ``embedding``, ``encoder_rnn``, ``to_mean``, ``to_logvar``, ``latent_to_hidden``, ``decoder_rnn``,
 ``output`` (with tied embeddings ``output_bias`` and, when hidden and embedding sizes differ,
-``output_projection``). The architecture and its defaults are described in ``vaecore.text_config``; the batch
+``output_projection``). The architecture and its defaults are described in ``vaecore.settings.text_config``; the batch
 format (``tokens`` [B, T] = <bos> w1..wn <eos> <pad>..., ``lengths`` [B] = n + 2) in
-``vaecore.text_data``. All linears and RNNs are initialised like torch's (uniform +-1/sqrt(fan_in)),
+``vaecore.data.text_data``. All linears and RNNs are initialised like torch's (uniform +-1/sqrt(fan_in)),
 the embedding N(0, 1) (uniform +-1/sqrt(embed_dim) when tied to the output).
 
 Randomness is explicit: ``eps`` (reparameterisation noise), ``word_mask`` (word dropout) and
@@ -27,9 +27,9 @@ from jaxvae.objectives import PerExample
 from jaxvae.posterior import PosteriorHead
 from jaxvae.rnn import make_rnn
 from jaxvae.transformer import TransformerDecoder
-from vaecore.objectives import Weights
-from vaecore.text_config import TextModelConfig
-from vaecore.text_data import BOS_ID, UNK_ID
+from vaecore.data.text_data import BOS_ID, UNK_ID
+from vaecore.settings.objectives import Weights
+from vaecore.settings.text_config import TextModelConfig
 
 
 def _symmetric_uniform(bound: float, param_dtype):

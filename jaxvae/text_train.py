@@ -25,11 +25,12 @@ from jaxvae.parallel import Sharder
 from jaxvae.text_eval import evaluate_text
 from jaxvae.text_model import SentenceVAE, sentence_loss
 from jaxvae.train import adam, adam_update, new_model
-from vaecore import rng, rundir
-from vaecore.config import RunConfig
-from vaecore.objectives import draws_prior, noise_shape
-from vaecore.text_config import DECODER_REINIT_MODULES, module_side
-from vaecore.text_data import TextBatch
+from vaecore import rng
+from vaecore.data.text_data import TextBatch
+from vaecore.runs import rundir
+from vaecore.settings.config import RunConfig
+from vaecore.settings.objectives import draws_prior, noise_shape
+from vaecore.settings.text_config import DECODER_REINIT_MODULES, module_side
 
 PARTS = ("all", "encoder", "decoder")
 

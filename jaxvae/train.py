@@ -23,10 +23,11 @@ from jaxvae.checkpoint import Checkpoints
 from jaxvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from jaxvae.mmd import mmd
 from jaxvae.parallel import Sharder
-from vaecore import rng, rundir
-from vaecore.config import LossConfig, RunConfig
-from vaecore.image_task import check_whole_model, steps_per_call, summarize
-from vaecore.objectives import noise_shape
+from vaecore import rng
+from vaecore.runs import rundir
+from vaecore.settings.config import LossConfig, RunConfig
+from vaecore.settings.objectives import noise_shape
+from vaecore.task.image_task import check_whole_model, steps_per_call, summarize
 
 
 def _noise(key: jax.Array, shape: tuple[int, ...], dtype) -> tuple[jax.Array, jax.Array]:
@@ -190,7 +191,7 @@ class JaxEngine:
 
     def train_step(self, batch: np.ndarray, step: int, kl_weight: float, lr_scale: float, *, part: str = "all",
                    inner: int | None = None) -> dict[str, float]:
-        """One Adam step on images ``batch`` (the ``vaecore.driver.Engine`` protocol): ``train_steps``
+        """One Adam step on images ``batch`` (the ``vaecore.runner.driver.Engine`` protocol): ``train_steps``
         with one batch."""
         check_whole_model(part, inner)
         return self.train_steps(np.asarray(batch)[None], step, kl_weight, lr_scale)[0]

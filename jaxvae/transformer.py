@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxvae.layers import flat_matmul
-from vaecore.text_config import LEARNED_POSITIONS, TextModelConfig
+from vaecore.settings.text_config import LEARNED_POSITIONS, TextModelConfig
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm's
 

@@ -14,8 +14,8 @@ from jaxvae.train import JaxEngine
 from parity_tests.util import TOL, assert_trees_close
 from torchvae.params import export_params as torch_export
 from torchvae.train import TorchEngine
-from vaecore import image_task
-from vaecore.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
+from vaecore.settings.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
+from vaecore.task import image_task
 
 
 @pytest.fixture(autouse=True)

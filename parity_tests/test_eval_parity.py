@@ -25,10 +25,10 @@ from torchvae import models as tm
 from torchvae import text_model as ttm
 from torchvae.params import export_params as torch_export
 from torchvae.params import import_params as torch_import
-from vaecore import evaluation as core
-from vaecore.config import ImageModelConfig
-from vaecore.text_config import TextModelConfig
-from vaecore.text_data import TextBatch
+from vaecore.data.text_data import TextBatch
+from vaecore.scoring import evaluation as core
+from vaecore.settings.config import ImageModelConfig
+from vaecore.settings.text_config import TextModelConfig
 
 K, BATCH = 24, 6
 IMAGE_MODELS = {

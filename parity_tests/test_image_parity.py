@@ -25,7 +25,7 @@ from jaxvae.params import import_params as jax_import
 from parity_tests.util import TOL, assert_exact, assert_trees_close
 from torchvae.params import export_params as torch_export
 from torchvae.params import import_params as torch_import
-from vaecore.config import ImageModelConfig, LossConfig
+from vaecore.settings.config import ImageModelConfig, LossConfig
 
 BATCH = 8
 LR = 1e-3

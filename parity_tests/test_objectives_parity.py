@@ -14,7 +14,7 @@ import torch
 import jaxvae.objectives as jo
 import torchvae.objectives as to
 from parity_tests.util import TOL, assert_trees_close, jax_precision
-from vaecore.objectives import Weights
+from vaecore.settings.objectives import Weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 B, D, K, M = 5, 3, 4, 6

@@ -25,7 +25,7 @@ from parity_tests.util import TOL, assert_trees_close, jax_precision
 from torchvae import text_model as ttm
 from torchvae.params import export_params as torch_export
 from torchvae.params import import_params as torch_import
-from vaecore.text_config import TextModelConfig
+from vaecore.settings.text_config import TextModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -187,7 +187,7 @@ def test_one_sided_adam_steps_agree():
     the JAX engine's per-side optax states (``sided_adam_update``) give the same parameters after
     encoder-only, decoder-only and joint steps, whose Adam step counts then differ per side."""
     from jaxvae.text_train import sided_adam_update, split_sides
-    from vaecore.text_config import module_side
+    from vaecore.settings.text_config import module_side
 
     dtype, parts = "float64", ["encoder", "encoder", "decoder", "all", "encoder", "decoder"]
     opt = {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8}
@@ -226,7 +226,7 @@ def test_image_bn_vae_training_mode_loss_gradients_running_averages_and_eval_mod
     import jaxvae.models as jm
     import torchvae.losses as tl
     import torchvae.models as tm
-    from vaecore.config import ImageModelConfig, LossConfig
+    from vaecore.settings.config import ImageModelConfig, LossConfig
 
     cfg = ImageModelConfig(kind="mlp", latent_dim=4, hidden_sizes=(16,), bn_gamma=0.8, delta_rate=0.05)
     loss_cfg = LossConfig(objective="elbo")

@@ -28,7 +28,7 @@ from torchvae import text_eval as tte
 from torchvae import text_model as ttm
 from torchvae.params import export_params as torch_export
 from torchvae.params import import_params as torch_import
-from vaecore.text_config import TextModelConfig
+from vaecore.settings.text_config import TextModelConfig
 
 VOCAB, EMBED, HIDDEN, LATENT, BATCH = 50, 12, 16, 6, 4
 LENGTHS = np.array([9, 3, 6, 2], dtype=np.int32)  # <bos> ... <eos>; the last is an empty sentence
@@ -281,7 +281,7 @@ def test_five_adam_steps(case, dtype, source):
 
 def test_evaluate_text_agrees():
     """The split evaluation helpers give the same sums from the same weights (shared eval noise)."""
-    from vaecore.text_data import TextDataset, Vocab
+    from vaecore.data.text_data import TextDataset, Vocab
 
     rng = np.random.default_rng(5)
     words = [f"w{i}" for i in range(VOCAB - 4)]

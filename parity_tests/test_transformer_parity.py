@@ -36,7 +36,7 @@ from torchvae import decoding as tdec
 from torchvae import text_model as ttm
 from torchvae.params import export_params as torch_export
 from torchvae.params import import_params as torch_import
-from vaecore.text_config import TextModelConfig
+from vaecore.settings.text_config import TextModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from vaecore import rundir
-from vaecore.cli import EXIT_BAD_INPUT, OneLineParser
+from vaecore.runs import rundir
+from vaecore.settings.cli import EXIT_BAD_INPUT, OneLineParser
 
 SMALL_FILES = (rundir.CONFIG, rundir.METRICS, rundir.VOCAB)
 MAX_MEMBERS = 10_000  # an orbax step folder holds a few dozen files

@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]  # vaecore, and study_state beside this file
 from study_state import RowError, row_state, run_dir, status_table
 
-from vaecore.cli import OneLineParser
 from vaecore.pinning import on_core
+from vaecore.settings.cli import OneLineParser
 
 # row name -> train.py flags on top of the text defaults (12 epochs, logistic annealing, free bits 0.05)
 ROWS = {

@@ -8,9 +8,10 @@ import json
 import time
 from pathlib import Path
 
-from vaecore import rundir, tasks
-from vaecore.config import ConfigError, RunConfig
-from vaecore.report import read_jsonl
+from vaecore.runner.report import read_jsonl
+from vaecore.runs import rundir
+from vaecore.settings.config import ConfigError, RunConfig
+from vaecore.task import tasks
 
 
 def run_dir(runs: Path, row: str, backend: str) -> Path:

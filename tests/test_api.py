@@ -37,8 +37,8 @@ def runs(mnist_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_images(mnist_dir):
     """The first N binarised test images, as evaluate.py reads them."""
-    from vaecore.batching import fixed_binarization
-    from vaecore.mnist import load_mnist
+    from vaecore.data.batching import fixed_binarization
+    from vaecore.data.mnist import load_mnist
 
     return fixed_binarization(load_mnist(str(mnist_dir)).test)[:N]
 

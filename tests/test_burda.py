@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from vaecore.cli import build_parser, explicit_flags
-from vaecore.config import ConfigError
-from vaecore.options import resolve
+from vaecore.runner.options import resolve
 from vaecore.schedules import BURDA_EPOCHS, burda_lr_scale, burda_stage
+from vaecore.settings.cli import build_parser, explicit_flags
+from vaecore.settings.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_burda_schedule_in_a_run(backend, tmp_path):
 def test_published_figure_only_for_burdas_protocol(tmp_path):
     """The comparison's `published` column: Burda et al.'s Table 1 figure for a run on exactly their
     protocol (by the preset or flag by flag), nothing for any departure from it."""
-    from vaecore.report import published_nll
+    from vaecore.runner.report import published_nll
 
     def published(*argv):
         cfg = resolved(*argv, "--workdir", str(tmp_path / str(len(list(tmp_path.iterdir())))))
@@ -100,7 +100,7 @@ def test_published_figure_only_for_burdas_protocol(tmp_path):
 def test_comparison_shows_the_published_figure_beside_the_measured_one(tmp_path):
     import csv
 
-    from vaecore.report import compare_runs
+    from vaecore.runner.report import compare_runs
 
     runs = []
     for name, argv in (("burda-iwae5", ["--loss", "iwae", "--iw-samples", "5"]), ("burda-short", ["--epochs", "9"])):

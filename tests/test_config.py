@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from vaecore.config import ConfigError, ImageModelConfig, LossConfig, RunConfig, TrainConfig, parse_bandwidth
+from vaecore.settings.config import (
+    ConfigError,
+    ImageModelConfig,
+    LossConfig,
+    RunConfig,
+    TrainConfig,
+    parse_bandwidth,
+)
 
 
 @pytest.mark.parametrize("make, field", [

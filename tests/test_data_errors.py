@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vaecore import batching
-from vaecore.config import ConfigError
+from vaecore.data import batching
+from vaecore.settings.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_text_cli import write_corpus
-from vaecore.config import ConfigError
-from vaecore.parallel import Layout, shard_rows
+from vaecore.runs.parallel import Layout, shard_rows
+from vaecore.settings.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}

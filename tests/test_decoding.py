@@ -15,8 +15,8 @@ from torchvae import decoding as tdec
 from torchvae import text_model as ttm
 from torchvae.params import export_params as torch_export
 from torchvae.params import import_params as torch_import
-from vaecore.text_config import TextModelConfig
-from vaecore.text_data import BOS_ID, EOS_ID, Vocab, ids_to_text
+from vaecore.data.text_data import BOS_ID, EOS_ID, Vocab, ids_to_text
+from vaecore.settings.text_config import TextModelConfig
 
 V = 10  # ids 0-3 special, words 4..9
 TINY = 1e-6
@@ -159,7 +159,7 @@ def test_reconstruct_and_interpolate():
     # beam search along the same path: the beam decodings of the path's points, in both backends
     beam = tdec.interpolate(tmodel, tokens, lengths, steps=4, method="beam", beam_width=3)
     assert beam == jdec.interpolate(jmodel, tokens, lengths, steps=4, method="beam", beam_width=3)
-    from vaecore.decoding import interpolation_path
+    from vaecore.task.decoding import interpolation_path
 
     assert beam == tdec.beam_search(tmodel, interpolation_path(means[0], means[1], 4), beam_width=3)
     assert tdec.reconstruct(tmodel, tokens, lengths, method="beam", beam_width=2) == jdec.reconstruct(
@@ -171,7 +171,7 @@ def test_ids_to_text():
     vocab = Vocab([f"w{i}" for i in range(4, V)])
     assert ids_to_text([[4, 5], []], vocab) == ["w4 w5", ""]
     # in the run folder's text files an empty decoding is written as <eos>, not as an empty line
-    from vaecore.text_outputs import shown
+    from vaecore.task.text_outputs import shown
 
     assert [shown(vocab, ids) for ids in ([4, 5], [])] == ["w4 w5", "<eos>"]
 
@@ -180,7 +180,7 @@ def test_jax_greedy_loop_equals_the_step_by_step_search():
     """The JAX greedy decoding in one compiled loop returns what the shared numpy search returns from
     the same stepper's single steps, over rows that stop at different lengths, rows cut at max_len,
     and row counts on both sides of a padding bucket."""
-    from vaecore import decoding as search
+    from vaecore.task import decoding as search
 
     torch.manual_seed(3)
     cfg = TextModelConfig(vocab_size=30, embed_dim=8, hidden_dim=12, latent_dim=3, embedding_dropout=0.0,
@@ -212,7 +212,7 @@ def test_jax_sampling_and_beam_loops_equal_the_step_by_step_search():
     search (float64) returns from the same stepper's single steps: rows ending at different lengths,
     rows cut at max_len, row counts on both sides of a padding bucket, beams of width 1 to 4, with and
     without length normalisation, temperatures below and above 1."""
-    from vaecore import decoding as search
+    from vaecore.task import decoding as search
 
     torch.manual_seed(5)
     cfg = TextModelConfig(vocab_size=30, embed_dim=8, hidden_dim=12, latent_dim=3, rnn="lstm",
@@ -241,7 +241,7 @@ def test_jax_sampling_and_beam_loops_equal_the_step_by_step_search():
 
 
 def test_best_first_is_the_stable_argsort():
-    from vaecore.decoding import best_first
+    from vaecore.task.decoding import best_first
 
     rng = np.random.default_rng(0)
     for trial in range(500):

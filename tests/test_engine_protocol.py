@@ -1,4 +1,4 @@
-"""The one engine protocol (``vaecore.driver.Engine``), checked against all four engines: the same
+"""The one engine protocol (``vaecore.runner.driver.Engine``), checked against all four engines: the same
 method signatures, the same return types, and a save/restore round trip that gives back the same
 numbers."""
 
@@ -9,10 +9,10 @@ import inspect
 import numpy as np
 import pytest
 
-from vaecore import driver
-from vaecore.config import ImageModelConfig, LossConfig, RunConfig, TextTrainConfig, TrainConfig
-from vaecore.text_config import TextModelConfig
-from vaecore.text_data import TextDataset, Vocab
+from vaecore.data.text_data import TextDataset, Vocab
+from vaecore.runner import driver
+from vaecore.settings.config import ImageModelConfig, LossConfig, RunConfig, TextTrainConfig, TrainConfig
+from vaecore.settings.text_config import TextModelConfig
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
 ENGINES = [("jax", "mnist"), ("torch", "mnist"), ("jax", "text"), ("torch", "text")]

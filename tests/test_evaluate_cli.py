@@ -61,9 +61,9 @@ def test_evaluate_writes_metrics_and_keeps_results(evaluated):
 
     import numpy as np
 
-    from vaecore.batching import fixed_binarization
-    from vaecore.config import RunConfig
-    from vaecore.mnist import load_mnist
+    from vaecore.data.batching import fixed_binarization
+    from vaecore.data.mnist import load_mnist
+    from vaecore.settings.config import RunConfig
 
     cfg = RunConfig.load(workdir / "config.json")
     model, _ = importlib.import_module(f"{cfg.backend}vae.evaluation").load_model(cfg, workdir)
@@ -206,7 +206,7 @@ def test_training_curves_draw_every_term_without_warnings(tmp_path):
     matplotlib warning about an empty legend; a term absent from every row gets no panel."""
     import warnings
 
-    from vaecore.plots import save_training_curves
+    from vaecore.scoring.plots import save_training_curves
 
     rows = [{"step": s, "split": split, "neg_elbo": 100.0 - s, "kl": 0.5 * s, "mmd": 0.0}
             for s in (1, 2, 3) for split in ("train", "valid")]
@@ -218,7 +218,7 @@ def test_training_curves_draw_every_term_without_warnings(tmp_path):
 
 
 def test_setup_summary_tells_the_runs_of_a_comparison_apart():
-    from vaecore.report import setup_summary
+    from vaecore.runner.report import setup_summary
 
     text = {"task": "text", "loss": {"objective": "elbo", "kl_weight": 1.0},
             "text": {"word_dropout": 0.0},

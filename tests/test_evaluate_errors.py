@@ -115,13 +115,13 @@ def test_damaged_eval_json_of_a_compared_run_is_one_line(run, tmp_path, capsys):
 
 def test_full_disk_after_the_evaluation_keeps_the_figures(run, capsys, monkeypatch):
     """The disk fills up after the check: the figures are written first and kept; one line, exit 1."""
-    import vaecore.report
+    import vaecore.runner.report
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run / "report.md"))
 
     (run / "eval_test.json").unlink()
-    monkeypatch.setattr(vaecore.report, "atomic_write", full)
+    monkeypatch.setattr(vaecore.runner.report, "atomic_write", full)
     capsys.readouterr()
     assert evaluate.main(["--workdir", str(run), *EVAL]) == 1
     lines = capsys.readouterr().err.strip().splitlines()

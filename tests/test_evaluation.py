@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from vaecore import evaluation as core
+from vaecore.scoring import evaluation as core
 
 P, D, SIGMA = 6, 3, 0.5
 

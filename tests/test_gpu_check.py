@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaecore.mnist import load_idx_dir
-from vaecore.text_data import load_text_data
+from vaecore.data.mnist import load_idx_dir
+from vaecore.data.text_data import load_text_data
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -14,7 +14,7 @@ import pytest
 
 import train
 from tests.runs import checkpoint_steps
-from vaecore.metrics import MetricsWriter
+from vaecore.runs.metrics import MetricsWriter
 
 TINY = ["--backend", "torch", "--hidden-sizes", "16", "--latent-dim", "2", "--batch-size", "16", "--log-every", "1"]
 
@@ -129,17 +129,17 @@ def test_full_disk_at_a_checkpoint_keeps_the_older_ones(capsys, tmp_path, monkey
 
 
 def test_full_disk_at_the_results_keeps_the_final_checkpoint(capsys, tmp_path, monkeypatch):
-    import vaecore.driver
+    import vaecore.runner.driver
 
     work = tmp_path / "run"
-    write_json = vaecore.driver.atomic_write_json
+    write_json = vaecore.runner.driver.atomic_write_json
 
     def fail_results(path, data):
         if Path(path).name == "results.json":
             full_disk()
         return write_json(path, data)
 
-    monkeypatch.setattr(vaecore.driver, "atomic_write_json", fail_results)
+    monkeypatch.setattr(vaecore.runner.driver, "atomic_write_json", fail_results)
     rc, err = main(capsys, work, "--max-steps", "4", "--checkpoint-every", "2")
     monkeypatch.undo()
     assert rc == 1 and len(err) == 1 and "last good checkpoint (step 4)" in err[0], err

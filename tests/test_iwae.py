@@ -10,7 +10,7 @@ import torch
 
 import torchvae.losses as tl
 import torchvae.models as tm
-from vaecore.config import ConfigError, ImageModelConfig, LossConfig
+from vaecore.settings.config import ConfigError, ImageModelConfig, LossConfig
 
 CFG = ImageModelConfig(kind="mlp", latent_dim=3, hidden_sizes=(16,))
 
@@ -95,8 +95,8 @@ def test_iwae_config_rules():
 def test_text_iwae_config_rules(tmp_path):
     """The sentence IWAE: no KL schedule and no free bits (set to constant and 0, refused when
     given), no pretraining without the KL, no language model (it has no code)."""
-    from vaecore.cli import build_parser, explicit_flags
-    from vaecore.options import resolve
+    from vaecore.runner.options import resolve
+    from vaecore.settings.cli import build_parser, explicit_flags
 
     def resolved(*argv):
         parser = build_parser()

@@ -8,8 +8,8 @@ import torch
 import jaxvae.losses as jl
 import torchvae.losses as tl
 from tests.mmd_reference import mmd as mmd_reference
-from vaecore.config import LossConfig
-from vaecore.objectives import Weights, draws_prior, importance_samples, noise_shape
+from vaecore.settings.config import LossConfig
+from vaecore.settings.objectives import Weights, draws_prior, importance_samples, noise_shape
 
 rng = np.random.default_rng(0)
 LOGITS = rng.normal(0, 8, (5, 30))
@@ -109,7 +109,7 @@ def test_iwae_objective_against_numpy(backend):
 
 
 def test_the_noise_of_an_objective_is_decided_once():
-    """``vaecore.objectives``: k posterior samples (a leading axis) for the IWAE only, prior samples
+    """``vaecore.settings.objectives``: k posterior samples (a leading axis) for the IWAE only, prior samples
     for InfoVAE only; every engine asks these."""
     iwae = LossConfig(objective="iwae", iw_samples=5)
     assert importance_samples(iwae) == 5 and noise_shape(iwae, 7, 3) == (5, 7, 3)

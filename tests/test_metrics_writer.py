@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tensorboardX.proto import event_pb2
 
-from vaecore.metrics import MetricsWriter
+from vaecore.runs.metrics import MetricsWriter
 
 
 def read_scalars(tb: Path) -> list[tuple[str, int, float]]:

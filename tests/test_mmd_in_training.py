@@ -4,7 +4,7 @@ and the InfoVAE step really depends on the MMD term."""
 import numpy as np
 import pytest
 
-from vaecore.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
+from vaecore.settings.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
 
 
 def engine(backend, tmp_path, lam):

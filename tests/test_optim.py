@@ -74,7 +74,7 @@ def test_adam_state_is_optax_adams_so_checkpoints_restore_either_way():
 
 def _torch_image_engine(tmp_path, name):
     from torchvae.train import TorchEngine
-    from vaecore.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
+    from vaecore.settings.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
 
     cfg = RunConfig(backend="torch", model=ImageModelConfig(kind="mlp", hidden_sizes=(16, 12), latent_dim=4),
                     loss=LossConfig(objective="elbo"), train=TrainConfig(batch_size=8, lr=1e-2, device="cpu"))

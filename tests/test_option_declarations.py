@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from vaecore.cli import build_parser, explicit_flags
-from vaecore.config import ConfigError, RunConfig
-from vaecore.declare import ByTask, lookup
-from vaecore.flags import OPTIONS, markdown_table
-from vaecore.options import config_from_args, resolve
+from vaecore.runner.options import config_from_args, resolve
+from vaecore.settings.cli import build_parser, explicit_flags
+from vaecore.settings.config import ConfigError, RunConfig
+from vaecore.settings.declare import ByTask, lookup
+from vaecore.settings.flags import OPTIONS, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_FLAGS = {"mnist": [], "text": ["--task", "text"]}
@@ -169,7 +169,7 @@ def test_declared_defaults_are_the_config_fields_defaults():
 
 def test_readme_flag_table_is_the_declarations():
     readme = (ROOT / "README.md").read_text()
-    begin, end = "<!-- flags: python -m vaecore.flags -->\n", "<!-- /flags -->"
+    begin, end = "<!-- flags: python -m vaecore.settings.flags -->\n", "<!-- /flags -->"
     assert begin in readme and end in readme
     assert readme.split(begin)[1].split(end)[0] == markdown_table()
 

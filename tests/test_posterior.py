@@ -73,7 +73,7 @@ def test_delta_bound_holds_through_the_whole_text_model():
     """Encoder weights set to push the log-variance to +-1e4 and the mean to 0: KL >= rate anyway."""
     from jaxvae import text_model as jtm
     from torchvae import text_model as ttm
-    from vaecore.text_config import TextModelConfig
+    from vaecore.settings.text_config import TextModelConfig
 
     cfg = TextModelConfig(vocab_size=20, embed_dim=8, hidden_dim=8, latent_dim=4, delta_rate=0.2)
     tokens = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
@@ -137,7 +137,7 @@ def test_bn_fixes_the_batch_second_moment_of_the_means_and_bounds_the_kl(scale):
 def test_language_model_baseline_posterior_is_the_prior_and_z_is_ignored():
     from jaxvae import text_model as jtm
     from torchvae import text_model as ttm
-    from vaecore.text_config import TextModelConfig
+    from vaecore.settings.text_config import TextModelConfig
 
     cfg = TextModelConfig(vocab_size=20, embed_dim=8, hidden_dim=8, latent_dim=4, use_latent=False,
                           z_every_step=True, embedding_dropout=0.0, output_dropout=0.0)
@@ -160,7 +160,7 @@ def test_language_model_baseline_posterior_is_the_prior_and_z_is_ignored():
 
 
 def test_config_refuses_a_remedy_on_the_language_model():
-    from vaecore.text_config import TextModelConfig
+    from vaecore.settings.text_config import TextModelConfig
 
     with pytest.raises(ValueError, match="no posterior"):
         TextModelConfig(vocab_size=20, use_latent=False, delta_rate=0.1)
@@ -172,7 +172,7 @@ def test_config_refuses_a_remedy_on_the_language_model():
 def test_delta_bound_holds_through_the_image_model(kind):
     import jaxvae.models as jm
     import torchvae.models as tm
-    from vaecore.config import ImageModelConfig
+    from vaecore.settings.config import ImageModelConfig
 
     cfg = ImageModelConfig(kind=kind, latent_dim=3, hidden_sizes=(8,), conv_channels=(2, 2), conv_dense=8,
                            delta_rate=0.3)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vaecore.config import ConfigError
+from vaecore.settings.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -53,7 +53,7 @@ def test_jax_process_count_below_one_is_refused(tmp_path):
 ])
 def test_torch_environment_checks(env, message, monkeypatch):
     from torchvae import parallel
-    from vaecore.config import RunConfig
+    from vaecore.settings.config import RunConfig
 
     for name in NAMES:
         monkeypatch.delenv(name, raising=False)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vaecore import rundir
-from vaecore.config import ConfigError
+from vaecore.runs import rundir
+from vaecore.settings.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
@@ -24,7 +24,7 @@ for _name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", 
               "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "XLA_FLAGS"):
     ENV.pop(_name, None)
 TINY = ["--hidden-sizes", "16", "--latent-dim", "2", "--batch-size", "16"]
-HOLD = "import sys; from vaecore.rundir import lock_run; lock = lock_run(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+HOLD = "import sys; from vaecore.runs.rundir import lock_run; lock = lock_run(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
 
 
 def train(work: Path, *args: str, backend: str = "torch") -> subprocess.CompletedProcess:

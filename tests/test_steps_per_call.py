@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from vaecore import batching, driver
-from vaecore.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
-from vaecore.image_task import steps_per_call
+from vaecore.data import batching
+from vaecore.runner import driver
+from vaecore.settings.config import ImageModelConfig, LossConfig, RunConfig, TrainConfig
+from vaecore.task.image_task import steps_per_call
 
 
 def test_call_end_stops_at_every_point_where_the_driver_acts():
@@ -107,7 +108,7 @@ def test_a_run_logs_the_same_points_whatever_the_call_size(tmp_path, backend, mo
     """train.py with the task's calls of up to 32 steps against calls of one step: the same metrics
     (float64), and the same checkpoints' step numbers."""
     import train
-    from vaecore import image_task
+    from vaecore.task import image_task
 
     def run(name, per_call):
         monkeypatch.setattr(image_task, "steps_per_call", lambda batch: per_call)

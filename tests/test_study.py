@@ -99,7 +99,7 @@ def test_status_of_a_run_in_training_from_its_folder(tmp_path):
     spec = importlib.util.spec_from_file_location("study_state", ROOT / "scripts" / "study_state.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    from vaecore.config import RunConfig, TrainConfig
+    from vaecore.settings.config import RunConfig, TrainConfig
 
     folder = tmp_path / "burda-vae-jax"
     assert study.progress(folder, 5000) == {"state": "not started"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vaecore.config import RunConfig, TrainConfig
+from vaecore.settings.config import RunConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("study", ROOT / "scripts" / "study.py")

@@ -10,34 +10,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaecore import report, tasks
-from vaecore.config import RunConfig, TextTrainConfig
-from vaecore.text_config import TextModelConfig
+from vaecore.runner import report
+from vaecore.settings.config import RunConfig, TextTrainConfig
+from vaecore.settings.text_config import TextModelConfig
+from vaecore.task import tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("vaecore", "jaxvae", "torchvae", "twinvae", "scripts")
 # the tasks' own modules: the registry and what it points to
-TASK_MODULES = {"vaecore/tasks.py", "vaecore/image_task.py", "vaecore/text_task.py", "vaecore/task_reports.py"}
+TASK_MODULES = {"vaecore/task/tasks.py", "vaecore/task/image_task.py", "vaecore/task/text_task.py", "vaecore/task/task_reports.py"}
 # (file, how the line starts): declarations that name a task, each with why it may
 ALLOWED = {
     # the config sections by name: "text" here is the text model's section, not the task
-    ("vaecore/flags.py", 'SECTIONS = {"model": ImageModelConfig, "loss": LossConfig, "train": TrainConfig,'),
+    ("vaecore/settings/flags.py", 'SECTIONS = {"model": ImageModelConfig, "loss": LossConfig, "train": TrainConfig,'),
     # option rules (flags.RULES): an option's declaration says under which task and settings it applies
-    ("vaecore/flags.py", 'return not (c.task == "text" and c.loss.objective == "iwae")'),
-    ("vaecore/flags.py", 'return c.task != "text" or c.text.use_latent'),
-    ("vaecore/flags.py", 'DECAYING = Rule(lambda c, a: c.task != "text" or c.text_train.lr_decay != 1.0,'),
-    ("vaecore/flags.py", 'AGGRESSIVE = Rule(lambda c, a: c.task != "text" or c.text_train.aggressive,'),
+    ("vaecore/settings/flags.py", 'return not (c.task == "text" and c.loss.objective == "iwae")'),
+    ("vaecore/settings/flags.py", 'return c.task != "text" or c.text.use_latent'),
+    ("vaecore/settings/flags.py", 'DECAYING = Rule(lambda c, a: c.task != "text" or c.text_train.lr_decay != 1.0,'),
+    ("vaecore/settings/flags.py", 'AGGRESSIVE = Rule(lambda c, a: c.task != "text" or c.text_train.aggressive,'),
     # option declarations whose config field differs by task (Option.field)
-    ("vaecore/flags.py", 'default=by_task("latent_dim"), field={"mnist": "model.latent_dim", "text": "text.latent_dim"},'),
-    ("vaecore/flags.py", 'field={"mnist": "model.delta_rate", "text": "text.delta_rate"}),'),
-    ("vaecore/flags.py", 'field={"mnist": "model.bn_gamma", "text": "text.bn_gamma"}),'),
+    ("vaecore/settings/flags.py", 'default=by_task("latent_dim"), field={"mnist": "model.latent_dim", "text": "text.latent_dim"},'),
+    ("vaecore/settings/flags.py", 'field={"mnist": "model.delta_rate", "text": "text.delta_rate"}),'),
+    ("vaecore/settings/flags.py", 'field={"mnist": "model.bn_gamma", "text": "text.bn_gamma"}),'),
     # the defaults that differ by task, declared once (flags.by_task reads them)
-    ("vaecore/config.py", 'TASK_DEFAULTS = {"mnist": {"latent_dim": 20, "batch_size": 128, "epochs": 10, "lr": 1e-3},'),
-    # the config's layout by task (config.json holds its task's sections only); vaecore.tasks imports
+    ("vaecore/settings/config.py", 'TASK_DEFAULTS = {"mnist": {"latent_dim": 20, "batch_size": 128, "epochs": 10, "lr": 1e-3},'),
+    # the config's layout by task (config.json holds its task's sections only); vaecore.task.tasks imports
     # the config, so the config cannot ask the registry
-    ("vaecore/config.py", 'if self.task == "text" and self.loss.objective not in TEXT_LOSSES:'),
-    ("vaecore/config.py", 'if self.task == "text":'),
-    ("vaecore/config.py", 'model=ImageModelConfig(**tuples(d["model"])) if d["task"] == "mnist" else None,'),
+    ("vaecore/settings/config.py", 'if self.task == "text" and self.loss.objective not in TEXT_LOSSES:'),
+    ("vaecore/settings/config.py", 'if self.task == "text":'),
+    ("vaecore/settings/config.py", 'model=ImageModelConfig(**tuples(d["model"])) if d["task"] == "mnist" else None,'),
 }
 
 
@@ -80,7 +81,7 @@ def test_no_code_outside_the_tasks_branches_on_a_task_name():
                 seen |= allowed
             else:
                 wrong.append(f"{name}:{lineno}: {line}")
-    assert not wrong, "ask vaecore.tasks (a TaskSpec field or hook) instead of the task's name:\n" + "\n".join(wrong)
+    assert not wrong, "ask vaecore.task.tasks (a TaskSpec field or hook) instead of the task's name:\n" + "\n".join(wrong)
     assert seen == ALLOWED, f"allowed lines that no longer exist (drop them from ALLOWED): {sorted(ALLOWED - seen)}"
 
 
@@ -95,7 +96,7 @@ def test_the_scan_sees_each_kind_of_branch():
 
 def test_the_scan_covers_the_modules_that_used_to_branch():
     names = {p.relative_to(ROOT).as_posix() for p in scanned_files()}
-    assert {"vaecore/report.py", "vaecore/evaluation.py", "twinvae/model.py", "twinvae/card.py",
+    assert {"vaecore/runner/report.py", "vaecore/scoring/evaluation.py", "twinvae/model.py", "twinvae/card.py",
             "twinvae/backends.py", "jaxvae/evaluation.py", "torchvae/backend.py", "train.py"} <= names
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaecore.config import ConfigError, RunConfig, TextTrainConfig
+from vaecore.settings.config import ConfigError, RunConfig, TextTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--task", "text", "--embed-dim", "16", "--hidden-dim", "16", "--latent-dim", "4", "--batch-size", "16"]
@@ -46,7 +46,7 @@ def test_lr_decay_hand_values_and_old_run_folders():
     assert TextTrainConfig(lr_decay=1.0).lr_scale(10**6, 10) == 1
     # a config.json written before the decay (and output dropout, tied embeddings) existed loads as
     # what that run did: a constant rate, no output dropout, an untied output layer
-    from vaecore.text_config import TextModelConfig
+    from vaecore.settings.text_config import TextModelConfig
 
     d = RunConfig(task="text", text=TextModelConfig(vocab_size=9), text_train=TextTrainConfig()).to_dict()
     del d["text_train"]["lr_decay"], d["text_train"]["lr_decay_start"], d["text"]["output_dropout"]
@@ -67,8 +67,8 @@ def test_engine_step_scales_with_lr_scale(backend, tmp_path):
     """Adam's first step is lr * g / (|g| + eps): with lr_scale 0.3 every parameter moves 0.3 times as far."""
     import numpy as np
 
-    from vaecore.text_config import TextModelConfig
-    from vaecore.text_data import TextBatch
+    from vaecore.data.text_data import TextBatch
+    from vaecore.settings.text_config import TextModelConfig
 
     cfg = RunConfig(backend=backend, task="text", text=TextModelConfig(vocab_size=12, embed_dim=8, hidden_dim=8,
                                                                       latent_dim=3),
@@ -109,8 +109,8 @@ def test_text_train_config_schedules_and_json_round_trip(tmp_path):
     assert TextTrainConfig(kl_schedule="constant").schedule(0.3, 100)(7) == 0.3
     with pytest.raises(ConfigError, match="kl_cycle_ratio"):
         TextTrainConfig(kl_cycle_ratio=0)
-    from vaecore.cli import build_parser
-    from vaecore.options import config_from_args
+    from vaecore.runner.options import config_from_args
+    from vaecore.settings.cli import build_parser
 
     args = build_parser().parse_args(["--task", "text", "--rnn", "gru", "--max-len", "9", "--free-bits", "0.1"])
     cfg = config_from_args(args)
@@ -205,7 +205,7 @@ def posteriors_of(work):
 
     import numpy as np
 
-    from vaecore.text_data import Vocab, load_run_data
+    from vaecore.data.text_data import Vocab, load_run_data
 
     cfg = RunConfig.load(work / "config.json")
     model, _ = importlib.import_module(f"{cfg.backend}vae.evaluation").load_model(cfg, work)

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from vaecore.text_config import TextModelConfig
-from vaecore.text_data import (
+from vaecore.data.text_data import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -16,6 +15,7 @@ from vaecore.text_data import (
     load_corpus,
     load_text_data,
 )
+from vaecore.settings.text_config import TextModelConfig
 
 TRAIN = "the cat sat\n\n a dog <unk> ran far away today\nthe dog\nthe cat ran\n"
 
@@ -171,7 +171,7 @@ def test_eval_summary_perplexity_bound_by_hand_and_inf_without_a_warning_where_i
     import math
     import warnings
 
-    from vaecore.text_data import text_eval_summary
+    from vaecore.data.text_data import text_eval_summary
 
     s = text_eval_summary(recon=300.0, kl=20.0, sentences=4, tokens=80)
     assert s["neg_elbo"] == 80.0 and s["recon"] == 75.0 and s["kl"] == 5.0

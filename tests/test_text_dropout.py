@@ -6,7 +6,7 @@ are the dropped RNN outputs themselves and their ratio to the evaluation logits 
 import numpy as np
 import pytest
 
-from vaecore.text_config import TextModelConfig
+from vaecore.settings.text_config import TextModelConfig
 
 H, P = 24, 0.5
 CFG = TextModelConfig(vocab_size=H, embed_dim=8, hidden_dim=H, latent_dim=3, embedding_dropout=0.0,

@@ -8,7 +8,7 @@ uniform in +-1/sqrt(embed_dim)."""
 import numpy as np
 import pytest
 
-from vaecore.text_config import TextModelConfig
+from vaecore.settings.text_config import TextModelConfig
 
 INPUTS = np.array([[1, 5, 6, 7, 8, 9], [1, 10, 11, 12, 4, 4]], np.int32)
 Z = np.array([[0.3, -1.0, 0.5], [1.2, 0.1, -0.4]], np.float32)

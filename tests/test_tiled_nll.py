@@ -13,7 +13,7 @@ from flax import nnx
 
 from jaxvae import text_model as jtm
 from torchvae import text_model as ttm
-from vaecore.text_config import TextModelConfig
+from vaecore.settings.text_config import TextModelConfig
 
 CONFIGS = {
     "untied": {"tie_embeddings": False},

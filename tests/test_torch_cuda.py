@@ -14,9 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU")
 
-from vaecore.config import LossConfig, RunConfig, TextTrainConfig, TrainConfig
-from vaecore.text_config import TextModelConfig
-from vaecore.text_data import TextBatch
+from vaecore.data.text_data import TextBatch
+from vaecore.settings.config import LossConfig, RunConfig, TextTrainConfig, TrainConfig
+from vaecore.settings.text_config import TextModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

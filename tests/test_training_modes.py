@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from vaecore import rng
-from vaecore.config import RunConfig, TextTrainConfig, TrainConfig
-from vaecore.text_config import DECODER_REINIT_MODULES, TextModelConfig, module_side
-from vaecore.text_data import TextBatch
+from vaecore.data.text_data import TextBatch
+from vaecore.settings.config import RunConfig, TextTrainConfig, TrainConfig
+from vaecore.settings.text_config import DECODER_REINIT_MODULES, TextModelConfig, module_side
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "ran", "fast", "slow", "big", "small"]
@@ -188,8 +188,8 @@ class Recorder:
 def run_text(cfg, workdir, factory, log=print):
     """A text run through the one driver, with the engine ``factory(cfg, workdir)``."""
     from twinvae.backends import module
-    from vaecore import driver
-    from vaecore.text_task import TextTask
+    from vaecore.runner import driver
+    from vaecore.task.text_task import TextTask
 
     return driver.run(TextTask(cfg, workdir, kernels=module(cfg.backend, "evaluation")), factory, workdir, log=log)
 
@@ -223,9 +223,9 @@ def test_aggressive_inner_loop_stops_as_he_et_al_and_switches_off_when_valid_mi_
 
 
 def test_inner_loop_cap_is_99_updates(tmp_path):
-    from vaecore import text_task
-    from vaecore.driver import Guard
-    from vaecore.text_data import TextDataset, Vocab
+    from vaecore.data.text_data import TextDataset, Vocab
+    from vaecore.runner.driver import Guard
+    from vaecore.task import text_task
 
     engine = Recorder(config("torch", aggressive=True), tmp_path, inner_losses=lambda i: 100.0 - i)
     train = TextDataset([[w] * 3 for w in WORDS], Vocab(WORDS))
@@ -258,7 +258,7 @@ def test_pretraining_trains_an_autoencoder_then_resets_and_restarts_the_schedule
 
 
 def test_pretraining_must_leave_steps_for_the_elbo(tmp_path):
-    from vaecore.config import ConfigError
+    from vaecore.settings.config import ConfigError
 
     cfg = config("torch", data=str(write_corpus(tmp_path / "data")), pretrain_epochs=4)
     with pytest.raises(ConfigError, match="leaves no steps"):

@@ -1,7 +1,7 @@
 """Checkpoint files of the torch engines: ``step_XXXXXXXX.pt`` in one folder, written atomically
 (``torch.save`` to a temporary name, then ``os.replace``), the newest ``keep`` kept.
 
-Each file holds, beside the state, a sha256 of that state (``vaecore.checksum``), so the digest is
+Each file holds, beside the state, a sha256 of that state (``vaecore.runs.checksum``), so the digest is
 written atomically with it. On restore the newest file that reads back, is ours and matches its
 digest is used; any other is reported on stderr and the next older one tried. One of ours whose
 tensors do not fit the model (config.json edited since) is a ``ConfigError``."""
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaecore import checksum
-from vaecore.config import ConfigError
-from vaecore.rundir import TORCH_CHECKPOINT_RE, torch_checkpoint
+from vaecore.runs import checksum
+from vaecore.runs.rundir import TORCH_CHECKPOINT_RE, torch_checkpoint
+from vaecore.settings.config import ConfigError
 
 OURS = ("model", "optimizer", "meta")  # what every engine's checkpoint holds (torch_rng: the image engine's)
 

@@ -2,8 +2,8 @@
 
 Every function takes latent codes ``z`` [B, latent] (numpy or tensor: prior samples, posterior
 means) and returns one list of word ids per row, without <bos> and <eos>; a sentence that has not
-produced <eos> after ``max_len`` steps is cut there. ``vaecore.text_data.ids_to_text`` turns them into
-strings. The search is ``vaecore.decoding`` (numpy, shared by both backends), so the two backends decode
+produced <eos> after ``max_len`` steps is cut there. ``vaecore.data.text_data.ids_to_text`` turns them into
+strings. The search is ``vaecore.task.decoding`` (numpy, shared by both backends), so the two backends decode
 the same ids from the same weights and z; only the decoder step differs.
 """
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from torchvae.text_model import SentenceVAE
-from vaecore import decoding as search
+from vaecore.task import decoding as search
 
 
 class _Stepper:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from vaecore.config import ConfigError
+from vaecore.settings.config import ConfigError
 
 
 def resolve(name: str) -> torch.device:

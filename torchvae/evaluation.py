@@ -1,5 +1,5 @@
 """Evaluation kernels in PyTorch; the twin of ``jaxvae/evaluation.py`` (the metrics are described in
-``vaecore/evaluation.py``, which also holds the driver that runs these over a split).
+``vaecore/scoring/evaluation.py``, which also holds the driver that runs these over a split).
 
 Model adapters (``ImageModel``, ``TextModel``, or any object with ``latent_dim``, ``prepare``,
 ``encode`` and ``log_likelihood``) turn a model into the latent-variable view the metrics need.
@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from torchvae.losses import bernoulli_nll, gaussian_kl
-from vaecore import evaluation as core
-from vaecore import rundir, tasks
-from vaecore.config import RunConfig
+from vaecore.runs import rundir
+from vaecore.scoring import evaluation as core
+from vaecore.settings.config import RunConfig
+from vaecore.task import tasks
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -90,7 +91,7 @@ def mutual_information(mean: np.ndarray, logvar: np.ndarray, eps: np.ndarray) ->
 
 
 def evaluate_split(model, batches: Iterable[Any], **options) -> dict[str, Any]:
-    """Every metric over a split with these kernels: ``vaecore.evaluation.evaluate_split``."""
+    """Every metric over a split with these kernels: ``vaecore.scoring.evaluation.evaluate_split``."""
     import sys
 
     return core.evaluate_split(sys.modules[__name__], model, batches, **options)
@@ -160,8 +161,8 @@ class TextModel:
 
 @dataclass(frozen=True)
 class Family:
-    """What this backend holds for one model family (``vaecore.tasks.TaskSpec.family``): ``engine()``,
-    the training engine class (``vaecore.driver.Engine``); ``new_model(cfg)``, a freshly initialised
+    """What this backend holds for one model family (``vaecore.task.tasks.TaskSpec.family``): ``engine()``,
+    the training engine class (``vaecore.runner.driver.Engine``); ``new_model(cfg)``, a freshly initialised
     model of ``cfg``'s architecture (on the CPU, float32); ``adapter(model, cfg)``, the model as the
     metrics see it (``ImageModel`` / ``TextModel``)."""
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from torchvae.objectives import PerExample, objective
-from vaecore.config import LossConfig
-from vaecore.objectives import Weights
+from vaecore.settings.config import LossConfig
+from vaecore.settings.objectives import Weights
 
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def with_neg_elbo(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def vae_loss(model, x: torch.Tensor, eps: torch.Tensor, prior_z: torch.Tensor | None,
              cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """x: [batch, 784] in {0, 1}; eps: [batch, latent] standard-normal draws, or [k, batch, latent]
-    for k importance samples (``vaecore.objectives.noise_shape``); prior_z: [batch, latent] (InfoVAE).
+    for k importance samples (``vaecore.settings.objectives.noise_shape``); prior_z: [batch, latent] (InfoVAE).
     In a data-parallel run x and eps are this process's rows and prior_z the global batch's draws."""
     logits, mean, logvar, z = model(x, eps)  # through forward, so a DistributedDataParallel wrapper sees the step
     recon, kl = bernoulli_nll(logits, x.expand_as(logits)), gaussian_kl(mean, logvar)

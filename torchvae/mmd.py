@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vaecore.mmd_args import check_args, kernel_scales, term_weights
+from vaecore.settings.mmd_args import check_args, kernel_scales, term_weights
 
 PATHS = ("auto", "reference", "tiled", "triton")
 

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vaecore.mmd_args import term_weights
+from vaecore.settings.mmd_args import term_weights
 
 KERNEL_IDS = {"rbf": 0, "imq": 1}
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from torchvae.posterior import PosteriorHead
-from vaecore.config import ImageModelConfig
+from vaecore.settings.config import ImageModelConfig
 
 # Flax's default initialiser (lecun_normal: a normal truncated at two standard deviations,
 # rescaled to standard deviation 1/sqrt(fan_in)) and zero biases, so both backends start from

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vaecore.config import ConfigError
-from vaecore.parallel import SINGLE, Layout, check_port, check_rank, shard_rows
+from vaecore.runs.parallel import SINGLE, Layout, check_port, check_rank, shard_rows
+from vaecore.settings.config import ConfigError
 
 ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 TORCHRUN = "; start several processes with torchrun --nproc_per_node=N train.py ... (which sets them)"
@@ -167,7 +167,7 @@ def concat_rows(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def main_refused(refused: bool) -> bool:
-    """The main process's ``refused`` on every process (``vaecore.driver.agree``: a run the main
+    """The main process's ``refused`` on every process (``vaecore.runner.driver.agree``: a run the main
     process refuses stops everywhere, instead of waiting for it in a collective)."""
     if not active():
         return refused

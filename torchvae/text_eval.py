@@ -11,7 +11,7 @@ import torch
 from torchvae import parallel
 from torchvae.text_model import SentenceVAE, gaussian_kl_per_dim, token_nll
 from vaecore import rng
-from vaecore.text_data import TextBatch, text_eval_summary
+from vaecore.data.text_data import TextBatch, text_eval_summary
 
 
 @torch.no_grad()

@@ -3,8 +3,8 @@
 Attribute names are the canonical parameter names: ``embedding``, ``encoder_rnn``, ``to_mean``,
 ``to_logvar``, ``latent_to_hidden``, ``decoder_rnn``, ``output`` (with tied embeddings
 ``output_bias`` and, when hidden and embedding sizes differ, ``output_projection``). The architecture and its defaults
-are described in ``vaecore.text_config``; the batch format (``tokens`` [B, T] = <bos> w1..wn <eos>
-<pad>..., ``lengths`` [B] = n + 2) in ``vaecore.text_data``. The encoder runs on a packed sequence,
+are described in ``vaecore.settings.text_config``; the batch format (``tokens`` [B, T] = <bos> w1..wn <eos>
+<pad>..., ``lengths`` [B] = n + 2) in ``vaecore.data.text_data``. The encoder runs on a packed sequence,
 so padding never reaches its final state; the decoder runs unpacked (its outputs past a sentence's
 end are masked out of the loss and cannot influence earlier positions).
 
@@ -25,9 +25,9 @@ from torchvae import objectives, parallel
 from torchvae.objectives import PerExample
 from torchvae.posterior import PosteriorHead
 from torchvae.transformer import TransformerDecoder
-from vaecore.objectives import Weights
-from vaecore.text_config import TextModelConfig
-from vaecore.text_data import BOS_ID, UNK_ID
+from vaecore.data.text_data import BOS_ID, UNK_ID
+from vaecore.settings.objectives import Weights
+from vaecore.settings.text_config import TextModelConfig
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
 

@@ -1,6 +1,6 @@
 """Training engine for the sentence VAE in PyTorch; the twin of ``jaxvae/text_train.py``.
 
-The loop itself is ``vaecore.driver`` with ``vaecore.text_task``; this file holds the numeric parts. Every draw of a step
+The loop itself is ``vaecore.runner.driver`` with ``vaecore.task.text_task``; this file holds the numeric parts. Every draw of a step
 (eps, the word-dropout mask, the MMD's prior samples, the embedding and output dropout masks) comes
 from generators seeded from ``(seed, step)`` and is drawn for the global batch, so a resumed run
 draws the same and a data-parallel process (``torchvae.parallel``) takes its rows of the same draws.
@@ -18,11 +18,12 @@ from torchvae.checkpoint import Checkpoints
 from torchvae.text_eval import evaluate_text
 from torchvae.text_model import SentenceVAE, sentence_loss
 from torchvae.train import adam
-from vaecore import rng, rundir
-from vaecore.config import RunConfig
-from vaecore.objectives import draws_prior, importance_samples, noise_shape
-from vaecore.text_config import DECODER_REINIT_MODULES, module_side
-from vaecore.text_data import TextBatch
+from vaecore import rng
+from vaecore.data.text_data import TextBatch
+from vaecore.runs import rundir
+from vaecore.settings.config import RunConfig
+from vaecore.settings.objectives import draws_prior, importance_samples, noise_shape
+from vaecore.settings.text_config import DECODER_REINIT_MODULES, module_side
 
 PARTS = ("all", "encoder", "decoder")
 

@@ -1,6 +1,6 @@
 """Training engine for the image VAE in PyTorch; the twin of ``jaxvae/train.py``.
 
-The loop itself is ``vaecore.driver`` with ``vaecore.image_task``; this file holds the numeric parts: the step, evaluation,
+The loop itself is ``vaecore.runner.driver`` with ``vaecore.task.image_task``; this file holds the numeric parts: the step, evaluation,
 pictures and checkpoints (``torch.save`` of state dicts through a temporary file and ``os.replace``).
 """
 
@@ -16,10 +16,11 @@ from torchvae import device, parallel
 from torchvae.checkpoint import Checkpoints
 from torchvae.losses import bernoulli_nll, gaussian_kl, reparameterize, vae_loss
 from torchvae.mmd import mmd
-from vaecore import rng, rundir
-from vaecore.config import RunConfig
-from vaecore.image_task import check_whole_model, summarize
-from vaecore.objectives import draws_prior, noise_shape
+from vaecore import rng
+from vaecore.runs import rundir
+from vaecore.settings.config import RunConfig
+from vaecore.settings.objectives import draws_prior, noise_shape
+from vaecore.task.image_task import check_whole_model, summarize
 
 
 def adam(params, tc) -> torch.optim.Adam:
@@ -67,7 +68,7 @@ class TorchEngine:
 
     def train_step(self, batch: np.ndarray, step: int, kl_weight: float, lr_scale: float, *, part: str = "all",
                    inner: int | None = None) -> dict[str, float]:
-        """One Adam step on images ``batch`` (the ``vaecore.driver.Engine`` protocol)."""
+        """One Adam step on images ``batch`` (the ``vaecore.runner.driver.Engine`` protocol)."""
         check_whole_model(part, inner)
         x = parallel.my_rows(batch)  # this process's shard of the global batch
         shape = noise_shape(self.cfg.loss, len(batch), self.cfg.model.latent_dim)  # [k, ...]: k importance samples

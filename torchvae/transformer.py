@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaecore.text_config import LEARNED_POSITIONS, TextModelConfig
+from vaecore.settings.text_config import LEARNED_POSITIONS, TextModelConfig
 
 
 def glorot_linear(n_in: int, n_out: int, fan_out: int | None = None) -> nn.Linear:

@@ -18,9 +18,9 @@ from pathlib import Path
 from twinvae import backends, portable
 from twinvae.model import Model
 from twinvae.training import Trained, train
-from vaecore import tasks
-from vaecore.config import ConfigError, on_any_device
-from vaecore.text_data import Vocab
+from vaecore.data.text_data import Vocab
+from vaecore.settings.config import ConfigError, on_any_device
+from vaecore.task import tasks
 
 __all__ = ["ConfigError", "Model", "Trained", "export", "load", "train"]
 
@@ -29,7 +29,7 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
     """The model in ``path`` (a run folder, an exported folder, ``hf://owner/name[@revision]``) in
     ``backend`` ("jax" or "torch"; default: the one that trained it), on ``device`` (torch: "cpu",
     "cuda", "cuda:N"; default: the GPU when there is one). Bad input is a one-line ValueError."""
-    from vaecore import rundir
+    from vaecore.runs import rundir
 
     folder = portable.resolve(path)
     kind = portable.kind(folder)
@@ -49,7 +49,7 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
 
 
 def _vocab(folder: Path, cfg) -> Vocab:
-    from vaecore import rundir
+    from vaecore.runs import rundir
 
     if not (folder / rundir.VOCAB).is_file():
         raise ValueError(f"{folder}: a text model needs its {rundir.VOCAB}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from vaecore.config import RunConfig
+from vaecore.settings.config import RunConfig
 
 BACKENDS = ("jax", "torch")
 

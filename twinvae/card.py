@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import shlex
 
-from vaecore import tasks
-from vaecore.config import RunConfig
+from vaecore.settings.config import RunConfig
+from vaecore.task import tasks
 
-# train.py flags whose config field has another name (``vaecore.options.resumed_config``'s table)
+# train.py flags whose config field has another name (``vaecore.runner.options.resumed_config``'s table)
 RENAMED = {"model": "kind", "loss": "objective", "mmd_kernel": "kernel", "mmd_bandwidth": "bandwidth",
            "mmd_estimator": "estimator", "adam_eps": "eps", "pretrain_ae_epochs": "pretrain_epochs"}
 # where a run was written or run, not what it computes
@@ -56,8 +56,8 @@ def training_command(cfg: dict) -> tuple[str, list[str]]:
     """The ``python train.py ...`` command with the flags whose value differs from the default of the
     run's task, and the config fields it does not reproduce (empty when parsing it back gives the
     run's config)."""
-    from vaecore import options
-    from vaecore.cli import build_parser
+    from vaecore.runner import options
+    from vaecore.settings.cli import build_parser
 
     parser = build_parser()
     base = ["--backend", cfg["backend"], "--task", cfg["task"]]

@@ -5,7 +5,7 @@
 
 The first loads ``RUN/config.json`` and the newest checkpoint with the run's backend (only that one is
 imported), computes the importance-sampled NLL, negative ELBO, KL, mutual information and active
-units on the split (``vaecore/evaluation.py`` says how), writes ``RUN/eval_<split>.json``, draws the
+units on the split (``vaecore/scoring/evaluation.py`` says how), writes ``RUN/eval_<split>.json``, draws the
 pictures (MNIST: interpolations, latent space; the training curves if training did not draw them), writes
 ``RUN/report.md`` and prints a table. A finished run (``results.json`` of the evaluated checkpoint's
 step) also gets the figures merged into ``results.json`` under ``eval_<split>`` (atomically, every other
@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from twinvae.backends import backend_package
-from vaecore import evaluation, rundir, tasks
-from vaecore.cli import OneLineParser
-from vaecore.config import ConfigError, RunConfig, on_any_device
 from vaecore.files import atomic_write_json, os_reason
-from vaecore.rundir import check_writable_folder, read_json
+from vaecore.runs import rundir
+from vaecore.runs.rundir import check_writable_folder, read_json
+from vaecore.scoring import evaluation
+from vaecore.settings.cli import OneLineParser
+from vaecore.settings.config import ConfigError, RunConfig, on_any_device
+from vaecore.task import tasks
 
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 8, 10
 LATENT_POINTS = 5000
@@ -99,7 +101,7 @@ def load_config(workdir: Path) -> RunConfig:
 
 def write_pictures(model, images: np.ndarray, labels: np.ndarray, workdir: Path) -> list[str]:
     """Interpolation strips and the latent space coloured by label; returns the files written."""
-    from vaecore import plots
+    from vaecore.scoring import plots
 
     written = []
     pairs = min(INTERPOLATION_PAIRS, len(images) // 2)
@@ -163,8 +165,8 @@ def merge_if_finished(workdir: Path, split: str, metrics: dict, log) -> bool:
 def evaluate_run(args: argparse.Namespace, log=print) -> dict:
     """Evaluate ``args.workdir``; write eval_<split>.json, pictures and report.md, and merge the
     figures into results.json if the run is finished at the evaluated checkpoint."""
-    from vaecore.metrics import progress_bar
-    from vaecore.report import write_report
+    from vaecore.runner.report import write_report
+    from vaecore.runs.metrics import progress_bar
 
     workdir = Path(args.workdir)
     cfg = load_config(workdir)
@@ -216,8 +218,8 @@ def evaluate_run(args: argparse.Namespace, log=print) -> dict:
     atomic_write_json(workdir / rundir.eval_file(args.split), metrics)  # first: the hours of work are kept
     merge_if_finished(workdir, args.split, metrics, log)
     if not args.no_pictures:
-        from vaecore import plots
-        from vaecore.report import read_jsonl
+        from vaecore.runner.report import read_jsonl
+        from vaecore.scoring import plots
 
         if images is not None:
             write_pictures(model, images, labels, workdir)
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_args(args)
         if args.compare is not None:
-            from vaecore.report import ReportError, compare_runs
+            from vaecore.runner.report import ReportError, compare_runs
 
             try:
                 md, csv_path = compare_runs([Path(r) for r in args.compare], Path(args.out), args.split)

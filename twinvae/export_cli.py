@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from vaecore.cli import EXIT_BAD_INPUT, OneLineParser
+from vaecore.settings.cli import EXIT_BAD_INPUT, OneLineParser
 
 
 def build_parser() -> OneLineParser:

@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 
 from twinvae import backends, portable
-from vaecore import evaluation, rng, tasks
-from vaecore.config import RunConfig
-from vaecore.decoding import interpolation_path
-from vaecore.text_data import TextDataset, Vocab
-from vaecore.text_outputs import DECODE_MAX_LEN
+from vaecore import rng
+from vaecore.data.text_data import TextDataset, Vocab
+from vaecore.scoring import evaluation
+from vaecore.settings.config import RunConfig
+from vaecore.task import tasks
+from vaecore.task.decoding import interpolation_path
+from vaecore.task.text_outputs import DECODE_MAX_LEN
 
 IMAGE_PIXELS = 784
 BATCH_SIZE = 100  # examples per backend call (memory and speed only: results do not depend on it)
@@ -210,7 +212,7 @@ class Model:
         """The importance-sampled estimate of log p(x) per example, in nats: images [N, 784] (binarised)
         or N sentences -> [N] float64. ``k`` samples each (default 5000 for images, 500 for text; 1 for a
         language model without a code), example i's drawn as ``evaluate.py`` draws them for the i-th
-        example of a split (``vaecore.evaluation.importance_noise``): on the first N examples of a split
+        example of a split (``vaecore.scoring.evaluation.importance_noise``): on the first N examples of a split
         (for text in ``evaluate.py``'s order, by length) ``-mean`` equals ``evaluate.py --limit N``'s nll."""
         k = self._spec.eval_k if k is None else k
         if k < 1:

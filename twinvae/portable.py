@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaecore import rundir
+from vaecore.runs import rundir
 
 WEIGHTS = "model.safetensors"
 CARD = "README.md"

@@ -8,16 +8,16 @@
 
 Only the chosen backend is imported. Bad input prints one line and exits with status 2; a run
 that diverges (NaN loss) exits with status 1 and keeps its last good checkpoint. The flags are
-``vaecore.cli``'s, the rules that turn them into a config ``vaecore.options``'s, the loop
-``vaecore.driver``'s.
+``vaecore.settings.cli``'s, the rules that turn them into a config ``vaecore.runner.options``'s, the loop
+``vaecore.runner.driver``'s.
 """
 
 from __future__ import annotations
 
 import sys
 
-from vaecore.cli import EXIT_BAD_INPUT, EXIT_FAILED, build_parser, explicit_flags
-from vaecore.config import ConfigError
+from vaecore.settings.cli import EXIT_BAD_INPUT, EXIT_FAILED, build_parser, explicit_flags
+from vaecore.settings.config import ConfigError
 
 
 def engine_class(backend: str, task: str):
@@ -28,7 +28,7 @@ def engine_class(backend: str, task: str):
 
 
 def generation_options(args):
-    from vaecore.text_outputs import GenerationOptions
+    from vaecore.task.text_outputs import GenerationOptions
 
     return GenerationOptions(num_samples=args.num_samples, beam_width=args.beam_width,
                              temperature=args.temperature, interp_steps=args.interp_steps)
@@ -36,7 +36,8 @@ def generation_options(args):
 
 def generate(args, given: set[str]) -> None:
     """--sample / --interpolate: generated text from a finished (or checkpointed) text run."""
-    from vaecore import options, text_outputs
+    from vaecore.runner import options
+    from vaecore.task import text_outputs
 
     cfg = options.generation_run(args, given)
     text_outputs.generate(args.workdir, engine_class(cfg.backend, cfg.task), sample=args.sample,
@@ -46,7 +47,8 @@ def generate(args, given: set[str]) -> None:
 
 def train(args, given: set[str]) -> dict:
     from twinvae.backends import backend_package
-    from vaecore import driver, options, tasks
+    from vaecore.runner import driver, options
+    from vaecore.task import tasks
 
     cfg, workdir = options.resolve(args, given)
     backend, spec = backend_package(cfg.backend), tasks.task(cfg.task)
@@ -68,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    from vaecore.driver import TrainingError
-    from vaecore.mnist import DataError
-    from vaecore.text_data import TextDataError
+    from vaecore.data.mnist import DataError
+    from vaecore.data.text_data import TextDataError
+    from vaecore.runner.driver import TrainingError
 
     try:
         given = explicit_flags(parser, argv)

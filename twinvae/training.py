@@ -51,10 +51,10 @@ def options_to_argv(parser, options: dict[str, Any]) -> list[str]:
 
 def train(**options: Any) -> Trained:
     """Train (or ``resume=True``: continue) a run with ``train.py``'s options; returns its folder and
-    results. Bad options raise ``ValueError`` (``vaecore.config.ConfigError`` is one) in one line; a
-    run that fails (a NaN loss) raises ``vaecore.driver.TrainingError``, its last checkpoint kept."""
-    from vaecore import options as resolver
-    from vaecore.cli import build_parser, explicit_flags
+    results. Bad options raise ``ValueError`` (``vaecore.settings.config.ConfigError`` is one) in one line; a
+    run that fails (a NaN loss) raises ``vaecore.runner.driver.TrainingError``, its last checkpoint kept."""
+    from vaecore.runner import options as resolver
+    from vaecore.settings.cli import build_parser, explicit_flags
 
     parser = build_parser()
     argv = options_to_argv(parser, options)

@@ -1,5 +1,5 @@
 """The one atomic writer of the project (run configs, results, metrics summaries, vocabularies,
-generated text, pictures). Its reader, for a run's files, is ``vaecore.rundir.read_text``."""
+generated text, pictures). Its reader, for a run's files, is ``vaecore.runs.rundir.read_text``."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from vaecore.cli import EXIT_BAD_INPUT, OneLineParser
+from vaecore.settings.cli import EXIT_BAD_INPUT, OneLineParser
 
 DEFAULT_PORT = 8765
 

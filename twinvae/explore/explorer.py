@@ -14,8 +14,8 @@ import numpy as np
 from twinvae.explore import fields
 from twinvae.explore.fields import BadRequest
 from twinvae.explore.sides import SIDES, TestSet
-from vaecore import tasks
-from vaecore.decoding import interpolation_path
+from vaecore.task import tasks
+from vaecore.task.decoding import interpolation_path
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: a unit is active when Cov_x(E[z_d | x]) exceeds it
 ENCODE_BATCH = 500

@@ -1,6 +1,6 @@
 """What differs between the explorer of an image VAE and that of a sentence VAE: the test set it maps,
 how a request names an input (a test index; for text also a typed sentence), how decodings are
-decoded and shown in JSON (images as base64 bytes, sentences as strings). ``SIDES`` finds a model family's (``vaecore.tasks``)."""
+decoded and shown in JSON (images as base64 bytes, sentences as strings). ``SIDES`` finds a model family's (``vaecore.task.tasks``)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class ImageSide:
         self.model = model
 
     def load_test_set(self, folder: Path, data: str | None, limit: int | None) -> TestSet:
-        from vaecore import tasks
+        from vaecore.task import tasks
 
         cfg = self.model.config
         split = tasks.task(cfg.task).eval_data(cfg, folder, split="test", data=data, limit=limit, batch_size=1000)
@@ -99,7 +99,7 @@ class TextSide:
         self.model = model
 
     def load_test_set(self, folder: Path, data: str | None, limit: int | None) -> TestSet:
-        from vaecore.text_data import load_run_data, run_data_source
+        from vaecore.data.text_data import load_run_data, run_data_source
 
         cfg = self.model.config if data is None else dataclasses.replace(self.model.config, data=data)
         test = load_run_data(cfg, self.model.vocab).splits["test"]
@@ -155,4 +155,4 @@ class TextSide:
             self.model.encode([" ".join(["the"] * words)])
 
 
-SIDES = {"image": ImageSide, "sentence": TextSide}  # by model family (vaecore.tasks.TaskSpec.family)
+SIDES = {"image": ImageSide, "sentence": TextSide}  # by model family (vaecore.task.tasks.TaskSpec.family)

@@ -1,5 +1,5 @@
 """From ``train.py``'s flags to a ``RunConfig``, all of it read off the declarations
-(``vaecore.flags``): each option's value in its config field, the refusal of an option the run would
+(``vaecore.settings.flags``): each option's value in its config field, the refusal of an option the run would
 ignore, and the resume comparison (a declared option that differs from ``config.json`` is an error
 unless it is declared resumable)."""
 
@@ -8,16 +8,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaecore import rundir, tasks
-from vaecore.config import (
+from vaecore.runs import rundir
+from vaecore.settings.config import (
     PRESETS,
     ConfigError,
     LossConfig,
     RunConfig,
     TrainConfig,
 )
-from vaecore.declare import ByTask, lookup
-from vaecore.flags import BY_DEST, OPTIONS, RULES, SECTIONS
+from vaecore.settings.declare import ByTask, lookup
+from vaecore.settings.flags import BY_DEST, OPTIONS, RULES, SECTIONS
+from vaecore.task import tasks
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaecore import task_reports
-from vaecore.config import ConfigError, RunConfig
+from vaecore.settings.config import ConfigError, RunConfig
+from vaecore.task import task_reports
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class TaskSpec:
     """One task: ``name`` (``--task``); ``unit``, what one example is (``nats per UNIT``);
     ``eval_k`` and ``chunk_rows``, the importance samples and decoder rows per call of its
     evaluation by default; ``kind(cfg)``, its model's short name (run-folder names, labels);
-    ``build(cfg, workdir, resume, generation, kernels)``, its training ``Task`` (``vaecore.driver``);
+    ``build(cfg, workdir, resume, generation, kernels)``, its training ``Task`` (``vaecore.runner.driver``);
     ``eval_data(cfg, workdir, split, data, limit, batch_size)``, what ``evaluate.py`` evaluates
     (``EvalData``); ``result_line(results)``, the line ``train.py`` prints at the end;
     ``token_accuracy``: its evaluation also scores the greedy reconstructions token by token.
@@ -39,7 +39,7 @@ class TaskSpec:
     shows; ``title``, ``article`` and ``default_data``, how the card names it and its default data.
 
     What the options need: ``config_sections(sections)``, its model and training sections of a
-    ``RunConfig`` from the options' values by section (``vaecore.options``), as keyword arguments;
+    ``RunConfig`` from the options' values by section (``vaecore.runner.options``), as keyword arguments;
     ``presets``, the ``--preset`` names that apply to it."""
 
     name: str
@@ -82,19 +82,19 @@ class EvalData:
 
 
 def _image_task(cfg, workdir, *, resume, generation, kernels):
-    from vaecore.image_task import ImageTask
+    from vaecore.task.image_task import ImageTask
 
     return ImageTask(cfg, resume=resume, kernels=kernels)  # generation: the text task's outputs only
 
 
 def _text_task(cfg, workdir, *, resume, generation, kernels):
-    from vaecore.text_task import TextTask
+    from vaecore.task.text_task import TextTask
 
     return TextTask(cfg, workdir, resume=resume, generation=generation, kernels=kernels)
 
 
 def _image_eval(cfg, workdir, *, split, data, limit, batch_size) -> EvalData:
-    from vaecore.image_task import eval_split
+    from vaecore.task.image_task import eval_split
 
     images, labels, source = eval_split(cfg, split=split, data=data, limit=limit)
     batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
@@ -102,14 +102,14 @@ def _image_eval(cfg, workdir, *, split, data, limit, batch_size) -> EvalData:
 
 
 def _text_eval(cfg, workdir, *, split, data, limit, batch_size) -> EvalData:
-    from vaecore.text_task import eval_split
+    from vaecore.task.text_task import eval_split
 
     batches, source = eval_split(cfg, workdir, split=split, data=data, limit=limit, batch_size=batch_size)
     return EvalData(batches, source, count_tokens=lambda b: b.num_targets)
 
 
 def _image_sections(sections: dict) -> dict:
-    from vaecore.config import ImageModelConfig
+    from vaecore.settings.config import ImageModelConfig
 
     return {"model": ImageModelConfig(**sections["model"])}
 
@@ -117,8 +117,8 @@ def _image_sections(sections: dict) -> dict:
 def _text_sections(sections: dict) -> dict:
     """The sentence VAE's sections. The sentence IWAE weighs p(z) / q(z|x) as it is (no KL schedule, no
     free bits); the language model has no KL (no free bits)."""
-    from vaecore.config import TextTrainConfig
-    from vaecore.text_config import TextModelConfig
+    from vaecore.settings.config import TextTrainConfig
+    from vaecore.settings.text_config import TextModelConfig
 
     if sections["loss"]["objective"] == "iwae":
         sections["text_train"]["kl_schedule"] = "constant"

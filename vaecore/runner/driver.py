@@ -1,8 +1,8 @@
 """The one training driver, for every task and both backends: the step loop, throughput, the NaN
 stop, validation, checkpoints and resume, metrics, results and the end-of-run outputs.
 
-What differs between tasks comes from a ``Task`` (``vaecore.image_task.ImageTask``,
-``vaecore.text_task.TextTask``): the data and its batches, the per-step hyperparameters (KL weight,
+What differs between tasks comes from a ``Task`` (``vaecore.task.image_task.ImageTask``,
+``vaecore.task.text_task.TextTask``): the data and its batches, the per-step hyperparameters (KL weight,
 learning-rate scale), how a step is taken (aggressive inference takes encoder-only updates first),
 what is logged, the evaluation and the outputs. The numbers come from an ``Engine``, one per task
 and backend, all implementing the same protocol.
@@ -19,12 +19,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from vaecore import rundir
-from vaecore.config import ConfigError, RunConfig
 from vaecore.files import atomic_write_json, os_reason
-from vaecore.metrics import MetricsWriter, progress_bar
-from vaecore.parallel import SINGLE, Layout
-from vaecore.rundir import RunFileError, check_writable_folder
+from vaecore.runs import rundir
+from vaecore.runs.metrics import MetricsWriter, progress_bar
+from vaecore.runs.parallel import SINGLE, Layout
+from vaecore.runs.rundir import RunFileError, check_writable_folder
+from vaecore.settings.config import ConfigError, RunConfig
 
 
 class TrainingError(RuntimeError):
@@ -139,7 +139,7 @@ def run(task: Task, engine_factory, workdir: Path, *, resume: bool = False, log=
     """Train ``task`` with ``engine_factory(cfg, workdir)`` in ``workdir``; write the run folder;
     return results.json's contents.
 
-    ``layout``: the devices and processes of a data-parallel run (``vaecore.parallel``). Every
+    ``layout``: the devices and processes of a data-parallel run (``vaecore.runs.parallel``). Every
     process takes every step, validation and test (the engines exchange what spans processes);
     only the main one logs, holds the folder's lock (``rundir.lock_run``) and writes the folder.
 
@@ -350,8 +350,8 @@ def call_end(step: int, total: int, per_call: int, periods: tuple[int, ...]) -> 
 
 def write_training_curves(workdir: Path) -> None:
     """training_curves.png: every loss term, and the validation KL, MI and active units, against steps."""
-    from vaecore.plots import save_training_curves
-    from vaecore.report import read_jsonl
+    from vaecore.runner.report import read_jsonl
+    from vaecore.scoring.plots import save_training_curves
 
     save_training_curves(read_jsonl(Path(workdir) / rundir.METRICS), Path(workdir) / rundir.TRAINING_CURVES)
 

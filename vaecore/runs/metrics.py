@@ -9,9 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vaecore import rundir
 from vaecore.files import atomic_write
-from vaecore.rundir import read_text
+from vaecore.runs import rundir
+from vaecore.runs.rundir import read_text
 
 
 class MetricsWriter:

@@ -44,13 +44,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from vaecore.files import atomic_write_json
-from vaecore.rundir import read_json
+from vaecore.runs.rundir import read_json
 
 AU_THRESHOLD = 0.01
 MI_BATCH_SIZE = 500
 # Decoder rows (samples x examples) per backend call, which bounds memory: an MNIST row is 784
 # logits, a sentence row T x vocab (about 40 x 10,000 on PTB).
-CHUNK_ROWS = 20_000  # decoder rows per call unless the caller says (a task's: vaecore.tasks)
+CHUNK_ROWS = 20_000  # decoder rows per call unless the caller says (a task's: vaecore.task.tasks)
 IW_STREAM, MI_STREAM = 0, 1
 
 
@@ -130,7 +130,7 @@ def token_accuracy(decoded: list[list[int]], tokens: np.ndarray, lengths: np.nda
     over the target tokens (words and <eos>) of a ``TextBatch``. Position t of a decoding (its words,
     then <eos> if it ended) is compared with position t of the sentence; positions a decoding does
     not reach count as wrong, positions past the sentence's end are not counted."""
-    from vaecore.text_data import EOS_ID
+    from vaecore.data.text_data import EOS_ID
 
     correct = total = 0
     for ids, row, length in zip(decoded, np.asarray(tokens), np.asarray(lengths)):

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vaecore.text_data import BOS_ID, EOS_ID
+from vaecore.data.text_data import BOS_ID, EOS_ID
 
 METHODS = ("greedy", "sample", "beam")
 
@@ -191,14 +191,14 @@ class Decoder:
 
     def sample_decode(self, model, z, *, temperature: float = 1.0, max_len: int = 50, seed: int = 0,
                       uniforms: np.ndarray | None = None) -> list[list[int]]:
-        """Ancestral sampling from softmax(logits / temperature); see ``vaecore.decoding.sample``."""
+        """Ancestral sampling from softmax(logits / temperature); see ``vaecore.task.decoding.sample``."""
         return sample(self.stepper(model), self.check_z(z), temperature=temperature, max_len=max_len, seed=seed,
                              uniforms=uniforms)
 
 
     def beam_search(self, model, z, *, beam_width: int = 5, max_len: int = 50,
                     length_norm: float = 0.0) -> list[list[int]]:
-        """Beam search per row of z; see ``vaecore.decoding.beam``."""
+        """Beam search per row of z; see ``vaecore.task.decoding.beam``."""
         return beam(self.stepper(model), self.check_z(z), beam_width=beam_width, max_len=max_len,
                            length_norm=length_norm)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vaecore.config import ConfigError
+from vaecore.settings.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

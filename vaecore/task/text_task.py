@@ -1,7 +1,7 @@
-"""The text task (the sentence VAE) for ``vaecore.driver``: the corpus and its batches, the KL
+"""The text task (the sentence VAE) for ``vaecore.runner.driver``: the corpus and its batches, the KL
 schedule and learning-rate decay, the two training modes against posterior collapse (autoencoder
 pretraining, Li et al. 2019; aggressive inference, He et al. 2019), evaluation, results and the
-generated text (``vaecore.text_outputs``).
+generated text (``vaecore.task.text_outputs``).
 
 Its engines (``jaxvae.text_train.JaxTextEngine``, ``torchvae.text_train.TorchTextEngine``) add to
 the ``Engine`` protocol ``reset_decoder()`` (re-initialise the decoder and the optimiser, after
@@ -17,10 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from vaecore import rng, rundir
-from vaecore.config import ConfigError, RunConfig
-from vaecore.text_data import TextBatch, TextDataError, TextDataset, Vocab, load_run_data, run_data_source
-from vaecore.text_outputs import GenerationOptions, write_text_outputs
+from vaecore import rng
+from vaecore.data.text_data import (
+    TextBatch,
+    TextDataError,
+    TextDataset,
+    Vocab,
+    load_run_data,
+    run_data_source,
+)
+from vaecore.runs import rundir
+from vaecore.settings.config import ConfigError, RunConfig
+from vaecore.task.text_outputs import GenerationOptions, write_text_outputs
 
 EVAL_BATCH = 64
 
@@ -64,7 +72,7 @@ def evaluate(engine, split: TextDataset, *, kernels, seed: int = 0) -> dict[str,
     """Per-sentence recon, kl, neg_elbo (nats), the perplexity bound and the counts of a split, and
     how much the code is used: mutual information I(x; z) (aggregate posterior over batches of
     ``mi_batch_size`` sentences) and active units, as ``evaluate.py`` computes them."""
-    from vaecore.evaluation import latent_usage
+    from vaecore.scoring.evaluation import latent_usage
 
     s = engine.evaluate(split.batches(EVAL_BATCH, shuffle=False))
     usage = latent_usage(kernels, s["mean"], s["logvar"], seed=seed)
@@ -78,7 +86,7 @@ def evaluate(engine, split: TextDataset, *, kernels, seed: int = 0) -> dict[str,
 def check_logits_memory(cfg: RunConfig, train: TextDataset) -> None:
     """Refuse a step whose decoder logits (k x batch x length x vocabulary floats, for the train
     split's longest sentence) cannot fit in memory (``batching.check_step_memory``)."""
-    from vaecore.batching import check_step_memory
+    from vaecore.data.batching import check_step_memory
 
     length = -(-(int(train.word_counts.max()) + 2) // 8) * 8  # <bos> ... <eos>, padded as make_batch pads
     vocab = cfg.text.vocab_size
@@ -95,7 +103,7 @@ class TextTask:
     steps_per_call = 1  # every step has its own KL weight, and aggressive inference its inner updates
 
     def __init__(self, cfg: RunConfig, workdir: Path, *, kernels, resume: bool = False, generation=None):
-        """``kernels``: the backend's evaluation module (``vaecore.evaluation.EvalBackend``)."""
+        """``kernels``: the backend's evaluation module (``vaecore.scoring.evaluation.EvalBackend``)."""
         self.generation, self.kernels = generation or GenerationOptions(), kernels
         vocab_path = Path(workdir) / rundir.VOCAB
         self.data = load_run_data(cfg, Vocab.load(str(vocab_path)) if resume and vocab_path.exists() else None)

@@ -1,7 +1,7 @@
-"""Every option of ``train.py``, declared once (``vaecore.declare.Option`` says what a declaration
-holds). The parser (``vaecore.cli``), the config (``vaecore.options``), the refusal of an option the
+"""Every option of ``train.py``, declared once (``vaecore.settings.declare.Option`` says what a declaration
+holds). The parser (``vaecore.settings.cli``), the config (``vaecore.runner.options``), the refusal of an option the
 run would ignore, the resume comparison, ``--help`` and the README's flag table (``python -m
-vaecore.flags``) all read ``OPTIONS`` and ``RULES``. A default not written here is the config
+vaecore.settings.flags``) all read ``OPTIONS`` and ``RULES``. A default not written here is the config
 field's own default, so each value is written once. Imports no framework.
 """
 
@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from vaecore.config import (
+from vaecore.settings.config import (
     ACTIVATIONS,
     BACKENDS,
     BINARIZATIONS,
@@ -31,8 +31,14 @@ from vaecore.config import (
     TextTrainConfig,
     TrainConfig,
 )
-from vaecore.declare import ByTask, Option, Rule, finite, int_list, seed
-from vaecore.text_config import DECODER_KINDS, POSITION_KINDS, RNN_KINDS, Z_INJECTIONS, TextModelConfig
+from vaecore.settings.declare import ByTask, Option, Rule, finite, int_list, seed
+from vaecore.settings.text_config import (
+    DECODER_KINDS,
+    POSITION_KINDS,
+    RNN_KINDS,
+    Z_INJECTIONS,
+    TextModelConfig,
+)
 
 SECTIONS = {"model": ImageModelConfig, "loss": LossConfig, "train": TrainConfig, "text": TextModelConfig,
             "text_train": TextTrainConfig}

@@ -27,8 +27,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``train.py``'s parser, built from the declarations (``vaecore.flags.OPTIONS``)."""
-    from vaecore.flags import GROUPS, OPTIONS
+    """``train.py``'s parser, built from the declarations (``vaecore.settings.flags.OPTIONS``)."""
+    from vaecore.settings.flags import GROUPS, OPTIONS
 
     p = OneLineParser(prog="train.py", description=DESCRIPTION, formatter_class=HelpFormatter,
                       allow_abbrev=False)  # a prefix would slip past the task-only and resume checks

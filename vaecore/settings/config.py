@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaecore.mmd_args import ESTIMATORS, KERNELS
+from vaecore.settings.mmd_args import ESTIMATORS, KERNELS
 
 BACKENDS = ("jax", "torch")
 TASKS = ("mnist", "text")
@@ -208,7 +208,7 @@ class TextTrainConfig:
     existed loads as a constant rate, which is what those runs did (``RunConfig.from_dict``).
     How the defaults were chosen: ``docs/2026-11-26-ptb-defaults-history.md``.
 
-    Two training modes against posterior collapse (``vaecore.text_task``):
+    Two training modes against posterior collapse (``vaecore.task.text_task``):
 
     - ``pretrain_epochs`` (Li et al. 2019): the first epochs train an autoencoder (KL weight 0);
       then the decoder (``text_config.DECODER_REINIT_MODULES``: all of it but the shared word
@@ -294,7 +294,7 @@ class RunConfig:
     model: ImageModelConfig | None = field(default_factory=ImageModelConfig)  # task "mnist" only
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    text: Any = None  # vaecore.text_config.TextModelConfig: task "text" only
+    text: Any = None  # vaecore.settings.text_config.TextModelConfig: task "text" only
     text_train: TextTrainConfig | None = None  # task "text" only
 
     def __post_init__(self) -> None:
@@ -330,7 +330,7 @@ class RunConfig:
 
         text = None
         if d.get("text") is not None:
-            from vaecore.text_config import TextModelConfig
+            from vaecore.settings.text_config import TextModelConfig
 
             # a run saved before output dropout or tied embeddings existed had neither
             text = TextModelConfig(**{"output_dropout": 0.0, "tie_embeddings": False, **tuples(d["text"])})

@@ -52,7 +52,7 @@ class TextModelConfig:
     ``tie_embeddings`` existed loads with neither (0, untied), as those runs trained.
     """
 
-    vocab_size: int | None  # None until the corpus is read (vaecore.text_task.TextTask fills it in)
+    vocab_size: int | None  # None until the corpus is read (vaecore.task.text_task.TextTask fills it in)
     embed_dim: int = 256
     hidden_dim: int = 256
     latent_dim: int = 32
@@ -80,7 +80,7 @@ class TextModelConfig:
     def built(self) -> TextModelConfig:
         """This config, for building a model: its vocabulary size must be known."""
         if self.vocab_size is None:
-            raise ValueError("vocab_size is not known until the corpus is read (vaecore.text_task.TextTask sets it)")
+            raise ValueError("vocab_size is not known until the corpus is read (vaecore.task.text_task.TextTask sets it)")
         return self
 
     def __post_init__(self) -> None:

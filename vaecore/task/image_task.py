@@ -1,4 +1,4 @@
-"""The image task (MNIST) for ``vaecore.driver``: batches, evaluation, results and pictures.
+"""The image task (MNIST) for ``vaecore.runner.driver``: batches, evaluation, results and pictures.
 
 Its engines (``jaxvae.train.JaxEngine``, ``torchvae.train.TorchEngine``) add to the ``Engine``
 protocol ``decode(z) -> probs`` and ``reconstruct(x) -> probs`` (numpy) for the pictures.
@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vaecore import batching, rng, rundir
-from vaecore.config import RunConfig
-from vaecore.mnist import load_mnist
+from vaecore import rng
+from vaecore.data import batching
+from vaecore.data.mnist import load_mnist
+from vaecore.runs import rundir
+from vaecore.settings.config import RunConfig
 
 EVAL_BATCH = 500
 SAMPLES = 64
@@ -62,9 +64,9 @@ def summarize(outs: list[tuple[int, dict]]) -> dict:
 def evaluate(engine, images: np.ndarray, *, kernels, seed: int = 0) -> dict[str, float]:
     """Means over a binarised split of the loss terms, in nats per image, and how much the code is
     used: mutual information I(x; z) (aggregate posterior over batches of ``mi_batch_size``) and
-    active units, as ``evaluate.py`` computes them (``vaecore.evaluation.latent_usage``, with the
+    active units, as ``evaluate.py`` computes them (``vaecore.scoring.evaluation.latent_usage``, with the
     backend's evaluation ``kernels``)."""
-    from vaecore.evaluation import latent_usage
+    from vaecore.scoring.evaluation import latent_usage
 
     out = engine.evaluate(batching.eval_batches(images, EVAL_BATCH))
     usage = latent_usage(kernels, out["mean"], out["logvar"], seed=seed)
@@ -79,7 +81,7 @@ class ImageTask:
     unit = "images"
 
     def __init__(self, cfg: RunConfig, *, kernels, resume: bool = False):
-        """``kernels``: the backend's evaluation module (``vaecore.evaluation.EvalBackend``)."""
+        """``kernels``: the backend's evaluation module (``vaecore.scoring.evaluation.EvalBackend``)."""
         self.cfg, self.kernels = cfg, kernels
         self.data = load_mnist(cfg.data)
         tc = cfg.train
@@ -156,7 +158,7 @@ class ImageTask:
 def write_pictures(engine, test: np.ndarray, workdir: Path, *, latent_dim: int, seed: int) -> None:
     """samples.png (decoded z ~ N(0, I)) and reconstructions.png (test images above their decoded
     posterior means)."""
-    from vaecore.plots import save_image_grid
+    from vaecore.scoring.plots import save_image_grid
 
     z = rng.output_rng(seed, rng.SAMPLES).standard_normal((SAMPLES, latent_dim)).astype(np.float32)
     save_image_grid(engine.decode(z), workdir / rundir.SAMPLES_PNG, ncols=8)

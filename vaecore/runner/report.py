@@ -13,11 +13,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vaecore import rundir, tasks
-from vaecore.evaluation import metric_rows
 from vaecore.files import atomic_write, os_reason
-from vaecore.rundir import RunFileError, check_writable_folder, read_json, read_text
-from vaecore.task_reports import g
+from vaecore.runs import rundir
+from vaecore.runs.rundir import RunFileError, check_writable_folder, read_json, read_text
+from vaecore.scoring.evaluation import metric_rows
+from vaecore.task import tasks
+from vaecore.task.task_reports import g
 
 PICTURES = (
     ("samples.png", "Samples from the prior"),
@@ -36,7 +37,7 @@ COMPARE_COLUMNS = ("run", "backend", "task", "model", "objective", "remedy", "se
 
 def published_nll(config: dict) -> float | None:
     """The published test NLL of the model and protocol a run's ``config.json`` describes (nats per
-    example), or None: the task's ``published_nll`` (``vaecore.task_reports.burda_nll`` for MNIST)."""
+    example), or None: the task's ``published_nll`` (``vaecore.task.task_reports.burda_nll`` for MNIST)."""
     spec = tasks.REGISTRY.get(config.get("task"))  # no task recorded: nothing to compare with
     return None if spec is None else spec.published_nll(config)
 

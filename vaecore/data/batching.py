@@ -12,8 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from vaecore.config import ConfigError
-from vaecore.mnist import DataError
+from vaecore.data.mnist import DataError
+from vaecore.settings.config import ConfigError
 
 EVAL_BINARIZATION_SEED = 0  # evaluation splits are binarised once, the same way for every run
 

@@ -1,5 +1,5 @@
 """What reports and model cards say of each task's runs, read from a ``config.json`` dict (the hooks
-``describe_model``, ``setup`` and ``published_nll`` of ``vaecore.tasks.TaskSpec``). Pure functions of
+``describe_model``, ``setup`` and ``published_nll`` of ``vaecore.task.tasks.TaskSpec``). Pure functions of
 dicts: a report reads run folders of either backend, and of older versions, without importing a task's
 data code or a framework."""
 
@@ -23,7 +23,7 @@ def burda_nll(config: dict) -> float | None:
     per image), or None. Only Burda et al.'s protocol is known: every setting of ``--preset burda``
     (whether given by the preset or flag by flag), Adam's betas 0.9 and 0.999, the full 3,280 epochs,
     dynamic binarisation, no remedy, KL weight 1, and the ELBO or the IWAE bound with k in ``BURDA_PUBLISHED``."""
-    from vaecore.config import PRESETS
+    from vaecore.settings.config import PRESETS
 
     model, loss, train = config.get("model") or {}, config.get("loss") or {}, config.get("train") or {}
     preset = PRESETS["burda"]
@@ -43,7 +43,7 @@ def image_setup(config: dict) -> list[str]:
     """An image run's choices that differ from the image defaults: MLP layers and activation, batch
     size, Adam's epsilon, Burda et al.'s learning-rate stages. E.g. ["MLP 200-200 tanh", "batch 20",
     "Adam eps 0.0001", "Burda lr stages"]."""
-    from vaecore.config import TASK_DEFAULTS, ImageModelConfig, TrainConfig
+    from vaecore.settings.config import TASK_DEFAULTS, ImageModelConfig, TrainConfig
 
     model, train = config.get("model") or {}, config.get("train") or {}
     d_model, d_train, parts = ImageModelConfig(), TrainConfig(), []

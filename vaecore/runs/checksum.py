@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vaecore.config import ConfigError
+from vaecore.settings.config import ConfigError
 
 DIGEST = "sha256"  # the key of the digest in a torch checkpoint, and in a JAX checkpoint's metadata
 

@@ -1,6 +1,6 @@
 """What an option declaration is, and what is derived from one: the parser argument, the value's
 place in the run config, the per-task default, the resume policy and the rules that refuse an option
-the run would ignore. The declarations themselves are ``vaecore.flags.OPTIONS``; nothing else lists
+the run would ignore. The declarations themselves are ``vaecore.settings.flags.OPTIONS``; nothing else lists
 options. Imports no framework.
 
 Why a table of our own rather than tyro, simple-parsing, jsonargparse or ml_collections' config flags:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vaecore import rng, rundir
-from vaecore.config import ConfigError, RunConfig, on_any_device
+from vaecore import rng
+from vaecore.data.text_data import TextBatch, TextData, TextDataset, Vocab, load_run_data
 from vaecore.files import atomic_write
-from vaecore.text_data import TextBatch, TextData, TextDataset, Vocab, load_run_data
+from vaecore.runs import rundir
+from vaecore.settings.config import ConfigError, RunConfig, on_any_device
 
 DECODE_MAX_LEN = 50  # words decoded at most when --max-len is not set
 INTERPOLATION_PAIRS = 3
@@ -117,7 +118,7 @@ def write_text_outputs(engine, data: TextData, workdir: Path, cfg: RunConfig,
 def open_run(workdir: Path, engine_factory) -> tuple[RunConfig, object, TextData, int]:
     """The newest checkpoint of a finished or running text run folder: config, engine, data, step."""
     workdir = Path(workdir)
-    cfg = on_any_device(rundir.read_config(workdir))  # a text run: vaecore.options.generation_run checked it
+    cfg = on_any_device(rundir.read_config(workdir))  # a text run: vaecore.runner.options.generation_run checked it
     data = load_run_data(cfg, Vocab.load(str(workdir / rundir.VOCAB)))
     engine = engine_factory(cfg, workdir, restoring=True)
     meta = engine.restore()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaecore.config import LossConfig
+from vaecore.settings.config import LossConfig
 
 IMPORTANCE_WEIGHTED = ("iwae",)  # objectives that read k = iw_samples posterior samples of each example
 PRIOR_SAMPLED = ("mmd",)  # objectives that compare the batch's z with samples of the prior

@@ -1,7 +1,7 @@
 """MNIST as numpy arrays: from a directory of idx ``.gz`` files, from tensorflow-datasets, or offline.
 
 Images come back as float32 grey levels in [0, 1], shape ``[n, 784]``, labels as int64 ``[n]``.
-Binarisation happens later, per batch (``vaecore.batching``), so it can be dynamic.
+Binarisation happens later, per batch (``vaecore.data.batching``), so it can be dynamic.
 """
 
 from __future__ import annotations

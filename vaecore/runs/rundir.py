@@ -16,8 +16,8 @@ import os
 import re
 from pathlib import Path
 
-from vaecore.config import ConfigError, RunConfig
 from vaecore.files import os_reason
+from vaecore.settings.config import ConfigError, RunConfig
 
 CONFIG = "config.json"
 LOCK = ".lock"
