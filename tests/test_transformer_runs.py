@@ -70,3 +70,24 @@ def test_flags_that_do_not_apply_are_one_line_errors(args, message, corpus, tmp_
     proc = run("--task", "text", "--data", str(corpus), "--workdir", str(tmp_path / "run"), *args)
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_explorer_serves_a_transformer_model_in_the_other_framework(runs):
+    """The explorer's reconstruction, homotopy and samples of a JAX-trained Transformer run served in torch
+    are the model handle's own."""
+    from starlette.testclient import TestClient
+
+    from twinvae.explore.app import build_app
+    from twinvae.explore.explorer import Explorer
+
+    model = twinvae.load(runs["jax"], backend="torch")
+    explorer = Explorer(model, folder=runs["jax"])
+    explorer.warm()
+    client = TestClient(build_app(explorer))
+    a, b = explorer.test.examples[0], explorer.test.examples[1]
+    got = client.post("/api/encode", json={"input": a, "method": "beam", "beam_width": 3})
+    assert got.status_code == 200, got.text
+    assert got.json()["reconstruction"]["sentences"] == model.reconstruct([a], method="beam", beam_width=3)
+    homotopy = client.post("/api/interpolate", json={"a": 0, "b": 1, "steps": 4}).json()
+    assert homotopy["sentences"] == model.interpolate(a, b, 4)
+    assert client.post("/api/sample", json={"n": 3, "seed": 2}).json()["sentences"] == model.sample(3, seed=2)
