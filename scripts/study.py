@@ -81,7 +81,7 @@ ROWS = {
 # heads and a 1,024 feed-forward, z a one-vector memory (--z-injection's default), dropout 0.2 on embeddings, attention and residuals,
 # Adam 1e-3, batch 32. Texar anneals the KL weight linearly from 0.1 to 1 over 10 epochs and halves the rate
 # on a validation plateau for up to 100 epochs; these rows ramp from 0 over 10 epochs (13,140 steps) and decay
-# the rate by 0.7 per epoch after the 16th of 24 (what one CPU core trains in about 4 hours per row).
+# the rate by 0.7 per epoch after the 16th of 24 (about 3.4 hours of one CPU core per row).
 TRANSFORMER = ["--decoder", "transformer", "--transformer-layers", "3",
                "--transformer-heads", "8", "--transformer-ff", "1024", "--embedding-dropout", "0.2",
                "--attention-dropout", "0.2", "--residual-dropout", "0.2", "--output-dropout", "0", "--lr", "1e-3",
