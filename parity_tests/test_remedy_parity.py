@@ -29,18 +29,24 @@ from vaecore.settings.text_config import TextModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+TRANSFORMER = {"decoder": "transformer", "z_injection": "both", "transformer_layers": 2, "transformer_heads": 4,
+               "transformer_ff": 12, "attention_dropout": 0.0, "residual_dropout": 0.0}
 REMEDIES = {
     "delta": {"delta_rate": 0.3},
     "bn": {"bn_gamma": 0.6},
     "delta-bn-gru": {"delta_rate": 0.1, "bn_gamma": 1.0, "rnn": "gru", "tie_embeddings": False},
     "lm": {"use_latent": False},
+    # the Transformer decoder under the same remedies (issue 35): z through the memory and the embeddings
+    "delta-bn-transformer": {"delta_rate": 0.1, "bn_gamma": 0.8, **TRANSFORMER},
+    "lm-transformer": {"use_latent": False, **{k: v for k, v in TRANSFORMER.items() if k != "z_injection"}},
 }
+SIDED = {"delta-transformer": {"delta_rate": 0.3, **TRANSFORMER}}  # aggressive training's one-sided steps
 MMD = {"objective": "mmd", "alpha": 0.5, "lam": 10.0, "kl_weight": 0.8, "mmd_kwargs": {"kernel": "imq"}}
 
 
 def make_pair(remedy: str, dtype: str, source: str):
     cfg = TextModelConfig(vocab_size=50, embed_dim=12, hidden_dim=16, latent_dim=6, embedding_dropout=0.0,
-                          output_dropout=0.0, **REMEDIES[remedy])
+                          output_dropout=0.0, **{**REMEDIES, **SIDED}[remedy])
     torch.manual_seed(0)
     tmodel = ttm.SentenceVAE(cfg).to(getattr(torch, dtype))
     jmodel = jtm.SentenceVAE(cfg, rngs=nnx.Rngs(1), param_dtype=getattr(jnp, dtype))
@@ -84,8 +90,10 @@ def split_inputs(inputs):
 
 
 @pytest.mark.parametrize("source", ["torch", "jax"])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("remedy", list(REMEDIES))
+# the Transformer in float64 only: its float32 logits differ by a few ulps more than TOL allows through two
+# blocks of perturbed weights; its float32 loss and gradients are in parity_tests/test_transformer_parity.py
+@pytest.mark.parametrize("remedy, dtype", [(r, d) for r in REMEDIES for d in ("float32", "float64")
+                                           if "transformer" not in r or d == "float64"])
 @pytest.mark.parametrize("objective", ["elbo", "mmd"])
 def test_train_mode_forward_losses_gradients_and_running_averages(remedy, dtype, source, objective):
     spec = ELBO if objective == "elbo" else MMD
@@ -122,7 +130,7 @@ def test_train_mode_forward_losses_gradients_and_running_averages(remedy, dtype,
         j_bufs = canonical(jmodel, j_stats)
         assert_trees_close({k: j_bufs[k] for k in t_buffers}, t_buffers, **tol["value"], what="running averages")
         assert not np.allclose(t_buffers["posterior.mean_bn.running_var"], before["posterior.mean_bn.running_var"])
-    if remedy == "lm":
+    if remedy.startswith("lm"):
         assert float(t_terms["kl"].abs().max()) == 0.0
         assert all(tmodel.get_parameter(n).grad is None for n in ("to_mean.weight", "encoder_rnn.weight_hh_l0"))
 
@@ -182,7 +190,8 @@ def test_three_adam_steps(remedy):
                        what=f"{remedy} params and running averages after 3 Adam steps")
 
 
-def test_one_sided_adam_steps_agree():
+@pytest.mark.parametrize("remedy", ["delta", "delta-transformer"])
+def test_one_sided_adam_steps_agree(remedy):
     """Aggressive training's updates: torch's Adam skipping the parameters without a gradient and
     the JAX engine's per-side optax states (``sided_adam_update``) give the same parameters after
     encoder-only, decoder-only and joint steps, whose Adam step counts then differ per side."""
@@ -193,7 +202,7 @@ def test_one_sided_adam_steps_agree():
     opt = {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8}
     tx_adam = optax.adam(opt["lr"], b1=0.9, b2=0.999, eps=1e-8)
     with jax_precision(dtype):
-        tmodel, jmodel = make_pair("delta", dtype, "torch")
+        tmodel, jmodel = make_pair(remedy, dtype, "torch")
         t_opt = torch.optim.Adam(tmodel.parameters(), **opt)
         graphdef, params, rest = nnx.split(jmodel, nnx.Param, ...)
         params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
@@ -213,8 +222,15 @@ def test_one_sided_adam_steps_agree():
 
             params, opt_state, _ = sided_adam_update(loss_fn, params, opt_state, tx_adam, 1.0, part)
         nnx.update(jmodel, params)
-    assert_trees_close(jax_export(jmodel), torch_export(tmodel), **TOL[dtype]["grad"],
-                       what="params after one-sided Adam steps")
+    got, want = jax_export(jmodel), torch_export(tmodel)
+    for name in [n for n in want if n.endswith("qkv.bias")]:
+        # a key's bias adds q.b to every score of a query, which the softmax removes: its gradient is
+        # rounding noise (~1e-17), which Adam scales up to steps of size lr, differently in each backend
+        width = want[name].shape[0] // 3
+        key_got, key_want = got[name][width: 2 * width], want[name][width: 2 * width]
+        assert np.abs(key_got - key_want).max() <= 2 * len(parts) * opt["lr"]
+        got[name], want[name] = np.delete(got[name], np.s_[width: 2 * width]), np.delete(want[name], np.s_[width: 2 * width])
+    assert_trees_close(got, want, **TOL[dtype]["grad"], what="params after one-sided Adam steps")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
