@@ -105,7 +105,8 @@ def transformer_flops(width: int, ff: int, layers: int, steps: int, embed_dim: i
 
 def flops_text_token(embed_dim: int, hidden_dim: int, vocab_size: int, *, rnn: str = "gru", latent_dim: int = 0,
                      num_layers: int = 1, bidirectional: bool = False, z_every_step: bool = False,
-                     tie_embeddings: bool = False, transformer: tuple[int, int, int] | None = None) -> int:
+                     tie_embeddings: bool = False, transformer: tuple[int, int, int] | None = None,
+                     transformer_encoder: tuple[int, int, int] | None = None) -> int:
     """Training FLOP per target token (forward + backward, 3x forward) of the sentence VAE.
 
     Per target token (words + <eos>; the encoder reads as many tokens as the decoder predicts):
@@ -120,8 +121,9 @@ def flops_text_token(embed_dim: int, hidden_dim: int, vocab_size: int, *, rnn: s
     5,121,024 = 6,829,056 forward; x3 = 20,487,168 FLOP (20.5 M).
 
     ``transformer`` = (feed-forward width, blocks, padded steps): the decoder is a Transformer of width
-    ``hidden_dim`` (``transformer_flops``) instead of an RNN; the encoder stays the RNN. The figures count
-    work per target token as if every padded position were a target (the padding is a few per cent).
+    ``hidden_dim`` (``transformer_flops``) instead of an RNN; ``transformer_encoder``, the same for the
+    encoder (its attention also over the whole square). The figures count work per target token as if
+    every padded position were a target (the padding is a few per cent).
     """
     directions = 2 if bidirectional else 1
     encoder = decoder = 0
@@ -132,6 +134,8 @@ def flops_text_token(embed_dim: int, hidden_dim: int, vocab_size: int, *, rnn: s
         decoder += rnn_flops(dec_in, hidden_dim, rnn)
     if transformer is not None:
         decoder = transformer_flops(hidden_dim, *transformer, embed_dim=embed_dim)
+    if transformer_encoder is not None:
+        encoder = transformer_flops(hidden_dim, *transformer_encoder, embed_dim=embed_dim)
     if not tie_embeddings:
         output = dense_flops(hidden_dim, vocab_size)
     else:

@@ -123,12 +123,13 @@ def sizes(args):
 
 def token_flops(cfg: TextModelConfig, steps: int = 0) -> int:
     """Training FLOP per target token of ``cfg``'s model (``bench.peak.flops_text_token``); a Transformer
-    decoder's attention is counted over ``steps`` padded positions."""
-    transformer = (cfg.transformer_ff, cfg.transformer_layers, steps) if cfg.decoder == "transformer" else None
+    decoder's (and encoder's) attention is counted over ``steps`` padded positions."""
+    sizes = (cfg.transformer_ff, cfg.transformer_layers, steps)
     return peak.flops_text_token(cfg.embed_dim, cfg.hidden_dim, cfg.vocab_size, rnn=cfg.rnn, latent_dim=cfg.latent_dim,
                                  num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
                                  z_every_step=cfg.z_every_step, tie_embeddings=cfg.tie_embeddings,
-                                 transformer=transformer)
+                                 transformer=sizes if cfg.decoder == "transformer" else None,
+                                 transformer_encoder=sizes if cfg.encoder == "transformer" else None)
 
 
 def one(args):

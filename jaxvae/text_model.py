@@ -26,7 +26,7 @@ from jaxvae.layers import flat_matmul
 from jaxvae.objectives import PerExample
 from jaxvae.posterior import PosteriorHead
 from jaxvae.rnn import make_rnn
-from jaxvae.transformer import TransformerDecoder
+from jaxvae.transformer import TransformerDecoder, TransformerEncoder
 from vaecore.data.text_data import BOS_ID, UNK_ID
 from vaecore.settings.objectives import Weights
 from vaecore.settings.text_config import TextModelConfig
@@ -49,9 +49,9 @@ def _torch_linear(n_in: int, n_out: int, rngs: nnx.Rngs, param_dtype) -> nnx.Lin
 
 
 class SentenceVAE(nnx.Module):
-    """RNN encoder -> Gaussian q(z|x) -> RNN decoder conditioned on z (initial state, optionally
-    every step), or a Transformer decoder (``jaxvae.transformer``) that reads z as a memory, in its
-    input embeddings, or both. ``param_dtype``: float32, or float64 under ``jax.enable_x64``."""
+    """RNN (or Transformer) encoder -> Gaussian q(z|x) -> RNN decoder conditioned on z (initial state,
+    optionally every step), or a Transformer decoder (``jaxvae.transformer``) that reads z as a memory,
+    in its input embeddings, or both. ``param_dtype``: float32, or float64 under ``jax.enable_x64``."""
 
     def __init__(self, config: TextModelConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         c = self.config = config.built()
@@ -62,9 +62,12 @@ class SentenceVAE(nnx.Module):
             c.vocab_size, c.embed_dim, embedding_init=embedding_init, param_dtype=param_dtype, rngs=rngs,
         )
         self.embedding_dropout = nnx.Dropout(c.embedding_dropout, rngs=rngs)
-        self.encoder_rnn = make_rnn(
-            c.rnn, c.embed_dim, c.hidden_dim, c.num_layers, c.bidirectional, rngs=rngs, param_dtype=param_dtype
-        )
+        if c.encoder == "rnn":
+            self.encoder_rnn = make_rnn(
+                c.rnn, c.embed_dim, c.hidden_dim, c.num_layers, c.bidirectional, rngs=rngs, param_dtype=param_dtype
+            )
+        else:
+            self.encoder_transformer = TransformerEncoder(c, rngs=rngs, param_dtype=param_dtype)
         self.to_mean = _torch_linear(c.encoder_features, c.latent_dim, rngs, param_dtype)
         self.to_logvar = _torch_linear(c.encoder_features, c.latent_dim, rngs, param_dtype)
         self.posterior = PosteriorHead(c.latent_dim, delta_rate=c.delta_rate, bn_gamma=c.bn_gamma,
@@ -119,6 +122,9 @@ class SentenceVAE(nnx.Module):
             zeros = jnp.zeros((tokens.shape[0], self.config.latent_dim), self.to_mean.kernel[...].dtype)
             return zeros, zeros
         x = self.embedding(tokens[:, 1:])
+        if self.config.encoder == "transformer":
+            features = self.encoder_transformer(x, lengths - 1)
+            return self.posterior(self.to_mean(features), self.to_logvar(features))
         _, state = self.encoder_rnn(x, lengths - 1)
         h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]
         features = jnp.swapaxes(h, 0, 1).reshape(h.shape[1], -1)  # [B, layers*dirs*H]

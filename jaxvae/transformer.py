@@ -4,6 +4,7 @@ whose docstring describes the architecture, the parameter names and the decoding
 Linears are ``nnx.Linear`` (``jaxvae/params.py`` transposes their kernels to torch's layout), LayerNorms
 ``nnx.LayerNorm`` with torch's epsilon (1e-5) and the two-pass variance. Dropout draws from the
 module's ``nnx.Rngs`` (the training step reseeds them from (seed, step)); parity tests run without it.
+``TransformerEncoder`` is the same stack without memory and dropout, attending in both directions.
 The decoding step writes the key/value cache with ``lax.dynamic_update_slice`` at a traced position and
 masks the positions not yet written, so a whole decoding loop compiles once (``jaxvae/decoding.py``).
 """
@@ -50,13 +51,13 @@ def sinusoids(positions: jax.Array, width: int, dtype) -> jax.Array:
 
 
 class Block(nnx.Module):
-    def __init__(self, c: TextModelConfig, *, rngs: nnx.Rngs, param_dtype):
+    def __init__(self, c: TextModelConfig, memory: bool, *, rngs: nnx.Rngs, param_dtype):
         d = c.hidden_dim
-        self.heads, self.head_dim, self.memory_on = c.transformer_heads, c.head_dim, c.z_memory
+        self.heads, self.head_dim = c.transformer_heads, c.head_dim
         self.self_norm = layer_norm(d, rngs, param_dtype)
         self.qkv = glorot_linear(d, 3 * d, rngs, param_dtype, fan_out=d)
         self.attention_out = glorot_linear(d, d, rngs, param_dtype)
-        if c.z_memory:
+        if memory:
             self.memory_value = glorot_linear(d, d, rngs, param_dtype)
             self.memory_out = glorot_linear(d, d, rngs, param_dtype)
         self.ff_norm = layer_norm(d, rngs, param_dtype)
@@ -73,15 +74,17 @@ class Block(nnx.Module):
         drop = self.residual_dropout if dropout else (lambda a: a)
         return drop(linear(self.ff_out, drop(jax.nn.relu(linear(self.ff_in, self.ff_norm(x))))))
 
-    def __call__(self, x: jax.Array, memory: jax.Array | None, dropout: bool = True) -> jax.Array:
-        """Teacher-forced: x [B, T, d] -> [B, T, d] (``dropout`` False: none, whatever the mode)."""
+    def __call__(self, x: jax.Array, memory: jax.Array | None, dropout: bool = True,
+                 keep: jax.Array | None = None) -> jax.Array:
+        """Teacher-forced: x [B, T, d] -> [B, T, d] (``dropout`` False: none, whatever the mode). ``keep``
+        [B, T] (the encoder): every position attends to the kept positions, in both directions."""
         b, t, d = x.shape
         drop = self.residual_dropout if dropout else (lambda a: a)
         qkv = linear(self.qkv, self.self_norm(x)).reshape(b, t, 3, self.heads, self.head_dim)
         q, k, v = (jnp.swapaxes(qkv[:, :, i], 1, 2) for i in range(3))  # [B, heads, T, head_dim]
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) * (1.0 / math.sqrt(self.head_dim))
-        causal = jnp.tril(jnp.ones((t, t), bool))
-        probs = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+        allowed = jnp.tril(jnp.ones((t, t), bool)) if keep is None else keep[:, None, None, :]
+        probs = jax.nn.softmax(jnp.where(allowed, scores, -jnp.inf), axis=-1)
         att = jnp.einsum("bhqk,bhkd->bqhd", self.attention_dropout(probs) if dropout else probs, v).reshape(b, t, d)
         x = x + drop(linear(self.attention_out, att))
         if memory is not None:
@@ -107,18 +110,20 @@ class Block(nnx.Module):
         return x + self.feed_forward(x, dropout=False), keys, values
 
 
-class TransformerDecoder(nnx.Module):
-    """The decoder stack: embedded inputs [B, T, embed] -> features [B, T, hidden] before the vocabulary
-    layer. ``SentenceVAE`` owns the word embedding, z's maps, and the embedding and output dropout."""
+class _Stack(nnx.Module):
+    """Input map, blocks and final LayerNorm: what the decoder and the encoder share."""
 
-    def __init__(self, c: TextModelConfig, *, rngs: nnx.Rngs, param_dtype):
+    role = "decoder"
+
+    def __init__(self, c: TextModelConfig, memory: bool, *, rngs: nnx.Rngs, param_dtype):
         self.c = c
         if c.positions == "learned":
             self.positions = nnx.Embed(LEARNED_POSITIONS, c.hidden_dim, param_dtype=param_dtype, rngs=rngs,
                                        embedding_init=nnx.initializers.normal(c.hidden_dim ** -0.5))
         if c.embed_dim != c.hidden_dim:
             self.input_projection = glorot_linear(c.embed_dim, c.hidden_dim, rngs, param_dtype)
-        self.blocks = nnx.List([Block(c, rngs=rngs, param_dtype=param_dtype) for _ in range(c.transformer_layers)])
+        self.blocks = nnx.List([Block(c, memory, rngs=rngs, param_dtype=param_dtype)
+                                for _ in range(c.transformer_layers)])
         self.final_norm = layer_norm(c.hidden_dim, rngs, param_dtype)
 
     def inputs(self, emb: jax.Array, positions: jax.Array, z_embedding: jax.Array | None) -> jax.Array:
@@ -133,8 +138,37 @@ class TransformerDecoder(nnx.Module):
     def check_length(self, steps: int) -> None:
         """Learned positions cover ``LEARNED_POSITIONS`` steps; a longer input is an error, not a clamp."""
         if self.c.positions == "learned" and steps > LEARNED_POSITIONS:
-            raise ValueError(f"{steps} decoder steps exceed the learned position table ({LEARNED_POSITIONS}); "
+            raise ValueError(f"{steps} {self.role} steps exceed the learned position table ({LEARNED_POSITIONS}); "
                              f"cut sentences with --max-len or use --positions sinusoidal")
+
+
+class TransformerEncoder(_Stack):
+    """The encoder stack (``--encoder transformer``; see ``torchvae/transformer.py``): embedded w1..wn <eos>
+    [B, T, embed] and their number [B] -> the mean of the final LayerNorm's outputs over each sentence,
+    [B, hidden]; attention in both directions, no dropout."""
+
+    role = "encoder"
+
+    def __init__(self, c: TextModelConfig, *, rngs: nnx.Rngs, param_dtype):
+        super().__init__(c, False, rngs=rngs, param_dtype=param_dtype)
+
+    def __call__(self, emb: jax.Array, lengths: jax.Array) -> jax.Array:
+        self.check_length(emb.shape[1])
+        positions = jnp.arange(emb.shape[1])
+        keep = positions[None, :] < lengths[:, None]
+        x = self.inputs(emb, positions, None)
+        for block in self.blocks:
+            x = block(x, None, False, keep)
+        x = self.final_norm(x) * keep[..., None]
+        return x.sum(1) / lengths[:, None].astype(x.dtype)
+
+
+class TransformerDecoder(_Stack):
+    """The decoder stack: embedded inputs [B, T, embed] -> features [B, T, hidden] before the vocabulary
+    layer. ``SentenceVAE`` owns the word embedding, z's maps, and the embedding and output dropout."""
+
+    def __init__(self, c: TextModelConfig, *, rngs: nnx.Rngs, param_dtype):
+        super().__init__(c, c.z_memory, rngs=rngs, param_dtype=param_dtype)
 
     def __call__(self, x: jax.Array, memory: jax.Array | None, dropout: bool = True) -> jax.Array:
         for block in self.blocks:

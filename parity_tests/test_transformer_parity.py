@@ -200,3 +200,67 @@ def test_torch_dropout_masks_cover_every_site():
         assert not torch.allclose(model.decode(inputs, z, dropout_masks=tuple(masks)), reference)
     with pytest.raises(ValueError, match="dropout masks"):
         model.decode(inputs, z, dropout_masks=(*ones, ones[-1]))
+
+
+# the Transformer encoder (--encoder transformer): (decoder, positions, embed_dim)
+ENCODER_CASES = [("transformer", "sinusoidal", 15), ("rnn", "learned", 12)]
+
+
+def encoder_config(case) -> TextModelConfig:
+    decoder, positions, embed = case
+    return TextModelConfig(vocab_size=VOCAB, embed_dim=embed, hidden_dim=15, latent_dim=LATENT, encoder="transformer",
+                           decoder=decoder, positions=positions, transformer_layers=2, transformer_heads=3,
+                           transformer_ff=7, embedding_dropout=0.0, output_dropout=0.0)
+
+
+@pytest.mark.parametrize("source", ["torch", "jax"])
+@pytest.mark.parametrize("case", ENCODER_CASES, ids=[f"{d}-decoder-{p}-e{e}" for d, p, e in ENCODER_CASES])
+def test_transformer_encoder_terms_and_gradients_float64(case, source):
+    """The posterior, every objective's terms and every gradient, the encoder's included, within 1e-10."""
+    tol = TOL["float64"]
+    with jax_precision("float64"):
+        tmodel, jmodel = make_pair(encoder_config(case), "float64", source)
+        inputs = make_inputs("float64")
+        tx = torch_inputs(inputs)
+        with torch.no_grad():
+            t_post = tmodel.encode(tx["tokens"], tx["lengths"])
+        j_post = jmodel.encode(jnp.asarray(inputs["tokens"]), jnp.asarray(inputs["lengths"]))
+        assert_trees_close({"mean": np.asarray(j_post[0]), "logvar": np.asarray(j_post[1])},
+                           {"mean": t_post[0].numpy(), "logvar": t_post[1].numpy()}, **tol["value"], what="posterior")
+        j_results = jax_run(jmodel, jax_inputs(inputs))
+        for name, spec in OBJECTIVES.items():
+            with torch.no_grad():
+                t_loss, t_terms = torch_loss(tmodel, tx, spec)
+            (j_loss, (_, j_terms)), j_state = j_results[name]
+            assert_trees_close({"loss": np.asarray(j_loss), **np_tree(j_terms)},
+                               {"loss": t_loss.numpy(), **np_tree(t_terms)}, **tol["value"], what=f"{name} terms")
+            _, t_grads = torch_grads(tmodel, tx, name)
+            assert_trees_close(canonical_grads(jmodel, j_state), t_grads, **tol["grad"], what=f"{name} gradients")
+            encoder = [k for k in t_grads if k.startswith("encoder_transformer")]
+            assert len(encoder) >= 2 * 8 + 2 and all(np.abs(t_grads[k]).max() > 0 for k in encoder)
+        assert not any(k.startswith("encoder_rnn") for k in t_grads)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_transformer_encoder_ignores_padding(backend):
+    """A sentence's posterior does not depend on the padding after it, nor on the other sentences of its
+    batch: encoded alone (no padding) it is the same as in the batch."""
+    with jax_precision("float64"):
+        tmodel, jmodel = make_pair(encoder_config(ENCODER_CASES[0]), "float64", "torch")
+        inputs = make_inputs("float64")
+        tokens, lengths = inputs["tokens"], inputs["lengths"]
+
+        def encode(t, n):
+            if backend == "torch":
+                with torch.no_grad():
+                    return np.stack([a.numpy() for a in tmodel.encode(torch.as_tensor(t), torch.as_tensor(n))])
+            return np.stack([np.asarray(a) for a in jmodel.encode(jnp.asarray(t), jnp.asarray(n))])
+
+        batch = encode(tokens, lengths)
+        i = int(np.argmin(lengths))
+        assert lengths[i] < tokens.shape[1]  # the shortest sentence is padded in the batch
+        alone = encode(tokens[i:i + 1, :lengths[i]], lengths[i:i + 1])
+        np.testing.assert_allclose(alone[:, 0], batch[:, i], rtol=1e-12, atol=1e-13)
+        changed = tokens.copy()
+        changed[i, lengths[i]:] = 5  # words where the padding was
+        np.testing.assert_allclose(encode(changed, lengths)[:, i], batch[:, i], rtol=1e-12, atol=1e-13)

@@ -71,3 +71,20 @@ def test_text_issue_model():
     flops = flops_text_token(300, 256, 10_002, latent_dim=16)
     assert flops == (2 * 427_008 + 2_560_512) * 6 == 20_487_168
     assert flops == pytest.approx(20.6e6, rel=0.01)
+
+
+def test_text_transformer_decoder_and_encoder():
+    """texar's sizes (width 256, ff 1,024, 3 blocks, T = 40): 4,841,472 forward FLOP per position and stack
+    (``transformer_flops``'s docstring, by hand); the tied vocabulary layer 2 x 256 x 10,002."""
+    block = 2 * 256 * 768 + 2 * 2 * 256 * 40 + 2 * 256 * 256 + 2 * 2 * 256 * 1024
+    assert 3 * block == 4_841_472
+    lstm_encoder = 2 * 4 * 256 * (256 + 256)
+    vocab = 2 * 256 * 10_002
+    sizes = (1024, 3, 40)
+    kw = {"rnn": "lstm", "tie_embeddings": True}
+    assert flops_text_token(256, 256, 10_002, transformer=sizes, **kw) == 3 * (lstm_encoder + 3 * block + vocab)
+    assert flops_text_token(256, 256, 10_002, transformer=sizes, transformer_encoder=sizes, **kw) == \
+        3 * (2 * 3 * block + vocab)
+    # an embedding narrower than the width: each stack's input projection 2 x 128 x 256 per position
+    narrow = flops_text_token(128, 256, 10_002, transformer=sizes, transformer_encoder=sizes, **kw)
+    assert narrow == 3 * (2 * (3 * block + 2 * 128 * 256) + 2 * 128 * 10_002 + 2 * 256 * 128)

@@ -178,4 +178,4 @@ def test_help_lists_every_declared_flag_once():
     text = build_parser().format_help()
     for o in OPTIONS:
         assert f"  {o.flag}" in text, o.flag
-    assert len({o.name for o in OPTIONS}) == len(OPTIONS) == 77  # 69 before the Transformer decoder's 8
+    assert len({o.name for o in OPTIONS}) == len(OPTIONS) == 78  # 69 before the Transformer decoder's 8, then --encoder

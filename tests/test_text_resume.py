@@ -22,18 +22,23 @@ def corpus(tmp_path_factory):
 
 TRANSFORMER = ["--decoder", "transformer", "--z-injection", "both", "--transformer-layers", "2", "--transformer-heads",
                "4", "--transformer-ff", "48", "--attention-dropout", "0.1", "--residual-dropout", "0.1"]
+ENCODER = ["--encoder", "transformer", "--transformer-layers", "2", "--transformer-heads", "4", "--transformer-ff", "48"]
 # training modes whose state goes beyond parameters and optimiser (BN-VAE's running averages)
 RESUME_MODES = {"default": [], "bn-delta": ["--bn-gamma", "0.7", "--delta-rate", "0.1"],
                 "aggressive": ["--aggressive", "--aggressive-max-inner", "8", "--bn-gamma", "0.5"], "pretrain": ["--pretrain-ae-epochs", "1"],
                 # the Transformer decoder: its dropout sites, the key/value cache of the end-of-run decoding
                 "transformer-aggressive": [*TRANSFORMER, "--aggressive", "--aggressive-max-inner", "8"],
-                "transformer-pretrain": [*TRANSFORMER, "--pretrain-ae-epochs", "1", "--bn-gamma", "0.5"]}
+                "transformer-pretrain": [*TRANSFORMER, "--pretrain-ae-epochs", "1", "--bn-gamma", "0.5"],
+                # the Transformer encoder: under aggressive inference's encoder-only updates (torch), with BN-VAE
+                "transformer-encoder": [*ENCODER, "--aggressive", "--aggressive-max-inner", "8"],
+                "transformer-encoder-bn": [*ENCODER, "--bn-gamma", "0.5"]}
 
 
-# every mode in both backends, but the Transformer's aggressive mode in torch only (in JAX it compiles a step
-# per side and was this file's longest test by far, 500 s on a loaded machine; its JAX parts are the
-# RNN's aggressive mode and the Transformer's other mode here)
-CASES = [(b, m) for m in RESUME_MODES for b in ("torch", "jax") if (b, m) != ("jax", "transformer-aggressive")]
+# every mode in both backends, but the Transformer's aggressive modes in torch only (in JAX they compile a step
+# per side: the decoder's was this file's longest test by far, 500 s on a loaded machine, the encoder's 300 s;
+# their JAX parts are the RNN's aggressive mode and the Transformers' other modes here)
+CASES = [(b, m) for m in RESUME_MODES for b in ("torch", "jax")
+         if (b, m) not in (("jax", "transformer-aggressive"), ("jax", "transformer-encoder"), ("torch", "transformer-encoder-bn"))]
 
 
 @pytest.mark.parametrize("backend, mode", CASES)

@@ -57,7 +57,14 @@ def test_the_language_model_with_the_same_decoder(backend, corpus, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--transformer-layers", "2"], "--transformer-layers applies to --decoder transformer"),
+    (["--transformer-layers", "2"], "--transformer-layers applies to a Transformer (--decoder transformer or --encoder"),
+    (["--encoder", "transformer", "--attention-dropout", "0.1"], "--attention-dropout applies to --decoder transformer"),
+    (["--encoder", "transformer", "--bidirectional"], "--bidirectional applies to the RNN encoder (--encoder rnn)"),
+    (["--encoder", "transformer", "--decoder", "transformer", "--rnn", "gru"], "--rnn applies to an RNN encoder or"),
+    (["--encoder", "transformer", "--decoder", "transformer", "--num-layers", "2"], "--num-layers applies to an RNN"),
+    (["--no-latent", "--encoder", "transformer"], "--encoder shapes the code, and --no-latent has no code"),
+    (["--encoder", "transformer", "--hidden-dim", "16", "--transformer-heads", "3"],
+     "--hidden-dim 16 does not split into --transformer-heads 3 equal heads"),
     (["--decoder", "transformer", "--z-every-step"], "--z-every-step applies to the RNN decoder"),
     (["--decoder", "transformer", "--decoder-init-tanh"], "--decoder-init-tanh applies to the RNN decoder"),
     (["--decoder", "transformer", "--hidden-dim", "16", "--transformer-heads", "3"],
@@ -65,6 +72,7 @@ def test_the_language_model_with_the_same_decoder(backend, corpus, tmp_path):
     (["--decoder", "transformer", "--no-latent", "--z-injection", "embedding"], "--z-injection shapes the code"),
     (["--decoder", "transformer", "--attention-dropout", "1.0"], "attention_dropout must be a number in [0, 1)"),
     (["--decoder", "mlp"], "argument --decoder: invalid choice"),
+    (["--encoder", "cnn"], "argument --encoder: invalid choice"),
 ])
 def test_flags_that_do_not_apply_are_one_line_errors(args, message, corpus, tmp_path):
     proc = run("--task", "text", "--data", str(corpus), "--workdir", str(tmp_path / "run"), *args)
@@ -91,3 +99,38 @@ def test_the_explorer_serves_a_transformer_model_in_the_other_framework(runs):
     homotopy = client.post("/api/interpolate", json={"a": 0, "b": 1, "steps": 4}).json()
     assert homotopy["sentences"] == model.interpolate(a, b, 4)
     assert client.post("/api/sample", json={"n": 3, "seed": 2}).json()["sentences"] == model.sample(3, seed=2)
+
+
+ENCODER = {"encoder": "transformer", "transformer_layers": 2, "transformer_heads": 2, "transformer_ff": 24,
+           "positions": "learned"}
+
+
+@pytest.fixture(scope="module")
+def encoder_runs(corpus, tmp_path_factory):  # a Transformer encoder with the RNN decoder, trained in each backend
+    root = tmp_path_factory.mktemp("encoder-runs")
+    return {b: twinvae.train(backend=b, **TINY, **ENCODER, data=str(corpus), workdir=str(root / b)).workdir
+            for b in BACKENDS}
+
+
+@pytest.mark.parametrize("trained", BACKENDS)
+def test_a_transformer_encoder_run_reads_the_same_in_the_other_framework(trained, encoder_runs, sentences):
+    """``--encoder transformer``: the posterior, IW-NLL, reconstructions, samples and homotopy of a run are
+    the same in the other framework (the API test above, on these runs)."""
+    config = json.loads((encoder_runs[trained] / "config.json").read_text())["text"]
+    assert (config["encoder"], config["decoder"]) == ("transformer", "rnn")
+    test_a_run_decodes_the_same_tokens_in_the_other_framework(trained, encoder_runs, sentences)
+
+
+@pytest.mark.parametrize("args, folder", [
+    ([], "runs/text-torch-lstm-elbo"), (["--decoder", "transformer"], "runs/text-torch-transformer-elbo"),
+    (["--encoder", "transformer", "--rnn", "gru"], "runs/text-torch-tenc-gru-elbo"),
+    (["--encoder", "transformer", "--decoder", "transformer"], "runs/text-torch-tenc-transformer-elbo"),
+])
+def test_the_default_run_folder_names_the_architecture(args, folder):
+    from vaecore.runner import options
+    from vaecore.settings.cli import build_parser, explicit_flags
+
+    argv = ["--task", "text", *args]
+    parser = build_parser()
+    _, workdir = options.resolve(parser.parse_args(argv), explicit_flags(parser, argv))
+    assert str(workdir) == folder

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torchvae import objectives, parallel
 from torchvae.objectives import PerExample
 from torchvae.posterior import PosteriorHead
-from torchvae.transformer import TransformerDecoder
+from torchvae.transformer import TransformerDecoder, TransformerEncoder
 from vaecore.data.text_data import BOS_ID, UNK_ID
 from vaecore.settings.objectives import Weights
 from vaecore.settings.text_config import TextModelConfig
@@ -38,17 +38,20 @@ def _dropout(x: torch.Tensor, masks, module: nn.Dropout) -> torch.Tensor:
 
 
 class SentenceVAE(nn.Module):
-    """RNN encoder -> Gaussian q(z|x) -> RNN decoder conditioned on z (initial state, optionally
-    every step), or a Transformer decoder (``torchvae.transformer``) that reads z as a memory, in its
-    input embeddings, or both."""
+    """RNN (or Transformer) encoder -> Gaussian q(z|x) -> RNN decoder conditioned on z (initial state,
+    optionally every step), or a Transformer decoder (``torchvae.transformer``) that reads z as a memory,
+    in its input embeddings, or both."""
 
     def __init__(self, config: TextModelConfig):
         super().__init__()
         c = self.config = config.built()
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim)
         self.embedding_dropout = nn.Dropout(c.embedding_dropout)
-        self.encoder_rnn = RNNS[c.rnn](c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
-                                       bidirectional=c.bidirectional)
+        if c.encoder == "rnn":
+            self.encoder_rnn = RNNS[c.rnn](c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True,
+                                           bidirectional=c.bidirectional)
+        else:
+            self.encoder_transformer = TransformerEncoder(c)
         self.to_mean = nn.Linear(c.encoder_features, c.latent_dim)
         self.to_logvar = nn.Linear(c.encoder_features, c.latent_dim)
         self.posterior = PosteriorHead(c.latent_dim, delta_rate=c.delta_rate, bn_gamma=c.bn_gamma,
@@ -89,6 +92,9 @@ class SentenceVAE(nn.Module):
             zeros = self.to_mean.weight.new_zeros((tokens.shape[0], self.config.latent_dim))
             return zeros, zeros
         x = self.embedding(tokens[:, 1:])
+        if self.config.encoder == "transformer":
+            features = self.encoder_transformer(x, lengths - 1)
+            return self.posterior(self.to_mean(features), self.to_logvar(features))
         packed = pack_padded_sequence(x, (lengths - 1).cpu(), batch_first=True, enforce_sorted=False)
         _, state = self.encoder_rnn(packed)
         h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]

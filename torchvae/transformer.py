@@ -18,6 +18,10 @@ Parameter names (canonical, equal in both backends) under ``decoder_transformer`
 ff_norm, ff_in, ff_out}``, ``final_norm``. Weights of the blocks' linears are Glorot-uniform (q, k and v
 each as a [width, width] matrix), biases 0, LayerNorms 1 and 0.
 
+The encoder (``--encoder transformer``, ``TransformerEncoder``) is the same stack under ``encoder_transformer``
+without the memory sublayer and without dropout, its attention over every position of the sentence (a
+key-padding mask instead of the causal one); the posterior heads read the mean of its outputs.
+
 Dropout masks: in training the engine passes one multiplier tensor per site in the order of
 ``TextModelConfig.dropout_sites`` (the sites after the embedding's, which ``SentenceVAE`` applies);
 without masks, dropout draws from torch's RNG. Decoding keeps a key/value cache (``start``, ``step``):
@@ -62,14 +66,14 @@ def _drop(x: torch.Tensor, masks: Iterator[torch.Tensor] | None, rate: float, tr
 
 
 class Block(nn.Module):
-    def __init__(self, c: TextModelConfig):
+    def __init__(self, c: TextModelConfig, memory: bool):
         super().__init__()
         d = c.hidden_dim
         self.heads, self.c = c.transformer_heads, c
         self.self_norm = nn.LayerNorm(d)
         self.qkv = glorot_linear(d, 3 * d, fan_out=d)
         self.attention_out = glorot_linear(d, d)
-        if c.z_memory:
+        if memory:
             self.memory_value = glorot_linear(d, d)
             self.memory_out = glorot_linear(d, d)
         self.ff_norm = nn.LayerNorm(d)
@@ -88,11 +92,14 @@ class Block(nn.Module):
         return _drop(self.ff_out(h), masks, self.c.residual_dropout, training)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None, masks: Iterator[torch.Tensor] | None,
-                training: bool) -> torch.Tensor:
-        """Teacher-forced: x [B, T, d] -> [B, T, d]."""
+                training: bool, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced: x [B, T, d] -> [B, T, d]. ``keep`` [B, T] (the encoder, without dropout):
+        every position attends to the kept positions of its sentence, in both directions."""
         c = self.c
         q, k, v = (self._heads(a) for a in self.qkv(self.self_norm(x)).chunk(3, dim=-1))
-        if masks is None and not (training and c.attention_dropout > 0):  # no attention dropout: fused kernel
+        if keep is not None:
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+        elif masks is None and not (training and c.attention_dropout > 0):  # no attention dropout: fused kernel
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             t = x.shape[1]
@@ -119,11 +126,12 @@ class Block(nn.Module):
         return x + self.feed_forward(x, None, False)
 
 
-class TransformerDecoder(nn.Module):
-    """The decoder stack: embedded inputs [B, T, embed] -> features [B, T, hidden] before the vocabulary
-    layer. ``SentenceVAE`` owns the word embedding, z's maps, and the embedding and output dropout."""
+class _Stack(nn.Module):
+    """Input map, blocks and final LayerNorm: what the decoder and the encoder share."""
 
-    def __init__(self, c: TextModelConfig):
+    role = "decoder"
+
+    def __init__(self, c: TextModelConfig, memory: bool):
         super().__init__()
         self.c = c
         if c.positions == "learned":
@@ -131,13 +139,13 @@ class TransformerDecoder(nn.Module):
             nn.init.normal_(self.positions.weight, std=c.hidden_dim ** -0.5)
         if c.embed_dim != c.hidden_dim:
             self.input_projection = glorot_linear(c.embed_dim, c.hidden_dim)
-        self.blocks = nn.ModuleList(Block(c) for _ in range(c.transformer_layers))
+        self.blocks = nn.ModuleList(Block(c, memory) for _ in range(c.transformer_layers))
         self.final_norm = nn.LayerNorm(c.hidden_dim)
 
     def check_length(self, steps: int) -> None:
         """Learned positions cover ``LEARNED_POSITIONS`` steps; a longer input is an error."""
         if self.c.positions == "learned" and steps > LEARNED_POSITIONS:
-            raise ValueError(f"{steps} decoder steps exceed the learned position table ({LEARNED_POSITIONS}); "
+            raise ValueError(f"{steps} {self.role} steps exceed the learned position table ({LEARNED_POSITIONS}); "
                              f"cut sentences with --max-len or use --positions sinusoidal")
 
     def position_codes(self, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -152,6 +160,35 @@ class TransformerDecoder(nn.Module):
             self.input_projection(emb) * math.sqrt(self.c.hidden_dim)
         x = x + self.position_codes(positions, x.dtype)
         return x if z_embedding is None else x + z_embedding
+
+
+class TransformerEncoder(_Stack):
+    """The encoder stack (``--encoder transformer``): embedded w1..wn <eos> [B, T, embed] and their number
+    [B] -> the mean of the final LayerNorm's outputs over each sentence's positions, [B, hidden]. Every
+    position attends to every position of its sentence; no dropout, as the RNN encoder."""
+
+    role = "encoder"
+
+    def __init__(self, c: TextModelConfig):
+        super().__init__(c, memory=False)
+
+    def forward(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        self.check_length(emb.shape[1])
+        positions = torch.arange(emb.shape[1], device=emb.device)
+        keep = positions[None, :] < lengths[:, None].to(emb.device)
+        x = self.inputs(emb, positions, None)
+        for block in self.blocks:
+            x = block(x, None, None, False, keep)
+        x = self.final_norm(x) * keep[..., None]
+        return x.sum(1) / lengths[:, None].to(x.dtype)
+
+
+class TransformerDecoder(_Stack):
+    """The decoder stack: embedded inputs [B, T, embed] -> features [B, T, hidden] before the vocabulary
+    layer. ``SentenceVAE`` owns the word embedding, z's maps, and the embedding and output dropout."""
+
+    def __init__(self, c: TextModelConfig):
+        super().__init__(c, memory=c.z_memory)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None, masks: Iterator[torch.Tensor] | None,
                 training: bool) -> torch.Tensor:

@@ -34,6 +34,7 @@ from vaecore.settings.config import (
 from vaecore.settings.declare import ByTask, Option, Rule, finite, int_list, seed
 from vaecore.settings.text_config import (
     DECODER_KINDS,
+    ENCODER_KINDS,
     POSITION_KINDS,
     RNN_KINDS,
     Z_INJECTIONS,
@@ -115,13 +116,23 @@ TRANSFORMER = Rule(lambda c, a: c.text.decoder == "transformer",
 RNN_DECODER = Rule(lambda c, a: c.text.decoder == "rnn",
                    lambda f, c, a: f"{f} applies to the RNN decoder (--decoder rnn); this run's decoder is a "
                                    f"Transformer (z enters it as --z-injection says): drop it")
-RULES = (TRANSFORMER, RNN_DECODER, NO_CODE_FREE_BITS, MMD_ONLY, NOT_TEXT_IWAE, LINEAR, LOGISTIC, CYCLICAL, NO_CODE_KL, NO_CODE, NO_CODE_LOSS,
+TRANSFORMER_ANY = Rule(lambda c, a: c.text.transformer,
+                       lambda f, c, a: f"{f} applies to a Transformer (--decoder transformer or --encoder transformer); "
+                                       f"this run's encoder and decoder are RNNs: add one of them or drop it")
+RNN_ANY = Rule(lambda c, a: "rnn" in (c.text.decoder, c.text.encoder),
+               lambda f, c, a: f"{f} applies to an RNN encoder or decoder; this run's encoder and decoder are both "
+                               f"Transformers (--transformer-layers/-heads/-ff size them): drop it")
+RNN_ENCODER = Rule(lambda c, a: c.text.encoder == "rnn",
+                   lambda f, c, a: f"{f} applies to the RNN encoder (--encoder rnn); this run's encoder is a "
+                                   f"Transformer (it attends in both directions): drop it")
+RULES = (TRANSFORMER_ANY, TRANSFORMER, RNN_ANY, RNN_ENCODER, RNN_DECODER, NO_CODE_FREE_BITS, MMD_ONLY, NOT_TEXT_IWAE,
+         LINEAR, LOGISTIC, CYCLICAL, NO_CODE_KL, NO_CODE, NO_CODE_LOSS,
          MLP_ONLY, CONV_ONLY, DECAYING, AGGRESSIVE, TORCH_DEVICE)
 KL_SHAPE = (NOT_TEXT_IWAE, NO_CODE_KL)
 
 G_WHAT, G_MODEL = "what to train", "model"
 G_TEXT = "sentence VAE (--task text)"
-G_TF = "Transformer decoder (--task text --decoder transformer)"
+G_TF = "Transformer decoder and encoder (--task text --decoder transformer, --encoder transformer)"
 G_KL = "KL annealing, free bits, learning-rate decay (--task text; --kl-weight is the peak weight)"
 G_GEN = "generated text (end of a text run, and --sample / --interpolate on a run folder)"
 G_OBJ, G_TRAIN = "objective", "training"
@@ -168,10 +179,11 @@ OPTIONS: tuple[Option, ...] = (
         field={"mnist": "model.bn_gamma", "text": "text.bn_gamma"}),
 
     opt("rnn", "recurrent cell of encoder and decoder", group=G_TEXT, choices=RNN_KINDS, tasks=TEXT,
-        field="text.rnn"),
-    opt("num-layers", "stacked RNN layers", group=G_TEXT, type=int, tasks=TEXT, field="text.num_layers"),
+        field="text.rnn", rules=(RNN_ANY,)),
+    opt("num-layers", "stacked RNN layers", group=G_TEXT, type=int, tasks=TEXT, field="text.num_layers",
+        rules=(RNN_ANY,)),
     opt("bidirectional", "bidirectional encoder (the decoder is left to right)", group=G_TEXT,
-        action="store_true", tasks=TEXT, field="text.bidirectional", rules=(NO_CODE,)),
+        action="store_true", tasks=TEXT, field="text.bidirectional", rules=(RNN_ENCODER, NO_CODE)),
     opt("embed-dim", "word embedding size (shared)", group=G_TEXT, type=int, tasks=TEXT, field="text.embed_dim"),
     opt("hidden-dim", "RNN hidden size; the Transformer decoder's width", group=G_TEXT, type=int, tasks=TEXT, field="text.hidden_dim"),
     opt("word-dropout", "probability that a decoder input word becomes <unk> (Bowman et al.)", group=G_TEXT,
@@ -192,19 +204,21 @@ OPTIONS: tuple[Option, ...] = (
         group=G_TEXT, action="store_true", tasks=TEXT, field="text.use_latent", to_field=lambda v: not v,
         rules=(NOT_TEXT_IWAE,)),
     opt("decoder", "rnn: the --rnn cell (z sets its initial state); transformer: causal self-attention blocks "
-        "of width --hidden-dim (pre-norm; the encoder stays the --rnn cell)", group=G_TF, choices=DECODER_KINDS,
-        tasks=TEXT, field="text.decoder"),
+        "of width --hidden-dim (pre-norm)", group=G_TF, choices=DECODER_KINDS, tasks=TEXT, field="text.decoder"),
+    opt("encoder", "rnn: the --rnn cell (its final states); transformer: --transformer-layers bidirectional "
+        "self-attention blocks of the decoder's sizes, without dropout, averaged over the sentence", group=G_TF,
+        choices=ENCODER_KINDS, tasks=TEXT, field="text.encoder", rules=(NO_CODE,)),
     opt("z-injection", "how z enters the Transformer: memory (a one-vector memory every block attends to, as "
         "texar's VAE), embedding (a map of z added to every input embedding), or both", group=G_TF,
         choices=Z_INJECTIONS, tasks=TEXT, field="text.z_injection", rules=(TRANSFORMER, NO_CODE)),
-    opt("transformer-layers", "Transformer decoder blocks", group=G_TF, type=int, tasks=TEXT,
-        field="text.transformer_layers", rules=(TRANSFORMER,)),
+    opt("transformer-layers", "blocks of each Transformer (decoder, encoder)", group=G_TF, type=int, tasks=TEXT,
+        field="text.transformer_layers", rules=(TRANSFORMER_ANY,)),
     opt("transformer-heads", "attention heads (must divide --hidden-dim)", group=G_TF, type=int, tasks=TEXT,
-        field="text.transformer_heads", rules=(TRANSFORMER,)),
+        field="text.transformer_heads", rules=(TRANSFORMER_ANY,)),
     opt("transformer-ff", "width of each block's feed-forward layer", group=G_TF, type=int, tasks=TEXT,
-        field="text.transformer_ff", rules=(TRANSFORMER,)),
+        field="text.transformer_ff", rules=(TRANSFORMER_ANY,)),
     opt("positions", "sinusoidal (Vaswani et al.) or learned position codes (a table of 512)", group=G_TF,
-        choices=POSITION_KINDS, tasks=TEXT, field="text.positions", rules=(TRANSFORMER,)),
+        choices=POSITION_KINDS, tasks=TEXT, field="text.positions", rules=(TRANSFORMER_ANY,)),
     opt("attention-dropout", "dropout on the attention probabilities", group=G_TF, type=finite, tasks=TEXT,
         field="text.attention_dropout", rules=(TRANSFORMER,)),
     opt("residual-dropout", "dropout on every sublayer's output before it is added back, and on the "

@@ -7,6 +7,7 @@ from typing import Any
 
 RNN_KINDS = ("lstm", "gru")
 DECODER_KINDS = ("rnn", "transformer")
+ENCODER_KINDS = ("rnn", "transformer")  # the Transformer encoder: bidirectional blocks, mean-pooled
 Z_INJECTIONS = ("memory", "embedding", "both")  # how z enters a Transformer decoder
 POSITION_KINDS = ("sinusoidal", "learned")
 LEARNED_POSITIONS = 512  # rows of the learned position table: the longest decoder input (<bos> + words)
@@ -14,7 +15,7 @@ LEARNED_POSITIONS = 512  # rows of the learned position table: the longest decod
 # one side only (aggressive inference, a pretrained encoder with a fresh decoder). The word embedding
 # is shared by both sides (and tied to the output layer): it counts as the decoder's, so an
 # encoder-only update leaves every parameter the decoder uses untouched.
-ENCODER_MODULES = ("encoder_rnn", "to_mean", "to_logvar", "posterior")
+ENCODER_MODULES = ("encoder_rnn", "encoder_transformer", "to_mean", "to_logvar", "posterior")
 DECODER_MODULES = ("embedding", "latent_to_hidden", "decoder_rnn", "output", "output_projection", "output_bias",
                    "decoder_transformer", "latent_to_memory", "latent_to_embedding")
 # Re-initialised after pretraining: the decoder without the shared embedding (the encoder reads it).
@@ -47,6 +48,11 @@ class TextModelConfig:
     embedding sizes differ and the identity when they are equal, ``output_bias`` zero-initialised,
     the embedding initialised uniform in +-1/sqrt(embed_dim)).
 
+    ``decoder`` "transformer" replaces the RNN decoder by causal self-attention blocks that read z as
+    ``z_injection`` says (``torchvae/transformer.py``); ``encoder`` "transformer" replaces the RNN encoder by
+    bidirectional blocks of the same sizes (``transformer_*``, ``positions``) over w1..wn <eos>, without
+    dropout (as the RNN encoder), whose final-LayerNorm outputs are averaged over the sentence.
+
     How each default was chosen, with the measurements:
     ``docs/2026-11-26-ptb-defaults-history.md``. A config.json saved before ``output_dropout`` or
     ``tie_embeddings`` existed loads with neither (0, untied), as those runs trained.
@@ -69,6 +75,7 @@ class TextModelConfig:
     bn_gamma: float = 0.0
     use_latent: bool = True
     decoder: str = "rnn"
+    encoder: str = "rnn"
     z_injection: str = "memory"
     transformer_layers: int = 3
     transformer_heads: int = 8
@@ -98,10 +105,10 @@ class TextModelConfig:
                              "bn_gamma must be 0")
         if self.rnn not in RNN_KINDS:
             raise ValueError(f"rnn must be one of {list(RNN_KINDS)}, got {self.rnn!r}")
-        for name, allowed in (("decoder", DECODER_KINDS), ("z_injection", Z_INJECTIONS), ("positions", POSITION_KINDS)):
+        for name, allowed in (("decoder", DECODER_KINDS), ("encoder", ENCODER_KINDS), ("z_injection", Z_INJECTIONS), ("positions", POSITION_KINDS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if self.decoder == "transformer" and self.hidden_dim % self.transformer_heads:
+        if self.transformer and self.hidden_dim % self.transformer_heads:
             raise ValueError(f"--hidden-dim {self.hidden_dim} does not split into --transformer-heads "
                              f"{self.transformer_heads} equal heads; choose a divisor of it")
         for name in ("embedding_dropout", "word_dropout", "output_dropout", "attention_dropout", "residual_dropout"):
@@ -125,8 +132,16 @@ class TextModelConfig:
         return 2 if self.bidirectional else 1
 
     @property
+    def transformer(self) -> bool:
+        """Whether the decoder or the encoder is a Transformer (``transformer_*`` and ``positions`` apply)."""
+        return "transformer" in (self.decoder, self.encoder)
+
+    @property
     def encoder_features(self) -> int:
-        """Width of the concatenated final encoder states: layers x directions x hidden."""
+        """Width of what the posterior heads read: the concatenated final RNN states (layers x directions
+        x hidden), or the Transformer encoder's mean over the sentence (hidden)."""
+        if self.encoder == "transformer":
+            return self.hidden_dim
         return self.num_layers * self.num_directions * self.hidden_dim
 
     @property

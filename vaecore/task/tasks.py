@@ -132,8 +132,10 @@ def _text_sections(sections: dict) -> dict:
 
 
 def _text_kind(cfg: RunConfig) -> str:
-    """The sentence VAE's short name: its RNN cell, or "transformer" for a Transformer decoder."""
-    return cfg.text.rnn if cfg.text.decoder == "rnn" else "transformer"
+    """The sentence VAE's short name: its RNN cell, or "transformer" for a Transformer decoder; "tenc-"
+    before it with a Transformer encoder."""
+    kind = cfg.text.rnn if cfg.text.decoder == "rnn" else "transformer"
+    return f"tenc-{kind}" if cfg.text.encoder == "transformer" else kind
 
 
 def _line(keys: tuple[str, ...], tail: Callable[[dict], str]) -> Callable[[dict], str]:
