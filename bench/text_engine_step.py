@@ -98,9 +98,11 @@ def main() -> None:
     print(f"peak: {peak.describe(limit)}")
     fraction = (f", fraction of the limit {peak.fraction(tokens / run_s, flops, limit):.3f}" if args.part == "all"
                 else "")
-    decoder = (cfg.text.rnn if cfg.text.decoder == "rnn" else
-               f"{cfg.text.rnn} encoder + Transformer {cfg.text.transformer_layers}x{cfg.text.transformer_heads}h "
-               f"ff {cfg.text.transformer_ff}")
+    t = cfg.text
+    sizes = f"Transformer {t.transformer_layers}x{t.transformer_heads}h ff {t.transformer_ff}"
+    encoder = f"{sizes} encoder" if t.encoder == "transformer" else f"{t.rnn} encoder"
+    decoder = (t.rnn if t.decoder == "rnn" and t.encoder == "rnn" else
+               f"{encoder} + {sizes if t.decoder == 'transformer' else t.rnn} decoder")
     print(f"{args.backend} text engine, {decoder} {cfg.text.embed_dim}/{cfg.text.hidden_dim}, batch "
           f"{cfg.train.batch_size}, {len(timed)} steps of part {args.part}: {tokens / run_s:,.0f} target tokens/s, "
           f"{1e3 * run_s / len(timed):.1f} ms/step{fraction}, {faults:,.0f} minor faults/step "
