@@ -68,6 +68,19 @@ def torch_grads(model, x, objective) -> tuple[float, dict[str, np.ndarray]]:
                                   for n, p in model.named_parameters()}
 
 
+def assert_objective_agrees(tmodel, jmodel, tx, j_results, name: str, tol) -> dict[str, np.ndarray]:
+    """Objective ``name``'s loss and terms, then every gradient, torch against ``jax_run``'s results;
+    returns torch's gradients."""
+    with torch.no_grad():
+        t_loss, t_terms = torch_loss(tmodel, tx, OBJECTIVES[name])
+    (j_loss, (_, j_terms)), j_state = j_results[name]
+    assert_trees_close({"loss": np.asarray(j_loss), **np_tree(j_terms)},
+                       {"loss": t_loss.numpy(), **np_tree(t_terms)}, **tol["value"], what=f"{name} terms")
+    _, t_grads = torch_grads(tmodel, tx, name)
+    assert_trees_close(canonical_grads(jmodel, j_state), t_grads, **tol["grad"], what=f"{name} gradients")
+    return t_grads
+
+
 def make_pair(cfg: TextModelConfig, dtype: str, source: str):
     torch.manual_seed(0)
     tmodel = ttm.SentenceVAE(cfg).to(getattr(torch, dtype)).eval()
@@ -98,14 +111,7 @@ def test_forward_terms_and_gradients_float64(case, source):
         for name, spec in OBJECTIVES.items():
             if not case[4] and spec["objective"] != "elbo":
                 continue  # the language model trains the ELBO only
-            with torch.no_grad():
-                t_loss, t_terms = torch_loss(tmodel, tx, spec)
-            (j_loss, (_, j_terms)), j_state = j_results[name]
-            assert_trees_close({"loss": np.asarray(j_loss), **np_tree(j_terms)},
-                               {"loss": t_loss.numpy(), **np_tree(t_terms)}, **tol["value"], what=f"{name} terms")
-            _, t_grads = torch_grads(tmodel, tx, name)
-            j_grads = canonical_grads(jmodel, j_state)
-            assert_trees_close(j_grads, t_grads, **tol["grad"], what=f"{name} gradients")
+            t_grads = assert_objective_agrees(tmodel, jmodel, tx, j_results, name, tol)
             decoder = [k for k in t_grads if k.startswith(("decoder_transformer", "latent_to_"))]
             assert len(decoder) > 20 and all(np.abs(t_grads[k]).max() > 0 for k in decoder if "latent_to" not in k)
             if case[4]:  # z reaches the loss through every map of it
@@ -228,14 +234,8 @@ def test_transformer_encoder_terms_and_gradients_float64(case, source):
         assert_trees_close({"mean": np.asarray(j_post[0]), "logvar": np.asarray(j_post[1])},
                            {"mean": t_post[0].numpy(), "logvar": t_post[1].numpy()}, **tol["value"], what="posterior")
         j_results = jax_run(jmodel, jax_inputs(inputs))
-        for name, spec in OBJECTIVES.items():
-            with torch.no_grad():
-                t_loss, t_terms = torch_loss(tmodel, tx, spec)
-            (j_loss, (_, j_terms)), j_state = j_results[name]
-            assert_trees_close({"loss": np.asarray(j_loss), **np_tree(j_terms)},
-                               {"loss": t_loss.numpy(), **np_tree(t_terms)}, **tol["value"], what=f"{name} terms")
-            _, t_grads = torch_grads(tmodel, tx, name)
-            assert_trees_close(canonical_grads(jmodel, j_state), t_grads, **tol["grad"], what=f"{name} gradients")
+        for name in OBJECTIVES:
+            t_grads = assert_objective_agrees(tmodel, jmodel, tx, j_results, name, tol)
             encoder = [k for k in t_grads if k.startswith("encoder_transformer")]
             assert len(encoder) >= 2 * 8 + 2 and all(np.abs(t_grads[k]).max() > 0 for k in encoder)
         assert not any(k.startswith("encoder_rnn") for k in t_grads)
