@@ -9,7 +9,8 @@ tests/test_mmd_triton.py and the MMD tests), ``mmd`` (bench/mmd_cuda.py: every t
 included, and JAX's against the reference on the GPU, with max errors and timings), ``train`` (a
 ``--max-steps`` MNIST run per backend on the GPU: steps/s) and ``text`` (a short text run per
 backend: tokens/s, and the end-of-run greedy and beam-search decoding on the GPU) and ``transformer``
-(the same with ``--decoder transformer``: its training step and its key/value-cache decoding).
+(the same with ``--decoder transformer --encoder transformer``: their training step and the key/value-cache
+decoding; the ``text`` part has the LSTM encoder).
 
 Without a CUDA GPU (neither torch nor JAX sees one) every part is skipped with a message, and the exit
 status is 0. ``--device cpu`` runs the ``train``, ``text`` and ``transformer`` parts on the CPU instead (the tests of
@@ -200,7 +201,7 @@ def training_parts(args, env: dict, present: dict[str, bool], data: tuple[list[s
     """``--max-steps`` MNIST runs and short text runs (with their decoding), per backend."""
     parts = []
     backends = [b for b in args.backends.split(",") if present[b] and (b == "torch" or present["flax"])]
-    names = {"train": "mnist", "text": "text", "transformer": "text, Transformer decoder,"}
+    names = {"train": "mnist", "text": "text", "transformer": "text, Transformer encoder and decoder,"}
     for task in ("train", "text", "transformer"):
         if task not in args.parts:
             continue
@@ -212,7 +213,7 @@ def training_parts(args, env: dict, present: dict[str, bool], data: tuple[list[s
             steps = args.steps if task == "train" else max(2, args.steps // 4)
             device = ["--device", args.device] if backend == "torch" else []
             flags = data[0] if task == "train" else ["--task", "text", *data[1], "--num-samples", "3"]
-            flags += ["--decoder", "transformer"] if task == "transformer" else []
+            flags += ["--decoder", "transformer", "--encoder", "transformer"] if task == "transformer" else []
             cmd = [sys.executable, "train.py", "--backend", backend, *device, *flags, "--max-steps", str(steps),
                    "--log-every", str(max(1, steps // 10)), "--workdir", str(work)]
             if part.run(cmd, env, args.out / f"{backend}_{task}.log", args.timeout) and part.status == "passed":

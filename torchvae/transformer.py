@@ -180,7 +180,7 @@ class TransformerEncoder(_Stack):
         for block in self.blocks:
             x = block(x, None, None, False, keep)
         x = self.final_norm(x) * keep[..., None]
-        return x.sum(1) / lengths[:, None].to(x.dtype)
+        return x.sum(1) / lengths[:, None].to(device=x.device, dtype=x.dtype)
 
 
 class TransformerDecoder(_Stack):
