@@ -123,11 +123,11 @@ class SentenceVAE(nnx.Module):
             return zeros, zeros
         x = self.embedding(tokens[:, 1:])
         if self.config.encoder == "transformer":
-            features = self.encoder_transformer(x, lengths - 1)
-            return self.posterior(self.to_mean(features), self.to_logvar(features))
-        _, state = self.encoder_rnn(x, lengths - 1)
-        h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]
-        features = jnp.swapaxes(h, 0, 1).reshape(h.shape[1], -1)  # [B, layers*dirs*H]
+            features = self.encoder_transformer(x, lengths - 1)  # [B, H]
+        else:
+            _, state = self.encoder_rnn(x, lengths - 1)
+            h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]
+            features = jnp.swapaxes(h, 0, 1).reshape(h.shape[1], -1)  # [B, layers*dirs*H]
         return self.posterior(self.to_mean(features), self.to_logvar(features))
 
     def _code(self, z: jax.Array) -> jax.Array:

@@ -93,12 +93,12 @@ class SentenceVAE(nn.Module):
             return zeros, zeros
         x = self.embedding(tokens[:, 1:])
         if self.config.encoder == "transformer":
-            features = self.encoder_transformer(x, lengths - 1)
-            return self.posterior(self.to_mean(features), self.to_logvar(features))
-        packed = pack_padded_sequence(x, (lengths - 1).cpu(), batch_first=True, enforce_sorted=False)
-        _, state = self.encoder_rnn(packed)
-        h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]
-        features = h.transpose(0, 1).reshape(h.shape[1], -1)  # [B, layers*dirs*H]
+            features = self.encoder_transformer(x, lengths - 1)  # [B, H]
+        else:
+            packed = pack_padded_sequence(x, (lengths - 1).cpu(), batch_first=True, enforce_sorted=False)
+            _, state = self.encoder_rnn(packed)
+            h = state[0] if self.config.rnn == "lstm" else state  # [layers*dirs, B, H]
+            features = h.transpose(0, 1).reshape(h.shape[1], -1)  # [B, layers*dirs*H]
         return self.posterior(self.to_mean(features), self.to_logvar(features))
 
     def _code(self, z: torch.Tensor) -> torch.Tensor:

@@ -185,7 +185,7 @@ OPTIONS: tuple[Option, ...] = (
     opt("bidirectional", "bidirectional encoder (the decoder is left to right)", group=G_TEXT,
         action="store_true", tasks=TEXT, field="text.bidirectional", rules=(RNN_ENCODER, NO_CODE)),
     opt("embed-dim", "word embedding size (shared)", group=G_TEXT, type=int, tasks=TEXT, field="text.embed_dim"),
-    opt("hidden-dim", "RNN hidden size; the Transformer decoder's width", group=G_TEXT, type=int, tasks=TEXT, field="text.hidden_dim"),
+    opt("hidden-dim", "RNN hidden size; the Transformers' width", group=G_TEXT, type=int, tasks=TEXT, field="text.hidden_dim"),
     opt("word-dropout", "probability that a decoder input word becomes <unk> (Bowman et al.)", group=G_TEXT,
         type=finite, tasks=TEXT, field="text.word_dropout"),
     opt("embedding-dropout", "dropout on the decoder's input embeddings (the Transformer's: with positions and z added)", group=G_TEXT, type=finite, tasks=TEXT,
