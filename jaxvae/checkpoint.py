@@ -91,21 +91,33 @@ class Checkpoints:
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
         manager.wait_until_finished()
 
-    def restore_latest(self, target) -> tuple[object, dict] | None:
+    def restore_latest(self, target, step: int | None = None) -> tuple[object, dict] | None:
         """(state shaped like ``target``, metadata) of the newest checkpoint that reads back whole,
-        is ours and matches its digest (another is reported on stderr and skipped), or None."""
+        is ours and matches its digest (another is reported on stderr and skipped), or None. With
+        ``step``: that step's checkpoint, which must exist and read back whole
+        (``checksum.missing_step`` / ``checksum.unreadable_step``)."""
         with _quiet_orbax():  # a damaged checkpoint is reported once, below, not in orbax's log lines
             steps = sorted(self._get().all_steps(), reverse=True)
-        for step in steps:
+        if step is not None:
+            if step not in steps:
+                raise checksum.missing_step(step, steps, self.directory)
             try:
                 with _quiet_orbax():
                     return self._read(step, target)
             except ConfigError:
                 raise
+            except Exception as e:  # noqa: BLE001 -- the asked step only: no other one stands in for it
+                raise checksum.unreadable_step(self.directory / str(step), e) from None
+        for newest in steps:
+            try:
+                with _quiet_orbax():
+                    return self._read(newest, target)
+            except ConfigError:
+                raise
             except checksum.DamagedCheckpoint as e:
-                checksum.report_skipped(str(step), str(e))
+                checksum.report_skipped(str(newest), str(e))
             except Exception as e:  # noqa: BLE001 -- any damage: fall back to the previous one
-                checksum.report_skipped(str(step), f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+                checksum.report_skipped(str(newest), f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
         return None
 
     def _read(self, step: int, target) -> tuple[object, dict]:

@@ -234,13 +234,14 @@ def family(cfg: RunConfig) -> Family:
     return FAMILIES[tasks.task(cfg.task).family]
 
 
-def load_model(cfg: RunConfig, workdir: Path):
+def load_model(cfg: RunConfig, workdir: Path, step: int | None = None):
     """The adapter (``ImageModel`` or ``TextModel``) of the run in ``workdir`` with its newest
-    checkpoint, and that checkpoint's step, restored through the task's training engine (the engine
-    reads the checkpoints it writes). Raises FileNotFoundError when there is none readable."""
+    checkpoint (or ``step``'s), and that checkpoint's step, restored through the task's training engine
+    (the engine reads the checkpoints it writes). Raises FileNotFoundError when there is none readable
+    (or no checkpoint of ``step``)."""
     kind = family(cfg)
     engine = kind.engine()(cfg, Path(workdir), restoring=True)
-    meta = engine.restore()
+    meta = engine.restore(step)
     if meta is None:
         raise FileNotFoundError(f"{workdir}: no readable checkpoint in {Path(workdir) / rundir.CHECKPOINTS}")
     return kind.adapter(engine.model(), cfg), int(meta["step"])

@@ -269,9 +269,9 @@ class JaxEngine:
     def save(self, step: int, meta: dict) -> None:
         self.checkpoints.save(step, self._state(), meta)
 
-    def restore(self) -> dict | None:
-        """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
-        restored = self.checkpoints.restore_latest(self._state())
+    def restore(self, step: int | None = None) -> dict | None:
+        """Load the newest checkpoint that reads back whole (or ``step``'s); returns its metadata, or None if none."""
+        restored = self.checkpoints.restore_latest(self._state(), step=step)
         if restored is None:
             return None
         state, meta = restored

@@ -54,6 +54,33 @@ def test_study_trains_evaluates_and_compares(tmp_path):
          "training_curves.png"])
 
 
+def test_best_evaluates_the_kept_checkpoint_of_the_lowest_validation_elbo(tmp_path):
+    r = random.Random(2)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 40), ("valid", 10), ("test", 10)):
+        (data / f"{split}.txt").write_text("\n".join(" ".join(r.choice("abcdefgh") for _ in range(r.randint(2, 6)))
+                                                     for _ in range(n)) + "\n")
+    # 40 sentences in batches of 8: 5 steps an epoch, 3 epochs, each validated and kept
+    tiny = TINY.replace("--epochs 2", "--epochs 3")
+    cmd = [*STUDY, "--runs", str(tmp_path / "runs"), "--rows", "bn-0.7", "--jobs", "2", "--k", "3", "--best",
+           "--train-args", f"{tiny} --data {data} --checkpoint-every 5 --keep-checkpoints 10",
+           "--eval-args", "--batch-size 4", "--out", str(tmp_path / "results")]
+    out = run(cmd)
+    assert out.returncode == 0, out.stdout + out.stderr
+    metrics = [json.loads(line) for line in (tmp_path / "runs" / "bn-0.7-torch" / "metrics.jsonl").read_text().splitlines()]
+    valid = {m["step"]: m["neg_elbo"] for m in metrics if m.get("split") == "valid"}
+    assert sorted(valid) == [5, 10, 15]
+    best = min(valid, key=valid.get)
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "results" / "comparison.csv").open())}
+    assert set(rows) == {"bn-0.7-torch", f"bn-0.7-torch@{best}"}
+    assert rows["bn-0.7-torch"]["step"] == "15" and rows[f"bn-0.7-torch@{best}"]["step"] == str(best)
+    picked = json.loads((tmp_path / "results" / "bn-0.7-torch" / f"eval_test_step{best}.json").read_text())
+    assert picked["k"] == 3 and picked["valid_neg_elbo"] == valid[best]
+    again = run(cmd)
+    assert again.returncode == 0 and "started" not in again.stdout  # both evaluations are there
+
+
 def test_mnist_record_rows_train_with_burdas_protocol_and_evaluate_mi_over_the_split(tmp_path):
     """--study mnist-record: the preset's rows (JAX by default) on the offline subset, a tiny MLP for a
     few steps; evaluated with MI over the whole (limited) split and pictures kept in the record."""

@@ -74,9 +74,22 @@ class Checkpoints:
         for old in self.paths()[self.keep:]:
             old.unlink()
 
-    def restore_latest(self, model: torch.nn.Module | None = None) -> dict | None:
+    def restore_latest(self, model: torch.nn.Module | None = None, step: int | None = None) -> dict | None:
         """The newest checkpoint that reads back whole, is ours, matches its digest and fits ``model``
-        (another is reported on stderr and skipped), or None."""
+        (another is reported on stderr and skipped), or None. With ``step``: that step's checkpoint,
+        which must exist and read back whole (``checksum.missing_step`` / ``checksum.unreadable_step``)."""
+        if step is not None:
+            paths = self.paths()
+            path = self.directory / torch_checkpoint(step)
+            if path not in paths:
+                raise checksum.missing_step(step, [int(TORCH_CHECKPOINT_RE.match(p.name)[1]) for p in paths],
+                                            self.directory)
+            try:
+                return read(path, model)
+            except ConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- the asked step only: no other one stands in for it
+                raise checksum.unreadable_step(path, e) from None
         for path in self.paths():
             try:
                 return read(path, model)

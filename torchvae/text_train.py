@@ -147,9 +147,9 @@ class TorchTextEngine:
                                          "meta": meta})
         parallel.barrier()
 
-    def restore(self) -> dict | None:
-        """Load the newest checkpoint that reads back whole; returns its metadata, or None if none."""
-        state = self.checkpoints.restore_latest(self._model)  # a checkpoint must fit the model
+    def restore(self, step: int | None = None) -> dict | None:
+        """Load the newest checkpoint that reads back whole (or ``step``'s); returns its metadata, or None if none."""
+        state = self.checkpoints.restore_latest(self._model, step=step)  # a checkpoint must fit the model
         if state is None:
             return None
         self._model.load_state_dict(state["model"])

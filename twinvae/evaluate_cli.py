@@ -1,6 +1,6 @@
 """``twinvae-evaluate`` and ``evaluate.py``: evaluate a finished run as the papers do, or compare several evaluated runs.
 
-    python evaluate.py --workdir RUN [--k 5000] [--split test] [--batch-size 100] [--limit N]
+    python evaluate.py --workdir RUN [--k 5000] [--split test] [--batch-size 100] [--limit N] [--step N|best]
     python evaluate.py --compare RUN1 RUN2 ... [DIR/comparison.csv] --out DIR [--split test]
 
 The first loads ``RUN/config.json`` and the newest checkpoint with the run's backend (only that one is
@@ -14,6 +14,12 @@ so no tool takes it for finished. It only adds files to the run folder, and chec
 there before it evaluates. The second writes ``DIR/comparison.md`` and ``DIR/comparison.csv``,
 one row per run; an earlier ``comparison.csv`` among the runs keeps its rows (a run folder of the same
 name replaces its row), so a study's table grows without its older run folders.
+
+``--step N`` evaluates the checkpoint of step N instead of the newest; ``--step best`` the kept checkpoint
+with the lowest validation -ELBO in ``metrics.jsonl`` (how the papers that select on validation report
+test figures; the run must keep its checkpoints: ``--keep-checkpoints``). Its figures go to
+``RUN/eval_<split>_step<N>.json`` (with how the step was chosen), nothing else in RUN changes, and
+``--compare`` takes that file in place of a run folder: its row is named ``<run>@<N>``.
 Bad input (a damaged file included) prints one line and exits with status 2; a failure to write
 after the evaluation prints one line and exits with status 1.
 """
@@ -64,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a unit is active when Var_x(E[z|x]) exceeds this (default {evaluation.AU_THRESHOLD})")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples of the split")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
+    p.add_argument("--step", default=None, metavar="N|best",
+                   help="evaluate the checkpoint of step N, or 'best': the kept one with the lowest validation "
+                        "-ELBO (default: the newest); figures go to eval_<split>_step<N>.json")
     p.add_argument("--data", default=None, help="data location, if not the one in config.json")
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures (report.md is still written)")
     return p
@@ -79,7 +88,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.compare is not None:  # --compare reads eval_<split>.json files; these flags shape an evaluation
         defaults = build_parser().parse_args([])
         for name in ("k", "batch_size", "chunk_rows", "mi_batch_size", "au_threshold", "limit", "seed", "data",
-                     "no_pictures"):
+                     "no_pictures", "step"):
             if getattr(args, name) != getattr(defaults, name):
                 raise UsageError(f"--{name.replace('_', '-')} applies to evaluating a run (--workdir); --compare "
                                  f"reads the runs' eval_{args.split}.json as they were evaluated")
@@ -90,6 +99,36 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= {low}; got {value}")
     if args.au_threshold < 0:
         raise UsageError(f"--au-threshold must be >= 0; got {args.au_threshold}")
+    if args.step is not None and args.step != "best" and not (args.step.isdigit() and int(args.step) >= 1):
+        raise UsageError(f"--step takes a checkpoint's step (a whole number >= 1) or 'best'; got {args.step!r}")
+
+
+def chosen_step(workdir: Path, text: str | None) -> tuple[int | None, dict]:
+    """The checkpoint step ``--step`` names (None: the newest) and how it was chosen. ``best`` is the
+    kept checkpoint whose step has the lowest validation -ELBO in ``metrics.jsonl`` (the last row of a
+    step counts: a resumed run logs the same figures again); when the best validated step keeps no
+    checkpoint, that is said in the returned record beside the one chosen."""
+    if text is None:
+        return None, {}
+    if text != "best":
+        return int(text), {"chosen_by": "--step"}
+    from vaecore.runner.report import read_jsonl
+
+    valid = {row["step"]: row["neg_elbo"] for row in read_jsonl(workdir / rundir.METRICS)
+             if row.get("split") == "valid" and isinstance(row.get("neg_elbo"), (int, float))}
+    if not valid:
+        raise UsageError(f"--step best: {workdir / rundir.METRICS} holds no validation -ELBO; name a step "
+                         f"(--step N) or evaluate the newest checkpoint")
+    kept = [s for s in rundir.checkpoint_steps(workdir) if s in valid]
+    if not kept:
+        raise UsageError(f"--step best: none of the run's validated steps keeps a checkpoint (kept: "
+                         f"{', '.join(map(str, rundir.checkpoint_steps(workdir))) or 'none'}); name a step (--step N)")
+    step = min(kept, key=lambda s: (valid[s], s))
+    best = min(valid, key=lambda s: (valid[s], s))
+    record = {"chosen_by": "lowest validation -ELBO among kept checkpoints", "valid_neg_elbo": valid[step]}
+    if best != step:
+        record.update(best_valid_step=best, best_valid_neg_elbo=valid[best])
+    return step, record
 
 
 def load_config(workdir: Path) -> RunConfig:
@@ -187,11 +226,15 @@ def evaluate_run(args: argparse.Namespace, log=print) -> dict:
     n = sum(evaluation.batch_length(b) for b in batches)
     if n < 2:
         raise UsageError(f"the {args.split} split has {n} examples; at least 2 are needed")
+    asked, selection = chosen_step(workdir, args.step)
     backend = backend_package(cfg.backend).evaluation
     try:
-        model, step = backend.load_model(cfg, workdir)
+        model, step = backend.load_model(cfg, workdir, asked)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
+    if selection.get("best_valid_step") is not None:
+        log(f"the best validation -ELBO ({selection['best_valid_neg_elbo']:.3f}, step {selection['best_valid_step']}) "
+            f"has no kept checkpoint; evaluating the best kept one (step {step}, {selection['valid_neg_elbo']:.3f})")
     chunk_rows = args.chunk_rows if args.chunk_rows is not None else spec.chunk_rows
     log(f"{cfg.backend}: {workdir}: checkpoint at step {step}; {args.split} split of {source}: {n} {unit}s, "
         f"K = {k}")
@@ -214,7 +257,13 @@ def evaluate_run(args: argparse.Namespace, log=print) -> dict:
                                                        model.vae, batches)
     metrics = {"split": args.split, "units": f"nats per {unit}", "backend": cfg.backend, "task": cfg.task,
                "step": step, "data": source, "limited": args.limit is not None, "batch_size": args.batch_size,
-               **metrics}
+               **selection, **metrics}
+    if asked is not None:  # one checkpoint of several: its own file; the newest's figures and pictures stay
+        path = workdir / rundir.eval_file(args.split, step)
+        atomic_write_json(path, metrics)
+        log(evaluation.format_table(metrics))
+        log(f"wrote {path}")
+        return metrics
     atomic_write_json(workdir / rundir.eval_file(args.split), metrics)  # first: the hours of work are kept
     merge_if_finished(workdir, args.split, metrics, log)
     if not args.no_pictures:

@@ -46,7 +46,8 @@ class Engine(Protocol):
       ``logvar`` of every example (numpy [N, D]).
     - ``model()``: the model in evaluation mode.
     - ``save(step, meta)``: an atomic checkpoint; ``restore()``: the newest complete checkpoint's
-      ``meta``, or None when there is none. An engine built with ``restoring=True`` (for
+      ``meta``, or None when there is none; ``restore(step)``: that step's checkpoint (``evaluate.py
+      --step``), FileNotFoundError when the run keeps none of that step. An engine built with ``restoring=True`` (for
       ``--sample`` and ``evaluate.py``) may hold only the weights' shapes until ``restore()``.
     """
 
@@ -57,7 +58,7 @@ class Engine(Protocol):
     def evaluate(self, batches: Iterable[Any]) -> dict: ...
     def model(self) -> Any: ...
     def save(self, step: int, meta: dict) -> None: ...
-    def restore(self) -> dict | None: ...
+    def restore(self, step: int | None = None) -> dict | None: ...
 
 
 class Task(Protocol):

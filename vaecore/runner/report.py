@@ -170,28 +170,37 @@ def write_report(workdir: Path, metrics: dict[str, Any]) -> Path:
 
 
 def run_row(workdir: Path, split: str) -> dict[str, Any]:
-    """One comparison row: the run's settings and its ``eval_<split>`` metrics."""
-    workdir = Path(workdir)
+    """One comparison row: the run's settings and its ``eval_<split>`` metrics; ``workdir`` may also
+    be an ``eval_<split>_step<N>.json`` of a run folder (``evaluate.py --step``), a row named
+    ``<run>@<N>``."""
+    workdir, eval_path, name = Path(workdir), None, Path(workdir).name
+    picked = rundir.EVAL_STEP_RE.match(workdir.name)
+    if picked and workdir.is_file():
+        if picked[1] != split:
+            raise ReportError(f"{workdir}: figures of the {picked[1]} split; this table is of the {split} split")
+        eval_path, workdir = workdir, workdir.parent
+        name = f"{workdir.resolve().name}@{picked[2]}"
     config_path = workdir / rundir.CONFIG
     if not config_path.exists():
         raise ReportError(f"{workdir}: no config.json (not a run folder)")
     config = read_json(config_path, "run configuration")
-    eval_path = workdir / rundir.eval_file(split)
-    if not eval_path.exists():
-        raise ReportError(f"{workdir}: no eval_{split}.json; run python evaluate.py --workdir {workdir} "
-                          f"--split {split} first")
+    if eval_path is None:
+        eval_path = workdir / rundir.eval_file(split)
+        if not eval_path.exists():
+            raise ReportError(f"{workdir}: no eval_{split}.json; run python evaluate.py --workdir {workdir} "
+                              f"--split {split} first")
     metrics = read_json(eval_path, "evaluation file")
     spec, model_section = tasks.of_config(config), _sections(config)[0]
     model, latent = model_section.get(spec.model_key) if spec else None, model_section.get("latent_dim")
-    row = {"run": workdir.name, "backend": config.get("backend"), "task": config.get("task"), "model": model,
+    row = {"run": name, "backend": config.get("backend"), "task": config.get("task"), "model": model,
            "objective": config.get("loss", {}).get("objective"), "remedy": remedy_summary(config),
            "setup": setup_summary(config),
            "epochs": config.get("train", {}).get("epochs"), "latent_dim": latent,
            "published": published_nll(config)}
     row.update({c: metrics.get(c) for c in COMPARE_COLUMNS if c not in row})
     results_path = workdir / rundir.RESULTS
-    if results_path.exists():  # time in training steps, all sessions (older runs: the last session's)
-        results = read_json(results_path, "results file")
+    if results_path.exists() and "@" not in name:  # time in training steps, all sessions (older runs: the last
+        results = read_json(results_path, "results file")  # session's); a checkpoint before the end: not known
         seconds = results.get("train_seconds", results.get("train_seconds_this_session"))
         row["train_hours"] = None if seconds is None else round(seconds / 3600, 2)
     return row
@@ -240,7 +249,8 @@ def compare_runs(runs: list[Path], out: Path, split: str = "test") -> tuple[Path
     (columns without any value are left out). A run is named by its folder's name, or by its path
     where two folders share a name. A ``.csv`` file among ``runs`` (an earlier comparison.csv, the
     output itself included) contributes its rows, so a table can grow without its older run folders;
-    a run folder given by name replaces a CSV row of the same name. Returns both paths."""
+    a run folder given by name replaces a CSV row of the same name; an ``eval_<split>_step<N>.json``
+    (``evaluate.py --step``) is the row ``<run>@<N>``. Returns both paths."""
     out = Path(out)
     if out.exists():  # a file, or a folder it cannot write to: said before anything is read
         try:

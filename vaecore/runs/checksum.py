@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,19 @@ def report_skipped(name: str, why: str) -> None:
     """The one line that says a checkpoint was passed over, and why (on stderr)."""
     sys.stderr.write(f"warning: skipping checkpoint {name}: {why}; trying the next older one\n")
     sys.stderr.flush()
+
+
+def missing_step(step: int, steps: list[int], folder: Path) -> FileNotFoundError:
+    """The error for a checkpoint step asked for (``evaluate.py --step``) that the run folder does not hold."""
+    kept = ", ".join(map(str, sorted(steps))) if steps else "none"
+    return FileNotFoundError(f"{folder} holds no checkpoint of step {step} (kept steps: {kept}); pick one of those "
+                             f"(--keep-checkpoints decides how many a run keeps)")
+
+
+def unreadable_step(path: Path, e: Exception) -> ConfigError:
+    """The error for the checkpoint of an asked step that does not read back whole (no older one stands in)."""
+    why = str(e) if isinstance(e, DamagedCheckpoint) else f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+    return ConfigError(f"checkpoint {path}: {why}")
 
 
 def config_mismatch(name: str, what: str) -> ConfigError:

@@ -40,9 +40,12 @@ def torch_checkpoint(step: int) -> str:
     return f"step_{step:08d}.pt"
 
 
-def eval_file(split: str) -> str:
-    """``evaluate.py``'s figures of one split."""
-    return f"eval_{split}.json"
+def eval_file(split: str, step: int | None = None) -> str:
+    """``evaluate.py``'s figures of one split (of the newest checkpoint, or of ``step``'s: ``--step``)."""
+    return f"eval_{split}.json" if step is None else f"eval_{split}_step{step}.json"
+
+
+EVAL_STEP_RE = re.compile(r"^eval_(test|valid)_step(\d+)\.json$")  # eval_file(split, step)
 
 
 class RunFileError(ConfigError):
@@ -93,6 +96,19 @@ def check_writable_folder(folder: Path, flag: str) -> None:
                            f"permissions, or choose another folder") from None
     finally:
         probe.unlink(missing_ok=True)
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    """The steps of the complete checkpoints a run folder keeps, oldest first: torch ``step_XXXXXXXX.pt``
+    files and orbax step folders (named by their step, holding orbax's commit marker)."""
+    folder = Path(workdir) / CHECKPOINTS
+    steps = []
+    for p in folder.iterdir() if folder.is_dir() else []:
+        if p.is_file() and TORCH_CHECKPOINT_RE.match(p.name):
+            steps.append(int(TORCH_CHECKPOINT_RE.match(p.name)[1]))
+        elif p.is_dir() and p.name.isdigit() and (p / "commit_success.txt").exists():
+            steps.append(int(p.name))
+    return sorted(steps)
 
 
 def has_checkpoint(workdir: Path) -> bool:
