@@ -159,3 +159,25 @@ def test_a_pinned_run_sees_one_core_and_one_thread():
     cmd, env = on_core([sys.executable, "-c", probe], core)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.split(maxsplit=2)
     assert out == [f"[{core}]", "1", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1\n"]
+
+
+def test_every_row_of_every_study_is_a_valid_run(tmp_path):
+    """Each row's flags resolve to a config as train.py would build it (no flag the run would ignore, no
+    bad value): a typo in a row costs hours only when its turn comes."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import study
+
+    from vaecore.runner import options
+    from vaecore.settings.cli import build_parser, explicit_flags
+
+    parser = build_parser()
+    for name, (task, rows, backend, _, _) in study.STUDIES.items():
+        for row, flags in rows.items():
+            argv = ["--task", task, "--backend", backend, "--workdir", str(tmp_path / f"{name}-{row}"), *flags]
+            cfg, _ = options.resolve(parser.parse_args(argv), explicit_flags(parser, argv))
+            assert cfg.task == task, (name, row)
+    # the dropout-0.4 Transformer rows: the later flag wins over the shared configuration's 0.2
+    argv = ["--task", "text", *study.TRANSFORMER_ROWS["pretrain-fb-d0.4"]]
+    cfg, _ = options.resolve(parser.parse_args(argv), explicit_flags(parser, argv))
+    assert (cfg.text.embedding_dropout, cfg.text.residual_dropout, cfg.text.attention_dropout) == (0.4, 0.4, 0.2)
+    assert (cfg.train.checkpoint_every, cfg.train.keep_checkpoints, cfg.text_train.pretrain_epochs) == (1314, 30, 2)
