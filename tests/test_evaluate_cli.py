@@ -254,6 +254,34 @@ def test_setup_summary_tells_the_runs_of_a_comparison_apart():
                                    "lr x0.5 per epoch after 6")
     iwae = {"task": "mnist", "loss": {"objective": "iwae", "iw_samples": 5, "kl_weight": 1.0}}
     assert setup_summary(iwae) == "k 5"
+    # a Transformer decoder: its blocks, how z enters and its own dropouts (an RNN's are not shown)
+    text["text"].update(use_latent=True, word_dropout=0.0, output_dropout=0.0, attention_dropout=0.2,
+                        residual_dropout=0.3, transformer_layers=3, hidden_dim=256, z_injection="memory")
+    text["loss"] = {"objective": "elbo", "kl_weight": 1.0}
+    text["text_train"].update(kl_schedule="constant", free_bits=0.0)
+    assert setup_summary(text) == ("constant KL; embedding dropout 0.4; lr x0.5 per epoch after 6")
+    text["text"].update(decoder="transformer", encoder="transformer")
+    assert setup_summary(text) == ("constant KL; transformer decoder 3x256, z as memory; transformer encoder; "
+                                   "embedding dropout 0.4; attention dropout 0.2; residual dropout 0.3; "
+                                   "lr x0.5 per epoch after 6")
+    text["text"]["use_latent"] = False
+    assert setup_summary(text).startswith("transformer decoder 3x256; transformer encoder; embedding")
+
+
+def test_a_transformer_row_is_named_and_described_as_one():
+    from vaecore.runner.report import config_summary
+    from vaecore.task import task_reports
+
+    text = {"rnn": "lstm", "num_layers": 1, "hidden_dim": 256, "embed_dim": 256, "embedding_dropout": 0.2,
+            "decoder": "transformer", "encoder": "rnn", "transformer_layers": 3, "transformer_heads": 8,
+            "transformer_ff": 1024, "positions": "sinusoidal", "z_injection": "memory"}
+    assert task_reports.text_model(text) == ("transformer decoder 3x256, 8 heads, ff 1024, sinusoidal positions, z as "
+                                             "memory; lstm 1x256 encoder, embed 256, embedding dropout 0.2")
+    assert task_reports.text_model({**text, "decoder": "rnn"}) == "lstm 1x256, embed 256, embedding dropout 0.2"
+    assert task_reports.text_model({**text, "decoder": "rnn", "encoder": "transformer"}).startswith(
+        "lstm 1x256 decoder; transformer encoder")
+    rows = dict(config_summary({"task": "text", "backend": "torch", "text": text, "text_train": {}, "loss": {}}))
+    assert rows["model"].startswith("transformer decoder 3x256")
 
 
 @pytest.mark.parametrize("flag", [["--k", "7"], ["--limit", "5"], ["--seed", "3"], ["--data", "x"], ["--no-pictures"]])

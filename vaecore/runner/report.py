@@ -191,7 +191,7 @@ def run_row(workdir: Path, split: str) -> dict[str, Any]:
                               f"--split {split} first")
     metrics = read_json(eval_path, "evaluation file")
     spec, model_section = tasks.of_config(config), _sections(config)[0]
-    model, latent = model_section.get(spec.model_key) if spec else None, model_section.get("latent_dim")
+    model, latent = spec.model_name(model_section) if spec else None, model_section.get("latent_dim")
     row = {"run": name, "backend": config.get("backend"), "task": config.get("task"), "model": model,
            "objective": config.get("loss", {}).get("objective"), "remedy": remedy_summary(config),
            "setup": setup_summary(config),

@@ -62,7 +62,8 @@ def image_setup(config: dict) -> list[str]:
 
 def text_setup(config: dict) -> list[str]:
     """A sentence VAE's choices: the KL schedule (with its parameters) and free bits unless it is the
-    language model (no KL to shape), embedding, word and output dropout, tied embeddings, how z reaches
+    language model (no KL to shape), a Transformer decoder (its blocks and how z enters) or encoder,
+    embedding, word and output dropout (and a Transformer decoder's attention and residual dropout), tied embeddings, how z reaches
     the decoder (every step, a tanh initial state), the learning-rate decay. Nothing without a
     ``text_train`` section."""
     text_train, text, parts = config.get("text_train"), config.get("text") or {}, []
@@ -77,7 +78,14 @@ def text_setup(config: dict) -> list[str]:
         parts.append(f"{schedule} KL{detail}")
         if text_train.get("free_bits"):
             parts.append(f"free bits {g(text_train['free_bits'])}")
-    for name in ("embedding_dropout", "word_dropout", "output_dropout"):
+    transformer = text.get("decoder") == "transformer"
+    if transformer:
+        z = f", z as {text.get('z_injection')}" if text.get("use_latent") is not False else ""  # the LM has none
+        parts.append(f"transformer decoder {g(text.get('transformer_layers'))}x{g(text.get('hidden_dim'))}{z}")
+    if text.get("encoder") == "transformer":
+        parts.append("transformer encoder")
+    for name in ("embedding_dropout", "word_dropout", "output_dropout",
+                 *(("attention_dropout", "residual_dropout") if transformer else ())):
         if text.get(name):
             parts.append(f"{name.replace('_', ' ')} {g(text[name])}")
     if text.get("tie_embeddings"):
@@ -97,7 +105,25 @@ def image_model(model: dict) -> str:
     return f"{model.get('kind')} {sizes}"
 
 
+def text_kind(text: dict) -> str:
+    """The sentence VAE's short name from its ``text`` section: its RNN cell, or "transformer" for a
+    Transformer decoder; "tenc-" before it with a Transformer encoder (a config.json from before the
+    Transformers has an RNN on both sides)."""
+    kind = text.get("rnn") if text.get("decoder", "rnn") == "rnn" else "transformer"
+    return f"tenc-{kind}" if text.get("encoder", "rnn") == "transformer" else kind
+
+
 def text_model(text: dict) -> str:
-    """E.g. "lstm 1x256, embed 256, embedding dropout 0.25"."""
-    return (f"{text.get('rnn')} {text.get('num_layers')}x{text.get('hidden_dim')}, "
-            f"embed {text.get('embed_dim')}, embedding dropout {text.get('embedding_dropout')}")
+    """E.g. "lstm 1x256, embed 256, embedding dropout 0.25", or for a Transformer decoder "transformer
+    decoder 3x256, 8 heads, ff 1024, sinusoidal positions, z as memory; lstm encoder 1x256, embed 256,
+    embedding dropout 0.2"."""
+    rnn = f"{text.get('rnn')} {text.get('num_layers')}x{text.get('hidden_dim')}"
+    tail = f"embed {text.get('embed_dim')}, embedding dropout {text.get('embedding_dropout')}"
+    if text.get("decoder", "rnn") == "rnn" and text.get("encoder", "rnn") == "rnn":
+        return f"{rnn}, {tail}"
+    blocks = (f"{text.get('transformer_layers')}x{text.get('hidden_dim')}, {text.get('transformer_heads')} heads, "
+              f"ff {text.get('transformer_ff')}, {text.get('positions')} positions")
+    decoder = (f"transformer decoder {blocks}, z as {text.get('z_injection')}" if text.get("decoder") == "transformer"
+               else f"{rnn} decoder")
+    encoder = "transformer encoder" if text.get("encoder") == "transformer" else f"{rnn} encoder"
+    return f"{decoder}; {encoder}, {tail}"

