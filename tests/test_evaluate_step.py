@@ -149,3 +149,41 @@ def test_a_damaged_asked_checkpoint_is_one_line_and_no_other_stands_in(kept, tmp
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "checkpoint" in lines[0] and "8" in lines[0], out.stderr
     assert not list(work.glob("eval_test*.json"))
+
+
+def test_load_takes_a_kept_step_in_either_framework(kept, tmp_path):
+    """``twinvae.load(run, step=N)``: the checkpoint of step N, in its own framework and moved to the
+    other; the run's end-of-training figures are not attached to an older step."""
+    import json as _json
+
+    import numpy as np
+
+    import twinvae
+
+    sentences = ["the cat sat on the mat", "a dog ran"]
+    trained = _json.loads((kept / "config.json").read_text())["backend"]
+    other = {"torch": "jax", "jax": "torch"}[trained]
+    early, last = twinvae.load(kept, step=4), twinvae.load(kept)
+    assert (early.step, last.step) == (4, 12)
+    assert not np.allclose(early.encode(sentences)[0], last.encode(sentences)[0])
+    moved = twinvae.load(kept, backend=other, step=4)
+    assert moved.step == 4
+    np.testing.assert_allclose(moved.encode(sentences)[0], early.encode(sentences)[0], atol=1e-5)
+    folder = early.export(tmp_path / "early")
+    assert _json.loads((folder / "config.json").read_text())["backend"] == trained
+    np.testing.assert_allclose(twinvae.load(folder).encode(sentences)[0], early.encode(sentences)[0], atol=1e-6)
+    assert not (folder / "results.json").exists()  # the run's results are of step 12
+    for bad, message in (({"step": 5}, "holds no checkpoint of step 5 (kept steps: 4, 8, 12)"),):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            twinvae.load(kept, **bad)
+    with pytest.raises(ValueError, match="step= applies to a run folder"):
+        twinvae.load(folder, step=4)
+
+
+def test_export_cli_takes_a_step(kept, tmp_path):
+    from twinvae import export_cli, portable
+
+    assert export_cli.main([str(kept), str(tmp_path / "e4"), "--step", "4"]) == 0
+    assert int(portable.read_weights(tmp_path / "e4")[1]["step"]) == 4  # safetensors metadata is text
+    assert export_cli.main([str(kept), str(tmp_path / "e5"), "--step", "5"]) == 2
+    assert not (tmp_path / "e5").exists() or not any((tmp_path / "e5").iterdir())

@@ -25,14 +25,17 @@ from vaecore.task import tasks
 __all__ = ["ConfigError", "Model", "Trained", "export", "load", "train"]
 
 
-def load(path: str | Path, backend: str | None = None, device: str | None = None) -> Model:
+def load(path: str | Path, backend: str | None = None, device: str | None = None, step: int | None = None) -> Model:
     """The model in ``path`` (a run folder, an exported folder, ``hf://owner/name[@revision]``) in
     ``backend`` ("jax" or "torch"; default: the one that trained it), on ``device`` (torch: "cpu",
-    "cuda", "cuda:N"; default: the GPU when there is one). Bad input is a one-line ValueError."""
+    "cuda", "cuda:N"; default: the GPU when there is one); of a run folder, its newest checkpoint or
+    ``step``'s (one it keeps). Bad input is a one-line ValueError."""
     from vaecore.runs import rundir
 
     folder = portable.resolve(path)
     kind = portable.kind(folder)
+    if step is not None and kind != "run":
+        raise ValueError(f"{path}: an exported folder holds one set of weights; step= applies to a run folder")
     config = portable.read_json(folder / rundir.CONFIG)
     cfg = on_any_device(rundir.read_config(folder, flag="twinvae.load"))
     backend = backend or cfg.backend
@@ -40,12 +43,14 @@ def load(path: str | Path, backend: str | None = None, device: str | None = None
     cfg = backends.with_device(cfg, backend, device)
     vocab = _vocab(folder, cfg) if tasks.task(cfg.task).has_vocab else None
     if kind == "run":
-        adapter, step = backends.load_run(cfg, backend, folder)
+        adapter, step = backends.load_run(cfg, backend, folder, step)
     else:
         params, meta = portable.read_weights(folder)
         adapter, step = backends.build(cfg, backend, params), int(meta["step"]) if "step" in meta else None
-    return Model(config, adapter, backend, vocab=vocab, step=step,
-                 results=portable.read_json(folder / rundir.RESULTS))
+    results = portable.read_json(folder / rundir.RESULTS)
+    if results is not None and results.get("step", step) != step:
+        results = None  # a finished run's figures are of its last step, not of an older checkpoint loaded
+    return Model(config, adapter, backend, vocab=vocab, step=step, results=results)
 
 
 def _vocab(folder: Path, cfg) -> Vocab:
@@ -60,7 +65,7 @@ def _vocab(folder: Path, cfg) -> Vocab:
     return vocab
 
 
-def export(run: str | Path, folder: str | Path, *, overwrite: bool = False) -> Path:
-    """Export a run folder's newest checkpoint (or re-export an exported folder) to ``folder``: the
-    portable model folder of ``Model.export``. Nothing in ``run`` changes."""
-    return load(run).export(folder, overwrite=overwrite)
+def export(run: str | Path, folder: str | Path, *, overwrite: bool = False, step: int | None = None) -> Path:
+    """Export a run folder's newest checkpoint (or ``step``'s; or re-export an exported folder) to
+    ``folder``: the portable model folder of ``Model.export``. Nothing in ``run`` changes."""
+    return load(run, step=step).export(folder, overwrite=overwrite)

@@ -50,11 +50,11 @@ def with_device(cfg: RunConfig, backend: str, device: str | None) -> RunConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device or "auto"))
 
 
-def restore_run(cfg: RunConfig, workdir: Path) -> tuple[Any, int]:
+def restore_run(cfg: RunConfig, workdir: Path, step: int | None = None) -> tuple[Any, int]:
     """The evaluation adapter (``ImageModel`` / ``TextModel`` of ``cfg.backend``) of the run's newest
-    checkpoint and its step, through the backend's own restore code."""
+    checkpoint (or ``step``'s) and its step, through the backend's own restore code."""
     try:
-        return module(cfg.backend, "evaluation").load_model(cfg, Path(workdir))
+        return module(cfg.backend, "evaluation").load_model(cfg, Path(workdir), step)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
 
@@ -109,12 +109,12 @@ def _build_torch(cfg: RunConfig, params: dict[str, np.ndarray]) -> Any:
     return family.adapter(model, cfg)
 
 
-def load_run(cfg: RunConfig, backend: str, workdir: Path) -> tuple[Any, int]:
-    """The adapter of a run folder's newest checkpoint in ``backend`` and the checkpoint's step. A run
-    trained in the other framework is restored by its own backend and moved over through the
-    canonical parameters."""
+def load_run(cfg: RunConfig, backend: str, workdir: Path, step: int | None = None) -> tuple[Any, int]:
+    """The adapter of a run folder's newest checkpoint (or ``step``'s) in ``backend`` and the checkpoint's
+    step. A run trained in the other framework is restored by its own backend and moved over through
+    the canonical parameters."""
     check_backend(backend)
     if cfg.backend == backend:
-        return restore_run(cfg, workdir)
-    adapter, step = restore_run(with_device(cfg, cfg.backend, None), workdir)
+        return restore_run(cfg, workdir, step)
+    adapter, step = restore_run(with_device(cfg, cfg.backend, None), workdir, step)
     return build(cfg, backend, canonical_params(adapter, cfg.backend)), step

@@ -1,4 +1,4 @@
-"""``twinvae-export RUN DIR``: a run folder's newest checkpoint (or an exported folder) as a portable
+"""``twinvae-export RUN DIR [--step N]``: a run folder's newest checkpoint (or step N's; or an exported folder) as a portable
 model folder (``model.safetensors``, ``config.json``, ``vocab.json`` for text, ``README.md``), which
 ``twinvae.load`` reads in either framework. Nothing in RUN changes; bad input is one line, exit 2."""
 
@@ -14,6 +14,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("run", help="a run folder (config.json and checkpoints/) or an exported folder")
     p.add_argument("out", help="the folder to write (must not exist, or be empty)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing export in OUT")
+    p.add_argument("--step", type=int, default=None,
+                   help="a run folder's checkpoint of this step (one it keeps) instead of the newest")
     return p
 
 
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     import twinvae
 
     try:
-        folder = twinvae.export(args.run, args.out, overwrite=args.overwrite)
+        folder = twinvae.export(args.run, args.out, overwrite=args.overwrite, step=args.step)
     except (ValueError, OSError) as e:
         sys.stderr.write(f"twinvae-export: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n")
         return EXIT_BAD_INPUT
