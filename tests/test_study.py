@@ -20,13 +20,18 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
 
 
-def test_study_trains_evaluates_and_compares(tmp_path):
-    r = random.Random(1)
-    data = tmp_path / "data"
+def tiny_corpus(data: Path, seed: int) -> Path:
+    """40 / 10 / 10 sentences of 2 to 6 letters."""
+    r = random.Random(seed)
     data.mkdir()
     for split, n in (("train", 40), ("valid", 10), ("test", 10)):
         (data / f"{split}.txt").write_text("\n".join(" ".join(r.choice("abcdefgh") for _ in range(r.randint(2, 6)))
                                                      for _ in range(n)) + "\n")
+    return data
+
+
+def test_study_trains_evaluates_and_compares(tmp_path):
+    data = tiny_corpus(tmp_path / "data", 1)
     cmd = [*STUDY, "--runs", str(tmp_path / "runs"), "--rows", "lm,bn-0.7", "--jobs", "2", "--k", "3",
            "--train-args", f"{TINY} --data {data}", "--eval-args", "--batch-size 4"]
     out = run(cmd)
@@ -55,12 +60,7 @@ def test_study_trains_evaluates_and_compares(tmp_path):
 
 
 def test_best_evaluates_the_kept_checkpoint_of_the_lowest_validation_elbo(tmp_path):
-    r = random.Random(2)
-    data = tmp_path / "data"
-    data.mkdir()
-    for split, n in (("train", 40), ("valid", 10), ("test", 10)):
-        (data / f"{split}.txt").write_text("\n".join(" ".join(r.choice("abcdefgh") for _ in range(r.randint(2, 6)))
-                                                     for _ in range(n)) + "\n")
+    data = tiny_corpus(tmp_path / "data", 2)
     # 40 sentences in batches of 8: 5 steps an epoch, 3 epochs, each validated and kept
     tiny = TINY.replace("--epochs 2", "--epochs 3")
     cmd = [*STUDY, "--runs", str(tmp_path / "runs"), "--rows", "bn-0.7", "--jobs", "2", "--k", "3", "--best",
