@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import shutil
 import sys
 import tarfile
@@ -51,16 +50,12 @@ class CarryError(ValueError):
     """A run folder or archive that cannot be carried; the message says why."""
 
 
-def newest_checkpoint(run: Path) -> Path:
-    """The newest complete checkpoint of a run: an orbax step folder (named by its step alone, with
-    its commit marker) or a torch checkpoint file."""
-    folder = run / rundir.CHECKPOINTS
-    entries = list(folder.iterdir()) if folder.is_dir() else []
-    done = [p for p in entries if p.is_dir() and p.name.isdigit() and (p / "commit_success.txt").exists()]
-    done += [p for p in entries if p.is_file() and rundir.TORCH_CHECKPOINT_RE.match(p.name)]
-    if not done:
-        raise CarryError(f"{run}: no complete checkpoint in {folder}; nothing to carry")
-    return max(done, key=lambda p: int(re.sub(r"\D", "", p.name)))
+def newest_checkpoint(run: Path) -> tuple[int, Path]:
+    """The step and path of a run's newest complete checkpoint (``rundir.checkpoint_entries``)."""
+    entries = rundir.checkpoint_entries(run)
+    if not entries:
+        raise CarryError(f"{run}: no complete checkpoint in {run / rundir.CHECKPOINTS}; nothing to carry")
+    return max(entries.items())
 
 
 def kind(info: tarfile.TarInfo) -> str:
@@ -76,7 +71,7 @@ def pack(run: Path, out: Path) -> tuple[Path, int]:
     if (run / rundir.RESULTS).exists():
         raise CarryError(f"{run}: the run has finished ({rundir.RESULTS}); keep its record instead "
                          f"(scripts/study.py --out, or evaluate.py)")
-    ckpt = newest_checkpoint(run)
+    step, ckpt = newest_checkpoint(run)
     name = run.resolve().name
 
     def files_only(info: tarfile.TarInfo) -> tarfile.TarInfo:  # what unpack takes, and nothing else
@@ -96,7 +91,7 @@ def pack(run: Path, out: Path) -> tuple[Path, int]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, archive)
-    return archive, int(re.sub(r"\D", "", ckpt.name))
+    return archive, step
 
 
 class Members:

@@ -98,17 +98,22 @@ def check_writable_folder(folder: Path, flag: str) -> None:
         probe.unlink(missing_ok=True)
 
 
-def checkpoint_steps(workdir: Path) -> list[int]:
-    """The steps of the complete checkpoints a run folder keeps, oldest first: torch ``step_XXXXXXXX.pt``
+def checkpoint_entries(workdir: Path) -> dict[int, Path]:
+    """The complete checkpoints a run folder keeps, by step, oldest first: torch ``step_XXXXXXXX.pt``
     files and orbax step folders (named by their step, holding orbax's commit marker)."""
     folder = Path(workdir) / CHECKPOINTS
-    steps = []
+    entries = {}
     for p in folder.iterdir() if folder.is_dir() else []:
         if p.is_file() and TORCH_CHECKPOINT_RE.match(p.name):
-            steps.append(int(TORCH_CHECKPOINT_RE.match(p.name)[1]))
+            entries[int(TORCH_CHECKPOINT_RE.match(p.name)[1])] = p
         elif p.is_dir() and p.name.isdigit() and (p / "commit_success.txt").exists():
-            steps.append(int(p.name))
-    return sorted(steps)
+            entries[int(p.name)] = p
+    return dict(sorted(entries.items()))
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    """The steps of the complete checkpoints a run folder keeps, oldest first (``checkpoint_entries``)."""
+    return list(checkpoint_entries(workdir))
 
 
 def has_checkpoint(workdir: Path) -> bool:
