@@ -38,3 +38,36 @@ def pytest_unconfigure(config):
     folder = getattr(config, "_twinvae_jax_cache", None)
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# The test files that take longest, heaviest first. Under ``--dist loadfile`` a worker takes a whole file, and
+# xdist would otherwise start the files with the most tests first: the few long end-to-end files (a train.py
+# run per step of a SIGKILL, per device count) started last and were the suite's tail on two cores. Started
+# first, the many short files fill in beside them (``--no-loadscope-reorder`` keeps this order). The summary
+# at the end of every run prints the seconds of each file, to keep this list measured.
+HEAVY_FIRST = ("tests/test_data_parallel.py", "tests/test_text_resume.py", "tests/test_resume.py",
+               "tests/test_transformer_runs.py", "tests/test_training_modes.py", "tests/test_text_cli.py",
+               "tests/test_carry.py", "parity_tests/test_text_iwae_parity.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: each file's order kept
+
+
+FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Seconds per test file (setup, call and teardown), summed where the reports arrive (xdist's controller)."""
+    name = report.nodeid.split("::")[0]
+    FILE_SECONDS[name] = FILE_SECONDS.get(name, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if hasattr(config, "workerinput") or not FILE_SECONDS:
+        return
+    longest = sorted(FILE_SECONDS.items(), key=lambda kv: -kv[1])[:12]
+    terminalreporter.write_sep("=", f"the {len(longest)} longest test files of {len(FILE_SECONDS)} (seconds, all tests)")
+    for name, seconds in longest:
+        terminalreporter.write_line(f"{seconds:9.1f}s  {name}")
