@@ -95,8 +95,10 @@ TRANSFORMER = ["--decoder", "transformer", "--transformer-layers", "3",
 EVERY_EPOCH = ["--checkpoint-every", "1314", "--keep-checkpoints", "30"]
 DROPOUT_04 = ["--embedding-dropout", "0.4", "--residual-dropout", "0.4", *EVERY_EPOCH]
 TRANSFORMER_ROWS = {
-    "texar": [*TRANSFORMER, "--kl-schedule", "linear", "--kl-warmup-steps", "13140", "--free-bits", "0"],
-    "lm": [*TRANSFORMER, "--no-latent"],
+    # texar and lm keep every epoch's checkpoint too (added in the sixth session; the first torch runs kept them
+    # only from steps 10,500 / 12,000 on), so that --best finds the best validation epoch of a rerun
+    "texar": [*TRANSFORMER, *EVERY_EPOCH, "--kl-schedule", "linear", "--kl-warmup-steps", "13140", "--free-bits", "0"],
+    "lm": [*TRANSFORMER, *EVERY_EPOCH, "--no-latent"],
     # the language model and the remedies that won on the LSTM (docs/2026-12-01-collapse-study.md), on the same
     # budget at dropout 0.4 (the same remedies at 0.2 were never run: the language model showed 0.2 too little)
     "lm-d0.4": [*TRANSFORMER, *DROPOUT_04, "--no-latent"],
